@@ -1,0 +1,199 @@
+// Matrix product and softmax op definitions: checks, torch's matmul rank rules, output allocation,
+// dispatch. The primitives are mm, bmm, addmm, softmax and log_softmax; matmul and linear are
+// compositions of them (views and reshapes around one product). Kernels: kernels/cpu/matmul.cpp,
+// kernels/cpu/softmax.cpp. (Derivatives arrive here with autograd.)
+#include "autograd/ops/linalg.h"
+
+#include <algorithm>
+#include <span>
+
+#include "tensor/dispatch.h"
+#include "tensor/type_promotion.h"
+
+namespace kiln {
+namespace {
+
+void check_defined(const Tensor& t, const char* op) { KILN_CHECK(t.defined(), op, ": got an undefined tensor"); }
+
+// The checks every product shares: defined, one device, one dtype (torch does not promote here),
+// a dtype with a kernel.
+Device check_operands(const Tensor& a, const Tensor& b, const char* op) {
+  check_defined(a, op);
+  check_defined(b, op);
+  const Tensor both[] = {a, b};
+  const Device device = common_device(both, op);
+  KILN_CHECK(a.dtype() == b.dtype(), op, ": expected both operands to have the same dtype, got ", a.dtype(), " and ",
+             b.dtype());
+  KILN_CHECK(a.dtype() != DType::boolean, op, ": not implemented for bool tensors");
+  return device;
+}
+
+void check_inner(const Tensor& a, const Tensor& b, int64_t ka, int64_t kb, const char* op) {
+  KILN_CHECK(ka == kb, op, ": shapes ", a.shape(), " and ", b.shape(), " cannot be multiplied (", ka, " != ", kb, ")");
+}
+
+void check_rank(const Tensor& t, int rank, const char* op, const char* which) {
+  KILN_CHECK(t.dim() == rank, op, ": expected ", which, " to be ", rank, "-d, got shape ", t.shape());
+}
+
+// Integer products take integer alpha and beta only (torch's rule): a float would be truncated.
+void check_scalars(DType t, const Scalar& beta, const Scalar& alpha, const char* op) {
+  if (is_floating(t)) return;
+  KILN_CHECK(!beta.is_floating() && !alpha.is_floating(), op, ": for ", t,
+             " tensors, beta and alpha must be integers, got beta = ", beta, ", alpha = ", alpha);
+}
+
+// t viewed (or copied) as a matrix: its leading dims folded into rows. Counts rows by hand, since
+// reshape's -1 cannot infer them when the last dim is 0.
+Tensor fold_rows(const Tensor& t) {
+  int64_t rows = 1;
+  for (int d = 0; d < t.dim() - 1; ++d) rows *= t.size(d);
+  return t.reshape({rows, t.size(-1)});
+}
+
+// The broadcast of the batch dims (all but the last two) of a and b, as torch.matmul takes them.
+Dims broadcast_batch(const Tensor& a, const Tensor& b) {
+  const Dims a_batch(std::span<const int64_t>(a.shape()).first(a.dim() - 2));
+  const Dims b_batch(std::span<const int64_t>(b.shape()).first(b.dim() - 2));
+  const int n = std::max(a_batch.size(), b_batch.size());
+  for (int i = 0; i < n; ++i) {
+    const int ia = i - (n - a_batch.size()), ib = i - (n - b_batch.size());
+    const int64_t sa = ia >= 0 ? a_batch[ia] : 1, sb = ib >= 0 ? b_batch[ib] : 1;
+    KILN_CHECK(sa == sb || sa == 1 || sb == 1, "matmul: batch dims of shapes ", a.shape(), " and ", b.shape(),
+               " cannot be broadcast (", sa, " vs ", sb, ")");
+  }
+  return broadcast_shapes(a_batch, b_batch, "matmul");
+}
+
+template <Op op>
+Tensor softmax_like(const Tensor& x, int64_t dim, const char* name) {
+  check_defined(x, name);
+  KILN_CHECK(is_floating(x.dtype()), name, ": expected a floating dtype, got ", x.dtype());
+  // A 0-d tensor is a row of one element, as torch treats it (dim 0 or -1).
+  if (x.dim() == 0) {
+    wrap_dim(dim, 1, name);
+    return softmax_like<op>(x.view({1}), 0, name).view({});
+  }
+  const int d = wrap_dim(dim, x.dim(), name);
+  Tensor out = make_tensor(x.shape(), x.dtype(), x.device());
+  if (out.numel()) dispatch<op>(x.device(), x, d, out);
+  return out;
+}
+
+}  // namespace
+
+Tensor mm(const Tensor& a, const Tensor& b) {
+  const Device device = check_operands(a, b, "mm");
+  check_rank(a, 2, "mm", "the first operand");
+  check_rank(b, 2, "mm", "the second operand");
+  check_inner(a, b, a.size(1), b.size(0), "mm");
+  Tensor out = make_tensor({a.size(0), b.size(1)}, a.dtype(), device);
+  if (out.numel()) dispatch<Op::mm>(device, a, b, out);
+  return out;
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  const Device device = check_operands(a, b, "bmm");
+  check_rank(a, 3, "bmm", "the first operand");
+  check_rank(b, 3, "bmm", "the second operand");
+  KILN_CHECK(a.size(0) == b.size(0), "bmm: batch sizes of ", a.shape(), " and ", b.shape(), " differ (", a.size(0),
+             " != ", b.size(0), ")");
+  check_inner(a, b, a.size(2), b.size(1), "bmm");
+  Tensor out = make_tensor({a.size(0), a.size(1), b.size(2)}, a.dtype(), device);
+  if (out.numel()) dispatch<Op::bmm>(device, a, b, out);
+  return out;
+}
+
+Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar& beta, const Scalar& alpha) {
+  const Device device = check_operands(a, b, "addmm");
+  check_defined(bias, "addmm");
+  const Tensor all3[] = {bias, a, b};
+  common_device(all3, "addmm");
+  KILN_CHECK(bias.dtype() == a.dtype(), "addmm: expected bias to have the operands' dtype ", a.dtype(), ", got ",
+             bias.dtype());
+  check_rank(a, 2, "addmm", "the first operand");
+  check_rank(b, 2, "addmm", "the second operand");
+  check_inner(a, b, a.size(1), b.size(0), "addmm");
+  check_scalars(a.dtype(), beta, alpha, "addmm");
+  const Dims shape{a.size(0), b.size(1)};
+  KILN_CHECK(bias.dim() <= 2 && broadcast_shapes(bias.shape(), shape, "addmm") == shape, "addmm: bias of shape ",
+             bias.shape(), " does not broadcast to the product's shape ", shape);
+  Tensor out = make_tensor(shape, a.dtype(), device);
+  if (out.numel()) dispatch<Op::addmm>(device, bias.expand(shape), a, b, beta.to_double(), alpha.to_double(), out);
+  return out;
+}
+
+// torch.matmul. 1-d operands become a row (left) or a column (right) and lose that dim again at
+// the end; an N-d @ 1-d/2-d product folds a's batch dims into its rows (one mm, no copy when a's
+// layout allows); otherwise batch dims broadcast and the product is one bmm.
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_defined(a, "matmul");
+  check_defined(b, "matmul");
+  KILN_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least 1 dim, got shapes ", a.shape(),
+             " and ", b.shape());
+  check_operands(a, b, "matmul");
+  const int64_t kb = b.dim() == 1 ? b.size(0) : b.size(-2);
+  check_inner(a, b, a.size(-1), kb, "matmul");
+
+  if (a.dim() <= 2 && b.dim() <= 2) {
+    const Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
+    const Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
+    Tensor out = mm(a2, b2);
+    if (b.dim() == 1) out = out.squeeze(1);
+    if (a.dim() == 1) out = out.squeeze(0);
+    return out;
+  }
+  if (b.dim() <= 2) {
+    const Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
+    Dims shape = a.shape();
+    shape[shape.size() - 1] = b2.size(1);
+    if (b.dim() == 1) shape.erase(shape.size() - 1);
+    return mm(fold_rows(a), b2).view(shape);
+  }
+
+  const Tensor a3 = a.dim() == 1 ? a.unsqueeze(0) : a;
+  const Tensor b3 = b.dim() == 1 ? b.unsqueeze(1) : b;
+  const int64_t M = a3.size(-2), K = a3.size(-1), N = b3.size(-1);
+  const Dims batch = broadcast_batch(a3, b3);
+  const int64_t B = checked_numel(batch, "matmul");
+  auto batched = [&](const Tensor& t, int64_t rows, int64_t cols) {
+    Dims full = batch;
+    full.push_back(rows);
+    full.push_back(cols);
+    return t.expand(full).reshape({B, rows, cols});
+  };
+  Tensor out = bmm(batched(a3, M, K), batched(b3, K, N));
+  Dims shape = batch;
+  if (a.dim() > 1) shape.push_back(M);
+  if (b.dim() > 1) shape.push_back(N);
+  return out.view(shape);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_defined(x, "linear");
+  check_defined(weight, "linear");
+  KILN_CHECK(weight.dim() == 2, "linear: expected a 2-d weight (out_features, in_features), got shape ",
+             weight.shape());
+  KILN_CHECK(x.dim() >= 1, "linear: expected an input with at least 1 dim, got shape ", x.shape());
+  KILN_CHECK(x.size(-1) == weight.size(1), "linear: input of shape ", x.shape(), " and weight of shape ",
+             weight.shape(), " cannot be multiplied (", x.size(-1), " != ", weight.size(1),
+             "; weight is (out_features, in_features))");
+  Dims shape = x.shape();
+  shape[shape.size() - 1] = weight.size(0);
+  const Tensor x2 = fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x);
+  const Tensor wt = weight.t();  // a transposed view: oneDNN reads it in place
+  if (!bias.defined()) return mm(x2, wt).view(shape);
+  if (bias.dim() <= 1) return addmm(bias, x2, wt).view(shape);
+  return matmul(x, wt) + bias;  // a bias with batch dims of its own
+}
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like<Op::softmax>(x, dim, "softmax"); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_like<Op::log_softmax>(x, dim, "log_softmax"); }
+
+Tensor Tensor::matmul(const Tensor& other) const { return kiln::matmul(*this, other); }
+Tensor Tensor::mm(const Tensor& other) const { return kiln::mm(*this, other); }
+Tensor Tensor::bmm(const Tensor& other) const { return kiln::bmm(*this, other); }
+Tensor Tensor::softmax(int64_t dim) const { return kiln::softmax(*this, dim); }
+Tensor Tensor::log_softmax(int64_t dim) const { return kiln::log_softmax(*this, dim); }
+
+}  // namespace kiln

@@ -1,0 +1,16 @@
+// Matrix products (through oneDNN on CPU) and softmax. Defined in autograd/ops/linalg.cpp.
+#pragma once
+
+#include "tensor/tensor.h"
+
+namespace kiln {
+
+Tensor mm(const Tensor& a, const Tensor& b);    // (M,K) @ (K,N)
+Tensor bmm(const Tensor& a, const Tensor& b);   // (B,M,K) @ (B,K,N)
+Tensor matmul(const Tensor& a, const Tensor& b);  // torch.matmul: 1-d, 2-d and batched with broadcasting
+Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar& beta = 1, const Scalar& alpha = 1);
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});  // x @ weight^T + bias
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+
+}  // namespace kiln

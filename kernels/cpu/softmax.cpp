@@ -1,0 +1,174 @@
+// CPU softmax and log_softmax along one dim: x and out have one shape, any strides; f32 and f64
+// compute in their own type, f16/bf16 in float. Numerically stable: each row's max is subtracted
+// before exp, so huge inputs do not overflow; a row of all -inf gives NaN, as in torch.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/convert.h"
+#include "kernels/cpu/loops.h"
+#include "tensor/dispatch.h"
+
+namespace kiln::cpu {
+namespace {
+
+// exp for float in plain arithmetic, so that row loops vectorize (std::exp does not without
+// -ffast-math). Cephes' expf: x = n*ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial,
+// 2^n built in the exponent bits; within 2 ulp. Inputs below -87 flush to 0 (softmax only takes
+// x - max <= 0, and the row sum is >= 1); NaN stays NaN. Rounding n uses the 1.5 * 2^23 trick
+// instead of a float-to-int conversion, which would be UB for NaN.
+inline float exp_float(float x) {
+  const bool underflow = x < -87.0f;
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  constexpr float kMagic = 12582912.0f;
+  const float t = x * 1.44269504088896341f + kMagic;
+  const float n = t - kMagic;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const uint32_t e = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kMagic) + 127u;
+  const float scale = std::bit_cast<float>(e << 23);
+  return underflow ? 0.0f : y * scale;
+}
+inline double exp_c(double x) { return std::exp(x); }
+inline float exp_c(float x) { return exp_float(x); }
+
+// One contiguous row of n elements in the compute type C; y may alias x.
+template <class C, bool kLog>
+void softmax_row(const C* x, C* y, int64_t n) {
+  C m = -std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  C sum = 0;
+  if constexpr (kLog) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) sum += exp_c(x[i] - m);
+    const C log_sum = std::log(sum);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - log_sum;
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) {
+      const C e = exp_c(x[i] - m);
+      y[i] = e;
+      sum += e;
+    }
+    const C inv = C(1) / sum;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+  }
+}
+
+// A per-thread row buffer in the compute type, for rows that must be gathered or converted.
+template <class C>
+C* row_buffer(int64_t n) {
+  thread_local std::vector<C> buf;
+  if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
+// One row of n elements at element strides sx / sy, through a buffer unless it is contiguous in C.
+template <class T, bool kLog>
+void softmax_row_any(const T* x, int64_t sx, T* y, int64_t sy, int64_t n) {
+  using C = compute_t<T>;
+  if constexpr (std::is_same_v<T, C>) {
+    if (sx == 1 && sy == 1) return softmax_row<C, kLog>(x, y, n);
+  }
+  C* buf = row_buffer<C>(n);
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(x[i * sx]);
+  softmax_row<C, kLog>(buf, buf, n);
+  for (int64_t i = 0; i < n; ++i) y[i * sy] = convert<T>(buf[i]);
+}
+
+// Rows in a block of chunks so a thread's share is at least ~32K elements.
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, n)); }
+
+// x, out: (outer, n) contiguous; softmax along n.
+template <class T, bool kLog>
+void softmax_lastdim(const T* x, T* out, int64_t outer, int64_t n) {
+  parallel_for(outer, row_grain(n), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) softmax_row_any<T, kLog>(x + r * n, 1, out + r * n, 1, n);
+  });
+}
+
+// x, out: (outer, n, inner) contiguous, inner > 1; softmax along n. Lanes of the inner dim are
+// processed side by side in tiles of kTile, so every load is contiguous and vectorizes.
+template <class T, bool kLog>
+void softmax_innerdim(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
+  using C = compute_t<T>;
+  constexpr int64_t kTile = 64;
+  const int64_t tiles = (inner + kTile - 1) / kTile;
+  parallel_for(outer * tiles, row_grain(n * kTile), [&](int64_t t0, int64_t t1) {
+    C m[kTile], s[kTile];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t o = t / tiles, j0 = (t % tiles) * kTile, w = std::min(kTile, inner - j0);
+      const T* xo = x + o * n * inner + j0;
+      T* yo = out + o * n * inner + j0;
+      std::fill(m, m + kTile, -std::numeric_limits<C>::infinity());
+      std::fill(s, s + kTile, C(0));
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < w; ++j) {
+          const C v = static_cast<C>(xo[k * inner + j]);
+          m[j] = v > m[j] ? v : m[j];
+        }
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < w; ++j) s[j] += exp_c(static_cast<C>(xo[k * inner + j]) - m[j]);
+      for (int64_t j = 0; j < w; ++j) s[j] = kLog ? std::log(s[j]) : C(1) / s[j];
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < w; ++j) {
+          const C d = static_cast<C>(xo[k * inner + j]) - m[j];
+          yo[k * inner + j] = convert<T>(kLog ? d - s[j] : exp_c(d) * s[j]);
+        }
+    }
+  });
+}
+
+// Any strides: every row along `dim` is found by iterating the other dims, then gathered.
+template <class T, bool kLog>
+void softmax_strided(const Tensor& x, int dim, Tensor& out) {
+  const int64_t n = x.size(dim), sx = x.stride(dim), sy = out.stride(dim);
+  const Tensor x0 = x.narrow(dim, 0, 1), y0 = out.narrow(dim, 0, 1);
+  StridedIter<2> it({&y0, &x0});
+  it.run(
+      [&](int64_t len, char** p, const int64_t* s) {
+        for (int64_t i = 0; i < len; ++i)
+          softmax_row_any<T, kLog>(reinterpret_cast<const T*>(p[1] + i * s[1]), sx,
+                                   reinterpret_cast<T*>(p[0] + i * s[0]), sy, n);
+      },
+      row_grain(n));
+}
+
+template <bool kLog>
+void softmax_kernel(const Tensor& x, int dim, Tensor& out) {
+  if (out.numel() == 0) return;
+  visit_floating(x.dtype(), kLog ? "log_softmax" : "softmax", [&]<class T>() {
+    const int64_t n = x.size(dim);
+    int64_t inner = 1;
+    for (int d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
+    const int64_t outer = x.numel() / (n * inner);
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    if (!x.is_contiguous() || !out.is_contiguous()) return softmax_strided<T, kLog>(x, dim, out);
+    if (inner == 1) return softmax_lastdim<T, kLog>(px, po, outer, n);
+    softmax_innerdim<T, kLog>(px, po, outer, n, inner);
+  });
+}
+
+void softmax_cpu(const Tensor& x, int dim, Tensor& out) { softmax_kernel<false>(x, dim, out); }
+void log_softmax_cpu(const Tensor& x, int dim, Tensor& out) { softmax_kernel<true>(x, dim, out); }
+
+}  // namespace
+
+KILN_REGISTER_KERNEL(Op::softmax, DeviceType::cpu, softmax_cpu);
+KILN_REGISTER_KERNEL(Op::log_softmax, DeviceType::cpu, log_softmax_cpu);
+
+}  // namespace kiln::cpu

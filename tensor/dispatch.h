@@ -1,0 +1,118 @@
+// Dispatch: one flat table kernel[op][device type], filled by static registration in each kernel's
+// own file (STYLE L3). Op definitions call dispatch<Op::x>(device, args...); a missing kernel is a
+// kiln::Error naming the op and the devices that have one. KILN_DEBUG=1 logs every dispatch.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "tensor/op_list.h"
+#include "tensor/tensor.h"
+
+namespace kiln {
+
+// ---- kernel signature families. Outputs are allocated by the op definition, never by a kernel.
+// Shapes: unless stated, `out` has the broadcast shape of the inputs, which the op definition has
+// already expanded (stride 0) to out's shape and converted to one compute dtype.
+using CopyKernel = void (*)(const Tensor& src, Tensor& dst);  // src expanded to dst; any dtypes
+using FillKernel = void (*)(Tensor& out, const Scalar& value);
+using RangeKernel = void (*)(Tensor& out, double a, double b);  // arange: start, step; linspace: start, end
+using RandomKernel = void (*)(Tensor& out, double a, double b, Generator& gen);  // uniform: lo, hi; normal: mean, std; randint: lo, hi; bernoulli: p
+using RandomLikeKernel = void (*)(const Tensor& p, Tensor& out, Generator& gen);
+using UnaryKernel = void (*)(const Tensor& x, Tensor& out);
+using UnaryParamKernel = void (*)(const Tensor& x, double a, double b, Tensor& out);  // softplus: beta, threshold; leaky_relu: slope; pow_scalar: exponent
+using ClampKernel = void (*)(const Tensor& x, const std::optional<Scalar>& lo, const std::optional<Scalar>& hi, Tensor& out);
+using BinaryKernel = void (*)(const Tensor& a, const Tensor& b, Tensor& out);
+using WhereKernel = void (*)(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out);
+
+struct ReduceArgs {
+  uint32_t dims_mask = 0;    // bit d set: dim d of x is reduced
+  int64_t correction = 1;    // var
+  double p = 2.0;            // norm
+  bool take_sqrt = false;    // var: return the standard deviation instead
+};
+// out has x's rank, with size 1 on the reduced dims (keepdim form); the op definition squeezes.
+using ReduceKernel = void (*)(const Tensor& x, const ReduceArgs& args, Tensor& out);
+// values and indices have x's shape with size 1 at `dim`.
+using ReduceIndexKernel = void (*)(const Tensor& x, int dim, Tensor& values, Tensor& indices);
+
+// out = beta * bias + alpha * (a @ b); a (M,K), b (K,N), bias broadcast to (M,N).
+using AddmmKernel = void (*)(const Tensor& bias, const Tensor& a, const Tensor& b, double beta, double alpha, Tensor& out);
+using DimKernel = void (*)(const Tensor& x, int dim, Tensor& out);
+using SortKernel = void (*)(const Tensor& x, int dim, bool descending, bool stable, Tensor& values, Tensor& indices);
+using TopkKernel = void (*)(const Tensor& x, int64_t k, int dim, bool largest, bool sorted, Tensor& values, Tensor& indices);
+using TriKernel = void (*)(const Tensor& x, int64_t diagonal, bool lower, Tensor& out);
+using CatKernel = void (*)(std::span<const Tensor> xs, int dim, Tensor& out);
+using IndexKernel = void (*)(const Tensor& x, int dim, const Tensor& index, Tensor& out);
+using IndexPutKernel = void (*)(Tensor& out, int dim, const Tensor& index, const Tensor& src);  // in place into out
+
+// ---- the op enum, generated from the op list
+enum class Op : uint16_t {
+#define KILN_OP_ENUM(name, family) name,
+  KILN_FOR_EACH_OP(KILN_OP_ENUM)
+#undef KILN_OP_ENUM
+};
+#define KILN_OP_COUNT(name, family) +1
+inline constexpr int kNumOps = 0 KILN_FOR_EACH_OP(KILN_OP_COUNT);
+#undef KILN_OP_COUNT
+
+std::string_view op_name(Op op);
+
+template <Op op> struct OpKernel;
+#define KILN_OP_KERNEL(name, family) template <> struct OpKernel<Op::name> { using type = family; };
+KILN_FOR_EACH_OP(KILN_OP_KERNEL)
+#undef KILN_OP_KERNEL
+
+namespace detail {
+using AnyKernel = void (*)();
+extern AnyKernel g_kernels[kNumOps][kNumDeviceTypes];
+extern int g_debug_level;  // KILN_DEBUG, read once at start-up
+[[noreturn]] void throw_no_kernel(Op op, Device d);
+void log_dispatch_begin(Op op, Device d);
+void log_dispatch_arg(const Tensor& t);
+void log_dispatch_arg(const std::span<const Tensor>& ts);
+template <class T> void log_dispatch_arg(const T&) {}
+void log_dispatch_end(double micros);
+double now_micros();
+bool register_kernel_any(Op op, DeviceType d, AnyKernel fn);
+}  // namespace detail
+
+template <Op op>
+bool register_kernel(DeviceType d, typename OpKernel<op>::type fn) {
+  return detail::register_kernel_any(op, d, reinterpret_cast<detail::AnyKernel>(fn));
+}
+
+template <Op op>
+typename OpKernel<op>::type kernel_for(Device d) {
+  auto fn = detail::g_kernels[static_cast<int>(op)][static_cast<int>(d.type)];
+  if (__builtin_expect(fn == nullptr, 0)) detail::throw_no_kernel(op, d);
+  return reinterpret_cast<typename OpKernel<op>::type>(fn);
+}
+
+// Runs op's kernel for device d. The only place kernels are called from.
+template <Op op, class... Args>
+void dispatch(Device d, Args&&... args) {
+  auto fn = kernel_for<op>(d);
+  if (__builtin_expect(detail::g_debug_level > 0, 0)) {
+    detail::log_dispatch_begin(op, d);
+    (detail::log_dispatch_arg(args), ...);
+    const double t0 = detail::now_micros();
+    fn(std::forward<Args>(args)...);
+    detail::log_dispatch_end(detail::now_micros() - t0);
+    return;
+  }
+  fn(std::forward<Args>(args)...);
+}
+
+int debug_level();
+
+}  // namespace kiln
+
+#define KILN_CONCAT_INNER(a, b) a##b
+#define KILN_CONCAT(a, b) KILN_CONCAT_INNER(a, b)
+// Registers fn as the kernel of op on device type dev (e.g. Op::gelu_erf, DeviceType::cpu).
+#define KILN_REGISTER_KERNEL(op, dev, fn) \
+  [[maybe_unused]] static const bool KILN_CONCAT(kiln_kernel_registered_, __LINE__) = ::kiln::register_kernel<op>(dev, fn)
