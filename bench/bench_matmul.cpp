@@ -1,8 +1,15 @@
 // Kiln's mm against oneDNN called directly, side by side in one binary: dnnl_sgemm (f32) and a
 // matmul primitive created once outside the timed loop (f32 and bf16). Kiln's figure includes
 // what a user pays per call: the output allocation, the primitive-cache lookup and the memory
-// objects. Reports GFLOP/s. Run with 2 threads: ./bench_matmul --benchmark_min_time=0.2
+// objects. Reports GFLOP/s. Runs on 2 threads (KILN_BENCH_THREADS overrides):
+//   ./bench_matmul --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -13,16 +20,14 @@ namespace {
 using kiln::DType;
 using kiln::Tensor;
 
-constexpr int kThreads = 2;
+int bench_threads() {
+  const char* env = std::getenv("KILN_BENCH_THREADS");
+  return env ? std::max(1, std::atoi(env)) : 2;
+}
 
 // Shapes (M, K, N): square sizes, and an MNIST-sized layer (128x784)·(784x512).
-void shapes(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {128, 256, 512, 1024, 2048}) b->Args({n, n, n});
-  b->Args({128, 784, 512});
-  b->ArgNames({"M", "K", "N"});
-  b->Unit(benchmark::kMicrosecond);
-  b->UseRealTime();  // oneDNN works on OpenMP threads: the main thread's CPU time is not the cost
-}
+const std::vector<std::array<int64_t, 3>> kShapes = {
+    {128, 128, 128}, {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 2048, 2048}, {128, 784, 512}};
 
 void set_flops(benchmark::State& state) {
   const double flops = 2.0 * static_cast<double>(state.range(0) * state.range(1) * state.range(2));
@@ -34,18 +39,20 @@ Tensor random_matrix(int64_t rows, int64_t cols, DType t) { return kiln::randn({
 
 template <DType T>
 void BM_kiln_mm(benchmark::State& state) {
-  kiln::set_num_threads(kThreads);
+  kiln::set_num_threads(bench_threads());
   const Tensor a = random_matrix(state.range(0), state.range(1), T);
   const Tensor b = random_matrix(state.range(1), state.range(2), T);
+  benchmark::DoNotOptimize(kiln::mm(a, b));  // warm-up: creates and caches the primitive
   for (auto _ : state) benchmark::DoNotOptimize(kiln::mm(a, b));
   set_flops(state);
 }
 
 void BM_dnnl_sgemm(benchmark::State& state) {
-  kiln::set_num_threads(kThreads);
+  kiln::set_num_threads(bench_threads());
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const Tensor a = random_matrix(M, K, DType::f32), b = random_matrix(K, N, DType::f32);
   Tensor c = kiln::empty({M, N});
+  dnnl_sgemm('N', 'N', M, N, K, 1.0f, a.data_ptr<float>(), K, b.data_ptr<float>(), N, 0.0f, c.data_ptr<float>(), N);
   for (auto _ : state) {
     dnnl_sgemm('N', 'N', M, N, K, 1.0f, a.data_ptr<float>(), K, b.data_ptr<float>(), N, 0.0f, c.data_ptr<float>(), N);
     benchmark::ClobberMemory();
@@ -55,7 +62,7 @@ void BM_dnnl_sgemm(benchmark::State& state) {
 
 template <DType T>
 void BM_dnnl_matmul_primitive(benchmark::State& state) {
-  kiln::set_num_threads(kThreads);
+  kiln::set_num_threads(bench_threads());
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   const Tensor a = random_matrix(M, K, T), b = random_matrix(K, N, T);
   Tensor c = kiln::empty({M, N}, {.dtype = T});
@@ -67,6 +74,8 @@ void BM_dnnl_matmul_primitive(benchmark::State& state) {
   const dnnl::memory::desc a_md({M, K}, type, tag::ab), b_md({K, N}, type, tag::ab), c_md({M, N}, type, tag::ab);
   const dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), eng));
   dnnl::memory ma(a_md, eng, a.data_ptr()), mb(b_md, eng, b.data_ptr()), mc(c_md, eng, c.data_ptr());
+  prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+  stream.wait();
   for (auto _ : state) {
     prim.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
     stream.wait();
@@ -75,12 +84,28 @@ void BM_dnnl_matmul_primitive(benchmark::State& state) {
   set_flops(state);
 }
 
-BENCHMARK(BM_kiln_mm<DType::f32>)->Name("kiln_mm/f32")->Apply(shapes);
-BENCHMARK(BM_dnnl_sgemm)->Name("dnnl_sgemm/f32")->Apply(shapes);
-BENCHMARK(BM_dnnl_matmul_primitive<DType::f32>)->Name("dnnl_matmul/f32")->Apply(shapes);
-BENCHMARK(BM_kiln_mm<DType::bf16>)->Name("kiln_mm/bf16")->Apply(shapes);
-BENCHMARK(BM_dnnl_matmul_primitive<DType::bf16>)->Name("dnnl_matmul/bf16")->Apply(shapes);
-
 }  // namespace
 
-BENCHMARK_MAIN();
+// Registered shape by shape, Kiln next to oneDNN, so that both sides of each ratio run close in time.
+int main(int argc, char** argv) {
+  using Fn = void (*)(benchmark::State&);
+  const std::vector<std::pair<const char*, Fn>> variants = {
+      {"kiln_mm/f32", BM_kiln_mm<DType::f32>},
+      {"dnnl_sgemm/f32", BM_dnnl_sgemm},
+      {"dnnl_matmul/f32", BM_dnnl_matmul_primitive<DType::f32>},
+      {"kiln_mm/bf16", BM_kiln_mm<DType::bf16>},
+      {"dnnl_matmul/bf16", BM_dnnl_matmul_primitive<DType::bf16>},
+  };
+  for (const auto& [m, k, n] : kShapes)
+    for (const auto& [name, fn] : variants)
+      benchmark::RegisterBenchmark(name, fn)
+          ->Args({m, k, n})
+          ->ArgNames({"M", "K", "N"})
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();  // oneDNN works on OpenMP threads: the main thread's CPU time is not the cost
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

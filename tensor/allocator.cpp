@@ -23,7 +23,7 @@ namespace {
 
 constexpr size_t kAlignment = 64;
 constexpr size_t kMaxCachedBytes = size_t{2} << 30;
-constexpr int kNumClasses = 4 * 64;
+constexpr int kNumClasses = 4 + (50 - 8 + 1) * 4;  // up to the 2^50-byte cap
 
 // Size class of n: 64, 128, 192, 256 bytes, then 4 classes per power of two (all multiples of 64).
 int size_class(size_t n) {

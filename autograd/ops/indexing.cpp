@@ -114,7 +114,8 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
                ref.shape(), " but tensor ", i, " has shape ", x.shape());
     for (int k = 0; k < x.dim(); ++k)
       KILN_CHECK(k == d || x.shape()[k] == ref.shape()[k], "cat: sizes must match except in dim ", d, ": tensor ", r,
-                 " has shape ", ref.shape(), " but tensor ", i, " has shape ", x.shape(), " (they differ in dim ", k, ")");
+                 " has shape ", ref.shape(), " but tensor ", i, " has shape ", x.shape(), " (they differ in dim ", k,
+                 ")");
     shape[d] += x.shape()[d];
     parts.push_back(as_dtype(x, dtype));
   }
@@ -146,8 +147,8 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
     KILN_CHECK(s >= 0, "split: split sizes must be non-negative, got ", format_sizes(sizes));
     total += std::min(s, x.shape()[d] + 1);  // capped: a wild size must not overflow the sum
   }
-  KILN_CHECK(total == x.shape()[d], "split: split sizes ", format_sizes(sizes), " don't add up to the size ", x.shape()[d],
-             " of dim ", d, " (shape ", x.shape(), ")");
+  KILN_CHECK(total == x.shape()[d], "split: split sizes ", format_sizes(sizes), " don't add up to the size ",
+             x.shape()[d], " of dim ", d, " (shape ", x.shape(), ")");
   std::vector<Tensor> out;
   out.reserve(sizes.size());
   int64_t start = 0;
@@ -244,7 +245,8 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
   const Device device = common_device(all, "index_add");
   check_index_dtype(index, "index_add", true);
   KILN_CHECK(index.dim() <= 1, "index_add: index must be 0-d or 1-d, got shape ", index.shape());
-  KILN_CHECK(src.dtype() == x.dtype(), "index_add: src dtype ", src.dtype(), " must match the input's dtype ", x.dtype());
+  KILN_CHECK(src.dtype() == x.dtype(), "index_add: src dtype ", src.dtype(), " must match the input's dtype ",
+             x.dtype());
   KILN_CHECK(is_floating(x.dtype()) || !alpha.is_floating(), "index_add: alpha must not be a floating number (",
              alpha, ") for a ", x.dtype(), " input");
   const int d = wrap_dim(dim, x.dim(), "index_add");

@@ -116,7 +116,8 @@ void cat_cpu(std::span<const Tensor> xs, int dim, Tensor& out) {
     if (x.is_contiguous()) {
       const char* px = static_cast<const char*>(x.data_ptr());
       if (outer == 1) {
-        parallel_for(block, int64_t{1} << 20, [&](int64_t b, int64_t e) { std::memcpy(po + offset + b, px + b, e - b); });
+        parallel_for(block, int64_t{1} << 20,
+                     [&](int64_t b, int64_t e) { std::memcpy(po + offset + b, px + b, e - b); });
       } else {
         parallel_for(outer, std::max<int64_t>(1, (int64_t{1} << 16) / block), [&](int64_t b, int64_t e) {
           for (int64_t o = b; o < e; ++o) std::memcpy(po + o * out_row + offset, px + o * block, block);
@@ -129,7 +130,8 @@ void cat_cpu(std::span<const Tensor> xs, int dim, Tensor& out) {
       visit_size(out.element_size(), [&]<class U>() {
         StridedIter<2> it({&dst, &x});
         it.run([](int64_t n, char** p, const int64_t* s) {
-          for (int64_t i = 0; i < n; ++i) *reinterpret_cast<U*>(p[0] + i * s[0]) = *reinterpret_cast<const U*>(p[1] + i * s[1]);
+          for (int64_t i = 0; i < n; ++i)
+            *reinterpret_cast<U*>(p[0] + i * s[0]) = *reinterpret_cast<const U*>(p[1] + i * s[1]);
         });
       });
     }
@@ -161,7 +163,9 @@ void gather_core(const Tensor& x, int dim, const Tensor& index, Tensor& out, con
   });
 }
 
-void gather_cpu(const Tensor& x, int dim, const Tensor& index, Tensor& out) { gather_core(x, dim, index, out, "gather"); }
+void gather_cpu(const Tensor& x, int dim, const Tensor& index, Tensor& out) {
+  gather_core(x, dim, index, out, "gather");
+}
 
 // index seen with `shape` (stride 0 everywhere but dim), so index_select and index_add reuse the
 // gather and scatter loops for layouts without a fast path.
@@ -187,7 +191,8 @@ void index_select_cpu(const Tensor& x, int dim, const Tensor& index, Tensor& out
   const char* px = static_cast<const char*>(x.data_ptr());
   char* po = static_cast<char*>(out.data_ptr());
   // One task per (outer, j) row of out.
-  parallel_for(outer * k, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, row)), [&](int64_t b, int64_t e) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, row));
+  parallel_for(outer * k, grain, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t o = r / k, j = r % k;
       std::memcpy(po + r * row, px + (o * n + idx[static_cast<size_t>(j)]) * row, static_cast<size_t>(row));
@@ -248,7 +253,8 @@ void index_add_cpu(Tensor& out, int dim, const Tensor& index, const Tensor& src)
   visit_dtype(out.dtype(), [&]<class T>() {
     T* po = static_cast<T*>(out.data_ptr());
     const T* ps = static_cast<const T*>(src.data_ptr());
-    parallel_for(outer * inner, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, k)), [&](int64_t b, int64_t e) {
+    const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, k));
+    parallel_for(outer * inner, grain, [&](int64_t b, int64_t e) {
       while (b < e) {
         const int64_t o = b / inner, r0 = b % inner, r1 = std::min(inner, r0 + (e - b));
         for (int64_t j = 0; j < k; ++j) {

@@ -235,7 +235,8 @@ BoundPlan& bind(const std::shared_ptr<const Plan>& plan) {
   return slot;
 }
 
-void run_plan(const std::shared_ptr<const Plan>& plan, const Tensor& a, const Tensor& b, const Tensor* bias, Tensor& c) {
+void run_plan(const std::shared_ptr<const Plan>& plan, const Tensor& a, const Tensor& b, const Tensor* bias,
+              Tensor& c) {
   thread_local dnnl::stream stream(cpu_engine());
   BoundPlan& m = bind(plan);
   m.a.set_data_handle(a.data_ptr());
@@ -269,11 +270,21 @@ Tensor dense(const Tensor& t, const Layout& l) {
 
 // out = beta * bias + alpha * (a @ b) through oneDNN; a, b, out of dtype f32 or bf16; K > 0.
 void onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out) {
+  // Both batches broadcast: oneDNN needs a real batch on one side, and every batch is one product.
+  if (out.dim() == 3 && out.size(0) > 1 && layout_of(a).dims[0] == 1 && layout_of(b).dims[0] == 1) {
+    Tensor first = out.select(0, 0);
+    onednn_matmul(a.select(0, 0), b.select(0, 0), nullptr, 0.0, alpha, first);
+    Tensor rest = out.narrow(0, 1, out.size(0) - 1);
+    const Tensor src = out.narrow(0, 0, 1).expand(rest.shape());
+    visit_dtype(out.dtype(), [&]<class T>() { copy_into<T>(src, rest); });
+    return;
+  }
   PlanSpec s{out.dtype(), out.dim(), layout_of(a), layout_of(b), layout_of(out), BiasMode::none,
              static_cast<float>(alpha), static_cast<float>(bias ? beta : 0.0)};
   // The bias of a linear layer (a row broadcast over M, alpha = beta = 1) fuses into the primitive;
   // any other bias is copied into out first and added back by a sum post-op scaled by beta.
-  const bool row_bias = bias && (bias->stride(0) == 0 || bias->size(0) == 1) && (bias->stride(1) == 1 || bias->size(1) == 1);
+  const bool row_bias =
+      bias && (bias->stride(0) == 0 || bias->size(0) == 1) && (bias->stride(1) == 1 || bias->size(1) == 1);
   if (bias && beta != 0.0) s.bias = alpha == 1.0 && beta == 1.0 && row_bias ? BiasMode::fused_row : BiasMode::sum;
   if (s.bias != BiasMode::sum) s.beta = 0.0f;
 

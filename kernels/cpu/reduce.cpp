@@ -144,7 +144,8 @@ typename R::Acc merge_tree(const typename R::Acc* a, int64_t count, int64_t stri
 
 // The sum of x[0, len) as Note [f32 sums in groups of four] describes.
 inline double sum_f32_in_fours(const float* x, int64_t len) {
-  constexpr int kWide = 64;  // f64 lanes; each takes the f32 sum of four values at a time
+  constexpr int kWide = 16;  // f64 lanes; each takes the f32 sum of four values at a time (64 wide
+                             // ran 30% slower from DRAM on Zen 4, 16 matches a plain read loop)
   double lanes[kWide] = {};
   int64_t i = 0;
   for (; i + 4 * kWide <= len; i += 4 * kWide)

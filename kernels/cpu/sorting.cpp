@@ -55,12 +55,41 @@ template <> struct cumsum_acc<int64_t> { using type = uint64_t; };
 template <> struct cumsum_acc<int32_t> { using type = uint32_t; };
 template <> struct cumsum_acc<uint8_t> { using type = uint8_t; };
 
+// cumsum of contiguous x into out, both (outer, n, inner) with inner > 1: running sums of whole
+// inner rows, in blocks of columns, so the loop walks memory in order and vectorizes.
+template <class T>
+void cumsum_rows(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
+  using Acc = typename cumsum_acc<T>::type;
+  constexpr int64_t kBlock = 512;
+  const int64_t blocks = (inner + kBlock - 1) / kBlock;
+  parallel_for(outer * blocks, std::max<int64_t>(1, kElementwiseGrain / (n * kBlock)), [&](int64_t b, int64_t e) {
+    Acc acc[kBlock];
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t o = t / blocks, r0 = (t % blocks) * kBlock, len = std::min(kBlock, inner - r0);
+      std::fill(acc, acc + len, Acc(0));
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t base = (o * n + j) * inner + r0;
+        for (int64_t r = 0; r < len; ++r) {
+          acc[r] += static_cast<Acc>(x[base + r]);
+          out[base + r] = static_cast<T>(acc[r]);
+        }
+      }
+    }
+  });
+}
+
 // ---- cumsum: x and out of one shape and dtype (never bool: integers arrive as int64); any strides.
 // 16-bit floats accumulate in float and round each prefix once; integers wrap around like torch.
 void cumsum_cpu(const Tensor& x, int dim, Tensor& out) {
   const int64_t n = x.shape()[dim], xs = byte_stride(x, dim), os = byte_stride(out, dim);
   visit_dtype(out.dtype(), [&]<class T>() {
     using Acc = typename cumsum_acc<T>::type;
+    if (x.is_contiguous() && out.is_contiguous() && dim < x.dim() - 1) {
+      int64_t outer = 1;
+      for (int d = 0; d < dim; ++d) outer *= x.shape()[d];
+      const int64_t inner = x.numel() / (outer * n);
+      return cumsum_rows(static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()), outer, n, inner);
+    }
     for_each_slice<2>({&out, &x}, x.shape(), dim, [&](int64_t count, char** p, const int64_t* s) {
       for (int64_t c = 0; c < count; ++c) {
         Acc acc = 0;

@@ -246,25 +246,20 @@ struct Reciprocal {
 };
 
 // Contiguous f32: eight double lanes at a time; a ragged tail goes through the same lanes, padded.
+// Full blocks copy a fixed size (one vector load and store; a variable-size memcpy becomes a slow
+// rep movs), and the math has one call site, so it inlines.
 template <class F>
 void wide_contiguous_f32(const float* x, float* out, int64_t n, const F& f) {
-  auto lanes = [&f](wide::f32x8 v) {
-    return __builtin_convertvector(f.wide(__builtin_convertvector(v, wide::f64x8)), wide::f32x8);
-  };
   parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
-    int64_t i = begin;
-    for (; i + 8 <= end; i += 8) {  // fixed-size copies: one vector load and store each
-      wide::f32x8 v;
-      std::memcpy(&v, x + i, sizeof v);
-      const wide::f32x8 r = lanes(v);
-      std::memcpy(out + i, &r, sizeof r);
-    }
-    if (i < end) {
-      const size_t bytes = static_cast<size_t>(end - i) * sizeof(float);
+    for (int64_t i = begin; i < end; i += 8) {
+      const bool full = end - i >= 8;
+      const size_t bytes = full ? sizeof(wide::f32x8) : static_cast<size_t>(end - i) * sizeof(float);
       wide::f32x8 v = {};
-      std::memcpy(&v, x + i, bytes);
-      const wide::f32x8 r = lanes(v);
-      std::memcpy(out + i, &r, bytes);
+      if (full) std::memcpy(&v, x + i, sizeof v);
+      else std::memcpy(&v, x + i, bytes);
+      const wide::f32x8 r = __builtin_convertvector(f.wide(__builtin_convertvector(v, wide::f64x8)), wide::f32x8);
+      if (full) std::memcpy(out + i, &r, sizeof r);
+      else std::memcpy(out + i, &r, bytes);
     }
   });
 }

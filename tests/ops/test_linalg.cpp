@@ -54,7 +54,8 @@ RefProduct ref_matmul(const Tensor& a, const Tensor& b) {
       for (int64_t j = 0; j < N; ++j) {
         double s = 0, sabs = 0;
         for (int64_t k = 0; k < K; ++k) {
-          const double p = va[static_cast<size_t>((oa * M + i) * K + k)] * vb[static_cast<size_t>((ob * K + k) * N + j)];
+          const double p =
+              va[static_cast<size_t>((oa * M + i) * K + k)] * vb[static_cast<size_t>((ob * K + k) * N + j)];
           s += p;
           sabs += std::abs(p);
         }
@@ -89,7 +90,8 @@ void expect_product(const Tensor& got, const RefProduct& want, DType t, const st
     if (t == DType::u8) w = static_cast<double>(static_cast<uint8_t>(static_cast<int64_t>(w)));  // wraps as torch
     const double g = at(got, i);
     const double allowed = product_tol(t) * (std::abs(w) + want.abs_values[static_cast<size_t>(i)]);
-    if (std::abs(g - w) > allowed && reported++ < 5) ADD_FAILURE() << what << ": element " << i << " is " << g << ", expected " << w;
+    if (std::abs(g - w) > allowed && reported++ < 5)
+      ADD_FAILURE() << what << ": element " << i << " is " << g << ", expected " << w;
   }
 }
 
@@ -187,6 +189,9 @@ TEST(Products, BatchViewsWithOddStrides) {
   const Tensor a = base.transpose(0, 1);  // (3,5,4), batch stride 4 < matrix size
   const Tensor b = testing::random_tensor({1, 4, 6}, DType::f32, -2, 2, 8).expand({3, 4, 6});
   expect_product(bmm(a, b), ref_matmul(a, b), DType::f32, "interleaved bmm");
+  const Tensor a1 = testing::random_tensor({1, 5, 4}, DType::f32, -2, 2, 9).expand({3, 5, 4});
+  for (DType t : {DType::f32, DType::bf16, DType::f64})
+    expect_product(bmm(a1.to(t), b.to(t)), ref_matmul(a1.to(t), b.to(t)), t, "both expanded");
   expect_product(matmul(b.transpose(1, 2), a.transpose(1, 2)), ref_matmul(b.transpose(1, 2), a.transpose(1, 2)),
                  DType::f32, "transposed batches");
 }
@@ -267,9 +272,12 @@ TEST(Addmm, BroadcastBiasesAndScalars) {
           const std::vector<double> want = ref_addmm(bias, a, b, beta, alpha, &scale);
           const Tensor got = addmm(bias, a, b, beta, alpha);
           ASSERT_EQ(got.shape(), (Dims{M, N}));
-          for (int64_t i = 0; i < got.numel(); ++i)
-            ASSERT_LE(std::abs(at(got, i) - want[static_cast<size_t>(i)]), product_tol(t) * (std::abs(want[static_cast<size_t>(i)]) + scale[static_cast<size_t>(i)]) + 1e-12)
+          for (int64_t i = 0; i < got.numel(); ++i) {
+            const double w = want[static_cast<size_t>(i)];
+            const double allowed = product_tol(t) * (std::abs(w) + scale[static_cast<size_t>(i)]);
+            ASSERT_LE(std::abs(at(got, i) - w), allowed + 1e-12)
                 << dtype_name(t) << " bias " << bs << " beta " << beta << " alpha " << alpha << " element " << i;
+          }
         }
 }
 
@@ -402,7 +410,8 @@ TEST(Errors, MessagesNameOpShapesAndDTypes) {
   expect_error([&] { mm(zeros({2, 3, 4}), zeros({4, 2})); }, {"mm", "2-d", "[2, 3, 4]"});
   expect_error([&] { bmm(zeros({2, 3, 4}), zeros({3, 4, 5})); }, {"bmm", "batch", "2 != 3"});
   expect_error([&] { bmm(zeros({2, 3, 4}), zeros({2, 5, 5})); }, {"bmm", "cannot be multiplied", "4 != 5"});
-  expect_error([&] { matmul(zeros({2, 3, 4}), zeros({3, 4, 5})); }, {"matmul", "batch dims", "[2, 3, 4]", "[3, 4, 5]", "2 vs 3"});
+  expect_error([&] { matmul(zeros({2, 3, 4}), zeros({3, 4, 5})); },
+               {"matmul", "batch dims", "[2, 3, 4]", "[3, 4, 5]", "2 vs 3"});
   expect_error([&] { mm(zeros({2, 2}, {.dtype = DType::boolean}), zeros({2, 2}, {.dtype = DType::boolean})); },
                {"mm", "bool"});
   expect_error([&] { addmm(zeros({3}), zeros({2, 4}), zeros({4, 5})); }, {"addmm", "[3]", "[2, 5]"});

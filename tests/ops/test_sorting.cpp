@@ -109,6 +109,7 @@ Expected ref_tri(const Tensor& x, int64_t diagonal, bool lower) {
 }
 
 TensorPair values_only(const Tensor& t) { return {t, Tensor()}; }
+int64_t slice_len(const Tensor& x, int64_t dim) { return x.dim() ? x.size(dim) : 1; }
 
 std::vector<OpCase> op_cases() {
   std::vector<OpCase> cases = {
@@ -119,12 +120,13 @@ std::vector<OpCase> op_cases() {
        [](const Tensor& x, int d) { return ref_sorted(x, d, false, -1, true); }},
       {"sort_descending_stable", [](const Tensor& x, int64_t d) { return sort(x, d, true, true); },
        [](const Tensor& x, int d) { return ref_sorted(x, d, true, -1, true); }},
-      {"topk_largest", [](const Tensor& x, int64_t d) { return topk(x, std::min<int64_t>(x.dim() ? x.size(d) : 1, 3), d); },
-       [](const Tensor& x, int d) { return ref_sorted(x, d, true, std::min<int64_t>(as_1d(x.shape())[d], 3), false); }},
-      {"topk_smallest", [](const Tensor& x, int64_t d) { return topk(x, std::min<int64_t>(x.dim() ? x.size(d) : 1, 2), d, false); },
-       [](const Tensor& x, int d) { return ref_sorted(x, d, false, std::min<int64_t>(as_1d(x.shape())[d], 2), false); }},
-      {"topk_all", [](const Tensor& x, int64_t d) { return topk(x, x.dim() ? x.size(d) : 1, d); },
-       [](const Tensor& x, int d) { return ref_sorted(x, d, true, as_1d(x.shape())[d], false); }},
+      {"topk_largest", [](const Tensor& x, int64_t d) { return topk(x, std::min<int64_t>(slice_len(x, d), 3), d); },
+       [](const Tensor& x, int d) { return ref_sorted(x, d, true, std::min<int64_t>(slice_len(x, d), 3), false); }},
+      {"topk_smallest",
+       [](const Tensor& x, int64_t d) { return topk(x, std::min<int64_t>(slice_len(x, d), 2), d, false); },
+       [](const Tensor& x, int d) { return ref_sorted(x, d, false, std::min<int64_t>(slice_len(x, d), 2), false); }},
+      {"topk_all", [](const Tensor& x, int64_t d) { return topk(x, slice_len(x, d), d); },
+       [](const Tensor& x, int d) { return ref_sorted(x, d, true, slice_len(x, d), false); }},
   };
   for (int64_t diag : {int64_t{-2}, int64_t{0}, int64_t{1}, int64_t{1} << 40}) {
     const std::string suffix = "_diag" + std::to_string(diag < 0 ? -diag : diag) + (diag < 0 ? "neg" : "");
