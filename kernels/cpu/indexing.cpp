@@ -32,39 +32,6 @@ void visit_index(DType t, Fn&& fn) {
   fn.template operator()<int64_t>();
 }
 
-// A view of t's storage with any shape and strides: kernel-internal, no checks.
-Tensor restride(const Tensor& t, const Dims& shape, const Dims& strides) {
-  auto impl = Ref<TensorImpl>::make();
-  impl->storage = t.impl()->storage;
-  impl->offset = t.storage_offset();
-  impl->shape = shape;
-  impl->strides = strides;
-  impl->dtype = t.dtype();
-  impl->refresh();
-  return Tensor(std::move(impl));
-}
-
-Dims without(Dims d, int dim) {
-  d.erase(dim);
-  return d;
-}
-
-// Visits every 1-d slice along `dim` of `shape`: fn(count, ptrs, strides) receives `count` slices,
-// slice i of operand k starting at ptrs[k] + i * strides[k]. Operands need `shape` in every dim
-// but `dim`. A slice is never split between threads, so writes along it can stay in order.
-template <int N, class Fn>
-void for_each_slice(const std::array<const Tensor*, N>& ops, const Dims& shape, int dim, Fn&& fn) {
-  const Dims outer = without(shape, dim);
-  std::array<Tensor, N> views;
-  std::array<const Tensor*, N> ptrs;
-  for (int k = 0; k < N; ++k) {
-    views[k] = restride(*ops[k], outer, without(ops[k]->strides(), dim));
-    ptrs[k] = &views[k];
-  }
-  const StridedIter<N> it(ptrs);
-  it.run(fn, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, shape[dim])));
-}
-
 [[noreturn]] void throw_bad_index(const char* op, int64_t index, int dim, int64_t size) {
   detail::throw_error(op, ": index ", index, " is out of bounds for dim ", dim, " with size ", size);
 }
@@ -125,8 +92,7 @@ void cat_cpu(std::span<const Tensor> xs, int dim, Tensor& out) {
       }
     } else {
       // The slab of out this input fills, as a strided view; then an element-by-element copy.
-      Tensor dst = restride(out, x.shape(), out.strides());
-      dst.impl()->offset += offset / es;
+      Tensor dst = out.as_strided(x.shape(), out.strides(), out.storage_offset() + offset / es);
       visit_size(out.element_size(), [&]<class U>() {
         StridedIter<2> it({&dst, &x});
         it.run([](int64_t n, char** p, const int64_t* s) {
@@ -172,7 +138,7 @@ void gather_cpu(const Tensor& x, int dim, const Tensor& index, Tensor& out) {
 Tensor expand_index(const Tensor& index, const Dims& shape, int dim) {
   Dims strides = Dims::filled(shape.size(), 0);
   strides[dim] = index.strides()[0];
-  return restride(index, shape, strides);
+  return index.as_strided(shape, strides, index.storage_offset());
 }
 
 // ---- index_select: x any strides; index 1-d (int64 or int32); out contiguous, x's shape with

@@ -3,6 +3,7 @@
 // that the compiler vectorizes. Operand 0 is always the output.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -81,6 +82,26 @@ struct StridedIter {
     parallel_for(numel, grain, [&](int64_t b, int64_t e) { run_range(b, e, inner); });
   }
 };
+
+// Visits every 1-d slice along `dim` of `shape`: fn(count, ptrs, strides) receives `count` slices,
+// slice i of operand k starting at ptrs[k] + i * strides[k]. Operands need `shape` in every dim
+// but `dim`. A slice is never split between threads, so writes along it can stay in order.
+template <int N, class Fn>
+void for_each_slice(const std::array<const Tensor*, N>& ops, const Dims& shape, int dim, Fn&& fn) {
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return;  // no element to visit
+  Dims outer = shape;
+  outer.erase(dim);
+  std::array<Tensor, N> views;
+  std::array<const Tensor*, N> ptrs;
+  for (int k = 0; k < N; ++k) {
+    Dims strides = ops[k]->strides();
+    strides.erase(dim);
+    views[k] = ops[k]->as_strided(outer, strides, ops[k]->storage_offset());
+    ptrs[k] = &views[k];
+  }
+  const StridedIter<N> it(ptrs);
+  it.run(fn, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, shape[dim])));
+}
 
 // out[i] = f(x[i]); x already has out's shape; In and Out are the element types.
 template <class Out, class In, class F>

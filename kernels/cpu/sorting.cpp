@@ -14,39 +14,6 @@
 namespace kiln::cpu {
 namespace {
 
-// A view of t's storage with t's dtype and offset and any shape/strides: kernel-internal, no checks.
-Tensor restride(const Tensor& t, const Dims& shape, const Dims& strides) {
-  auto impl = Ref<TensorImpl>::make();
-  impl->storage = t.impl()->storage;
-  impl->offset = t.storage_offset();
-  impl->shape = shape;
-  impl->strides = strides;
-  impl->dtype = t.dtype();
-  impl->refresh();
-  return Tensor(std::move(impl));
-}
-
-Dims without(Dims d, int dim) {
-  d.erase(dim);
-  return d;
-}
-
-// Visits every 1-d slice along `dim` of `shape`: fn(count, ptrs, strides) receives `count` slices,
-// slice i of operand k starting at ptrs[k] + i * strides[k]. Operands need `shape` in every dim
-// but `dim`. A slice is never split between threads.
-template <int N, class Fn>
-void for_each_slice(const std::array<const Tensor*, N>& ops, const Dims& shape, int dim, Fn&& fn) {
-  const Dims outer = without(shape, dim);
-  std::array<Tensor, N> views;
-  std::array<const Tensor*, N> ptrs;
-  for (int k = 0; k < N; ++k) {
-    views[k] = restride(*ops[k], outer, without(ops[k]->strides(), dim));
-    ptrs[k] = &views[k];
-  }
-  const StridedIter<N> it(ptrs);
-  it.run(fn, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, shape[dim])));
-}
-
 int64_t byte_stride(const Tensor& t, int dim) { return t.strides()[dim] * static_cast<int64_t>(t.element_size()); }
 
 // The running sum's type: unsigned for integers (wrapping is defined there), float for f16/bf16.
