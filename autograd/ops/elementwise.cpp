@@ -3,6 +3,8 @@
 // converted to one compute dtype. (Derivatives arrive here with autograd.)
 #include "autograd/ops/elementwise.h"
 
+#include <array>
+
 #include "autograd/ops/reduce.h"
 #include "tensor/dispatch.h"
 #include "tensor/type_promotion.h"
@@ -59,11 +61,14 @@ template <Op op>
 Tensor binary(const Tensor& a, const Tensor& b, const char* name, DType compute, DType out_dtype) {
   check_defined(a, name);
   check_defined(b, name);
-  const Tensor both[] = {a, b};
-  const Device device = a.device() == b.device() ? a.device() : common_device(both, name);
-  const Dims shape = broadcast_shapes(a.shape(), b.shape(), name);
+  const Device device = a.device() == b.device() ? a.device() : common_device(std::array{a, b}, name);
+  const bool same_shape = a.shape() == b.shape();
+  const Dims shape = same_shape ? a.shape() : broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = make_tensor(shape, out_dtype, device);
-  if (out.numel()) dispatch<op>(device, as_shape(as_dtype(a, compute), shape), as_shape(as_dtype(b, compute), shape), out);
+  if (out.numel() == 0) return out;
+  // The common case (one shape, one dtype) passes the inputs through without new handles.
+  if (same_shape && a.dtype() == compute && b.dtype() == compute) dispatch<op>(device, a, b, out);
+  else dispatch<op>(device, as_shape(as_dtype(a, compute), shape), as_shape(as_dtype(b, compute), shape), out);
   return out;
 }
 template <Op op>
