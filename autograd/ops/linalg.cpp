@@ -24,7 +24,8 @@ Device check_operands(const Tensor& a, const Tensor& b, const char* op) {
   const Device device = common_device(both, op);
   KILN_CHECK(a.dtype() == b.dtype(), op, ": expected both operands to have the same dtype, got ", a.dtype(), " and ",
              b.dtype());
-  KILN_CHECK(a.dtype() != DType::boolean, op, ": not implemented for bool tensors");
+  KILN_CHECK(a.dtype() != DType::boolean, op,
+             ": bool tensors are not supported; convert them to an integer or floating dtype first");
   return device;
 }
 
