@@ -16,6 +16,8 @@
 #include <new>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "tensor/error.h"
 
 namespace kiln {
@@ -53,6 +55,18 @@ struct LocalCache {
 };
 thread_local LocalCache t_local __attribute__((tls_model("initial-exec")));
 
+// Note [Huge pages for large blocks]
+// Streaming over a large tensor with 4 KiB pages walks the page tables every 4 KiB; with 2 MiB
+// pages the same loop runs markedly faster (see bench/bench_elementwise.cpp). Linux gives huge pages
+// only to 2 MiB-aligned ranges and, in its default "madvise" mode, only where asked.
+constexpr size_t kHugePage = size_t{2} << 20;
+void* system_alloc(size_t bytes) {
+  if (bytes < 2 * kHugePage) return std::aligned_alloc(kAlignment, bytes);
+  void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
+  if (p) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
+  return p;
+}
+
 void update_peak(std::atomic<int64_t>& peak, int64_t now) {
   int64_t prev = peak.load(std::memory_order_relaxed);
   while (now > prev && !peak.compare_exchange_weak(prev, now, std::memory_order_relaxed)) {}
@@ -80,10 +94,10 @@ class CpuCachingAllocator final : public Allocator {
       }
     }
     const size_t bytes = class_bytes(c);
-    void* p = std::aligned_alloc(kAlignment, bytes);
+    void* p = system_alloc(bytes);
     if (!p) {
       empty_cache();
-      p = std::aligned_alloc(kAlignment, bytes);
+      p = system_alloc(bytes);
     }
     if (!p) {
       allocated_.fetch_sub(static_cast<int64_t>(nbytes), std::memory_order_relaxed);
