@@ -27,6 +27,14 @@ constexpr size_t kAlignment = 64;
 constexpr size_t kMaxCachedBytes = size_t{2} << 30;
 constexpr int kNumClasses = 4 + (50 - 8 + 1) * 4;  // up to the 2^50-byte cap
 
+// Note [Huge pages for large blocks]
+// Streaming over a large tensor with 4 KiB pages walks the page tables every 4 KiB; with 2 MiB
+// pages the same loop runs markedly faster (see bench/bench_elementwise.cpp). Linux gives huge pages
+// only to 2 MiB-aligned ranges and, in its default "madvise" mode, only where asked. So blocks from
+// kHugeBlock up are whole huge pages (their class sizes round up to 2 MiB), aligned and advised.
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugeBlock = 2 * kHugePage;
+
 // Size class of n: 64, 128, 192, 256 bytes, then 4 classes per power of two (all multiples of 64).
 int size_class(size_t n) {
   if (n <= 256) return n == 0 ? 0 : static_cast<int>((n - 1) / 64);
@@ -39,7 +47,16 @@ size_t class_bytes(int c) {
   if (c < 4) return static_cast<size_t>(c + 1) * 64;
   const int log2 = (c - 4) / 4 + 8;
   const int sub = (c - 4) % 4;
-  return (size_t{1} << log2) + (static_cast<size_t>(sub) + 1) * (size_t{1} << (log2 - 2));
+  const size_t bytes = (size_t{1} << log2) + (static_cast<size_t>(sub) + 1) * (size_t{1} << (log2 - 2));
+  return bytes < kHugeBlock ? bytes : (bytes + kHugePage - 1) / kHugePage * kHugePage;
+}
+
+// bytes is a class size, so large blocks are already whole huge pages.
+void* system_alloc(size_t bytes) {
+  if (bytes < kHugeBlock) return std::aligned_alloc(kAlignment, bytes);
+  void* p = std::aligned_alloc(kHugePage, bytes);
+  if (p) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
+  return p;
 }
 
 // Per-thread cache of small blocks: up to kLocalDepth blocks for each class below kLocalClasses
@@ -54,18 +71,6 @@ struct LocalCache {
   ~LocalCache();
 };
 thread_local LocalCache t_local __attribute__((tls_model("initial-exec")));
-
-// Note [Huge pages for large blocks]
-// Streaming over a large tensor with 4 KiB pages walks the page tables every 4 KiB; with 2 MiB
-// pages the same loop runs markedly faster (see bench/bench_elementwise.cpp). Linux gives huge pages
-// only to 2 MiB-aligned ranges and, in its default "madvise" mode, only where asked.
-constexpr size_t kHugePage = size_t{2} << 20;
-void* system_alloc(size_t bytes) {
-  if (bytes < 2 * kHugePage) return std::aligned_alloc(kAlignment, bytes);
-  void* p = std::aligned_alloc(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
-  if (p) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
-  return p;
-}
 
 void update_peak(std::atomic<int64_t>& peak, int64_t now) {
   int64_t prev = peak.load(std::memory_order_relaxed);

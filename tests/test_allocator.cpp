@@ -55,3 +55,14 @@ TEST(Allocator, RefusesAbsurdSizes) {
   kt::expect_error([] { (void)empty({int64_t{1} << 40, int64_t{1} << 23}, {.dtype = DType::f64}); }, {"2^63"});
   kt::expect_error([] { (void)empty({int64_t{1} << 52}, {.dtype = DType::u8}); }, {"refusing to allocate"});
 }
+
+TEST(Allocator, LargeBlocksAreWholeHugePages) {
+  cpu_empty_cache();
+  const AllocatorStats before = cpu_memory_stats();
+  Tensor t = empty({(int64_t{4} << 20) + 1}, {.dtype = DType::u8});  // class 5 MiB, rounded to 6 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_EQ(cpu_memory_stats().reserved_bytes - before.reserved_bytes, int64_t{6} << 20);
+  t = Tensor();
+  cpu_empty_cache();
+  EXPECT_EQ(cpu_memory_stats().reserved_bytes, before.reserved_bytes);
+}

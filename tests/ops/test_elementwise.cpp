@@ -14,13 +14,12 @@
 using namespace kiln;
 namespace kt = kiln::testing;
 using kiln::testing::at;
+using kiln::testing::kInf;
+using kiln::testing::kNaN;
 using kiln::testing::expect_close;
 using kiln::testing::expect_error;
 
 namespace {
-
-const double kInf = std::numeric_limits<double>::infinity();
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 const std::vector<DType> kAll = kt::kAllDTypes;
 const std::vector<DType> kFloat = kt::kFloatDTypes;

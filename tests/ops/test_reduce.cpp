@@ -10,13 +10,13 @@
 using namespace kiln;
 namespace kt = kiln::testing;
 using kiln::testing::at;
+using kiln::testing::kInf;
+using kiln::testing::kNaN;
 using kiln::testing::expect_close;
 using kiln::testing::expect_error;
 
 namespace {
 
-const double kInf = std::numeric_limits<double>::infinity();
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
 using Slice = std::vector<double>;
 
 // ---- f64 references over one slice, in the input's row-major order
