@@ -3,7 +3,8 @@
 # Idempotent and quiet when everything is there; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(cmake g++ make libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev)
+packages=(cmake g++ make libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev nlohmann-json3-dev
+          dataset-fashion-mnist fortunes python3-venv)
 [ "${1:-}" = "--with-clang" ] && packages+=(clang libclang-rt-14-dev)
 
 missing=()

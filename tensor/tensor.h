@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -20,6 +22,15 @@ namespace kiln {
 
 class Generator;
 
+namespace autograd {
+struct AutogradMeta;
+class Node;
+class HookHandle;
+struct MetaDeleter {
+  void operator()(AutogradMeta* meta) const;  // defined in autograd/, where AutogradMeta is complete
+};
+}  // namespace autograd
+
 // The body a Tensor handle points to: metadata over a shared Storage.
 struct TensorImpl : RefCounted {
   Ref<Storage> storage;
@@ -29,6 +40,7 @@ struct TensorImpl : RefCounted {
   int64_t numel = 0;
   DType dtype = DType::f32;
   bool contiguous = true;
+  std::unique_ptr<autograd::AutogradMeta, autograd::MetaDeleter> autograd;  // null until needed
 
   void refresh();  // recomputes numel and contiguous after shape/strides change
 
@@ -97,6 +109,23 @@ class Tensor {
   Tensor as_strided(const Dims& shape, const Dims& strides, int64_t offset) const;
   Tensor contiguous() const;                         // itself when already contiguous
   Tensor detach_view() const;                        // a new handle on the same data
+
+  // ---- autograd (autograd/tensor_autograd.cpp), with PyTorch's semantics
+  bool requires_grad() const;
+  Tensor& requires_grad_(bool requires_grad = true);  // leaves only
+  bool is_leaf() const;                               // no grad_fn: created by the user
+  const Tensor& grad() const;                         // undefined until a backward reaches it
+  Tensor& mutable_grad();                             // for optimizers and for setting .grad by hand
+  const Ref<autograd::Node>& grad_fn() const;         // null for leaves
+  // Backpropagates from this tensor (a scalar, or with `gradient` of its shape) into the .grad of
+  // every leaf that requires grad. The graph is freed afterwards unless retain_graph.
+  void backward(const Tensor& gradient = {}, bool retain_graph = false) const;
+  Tensor detach() const;                              // same data, out of the graph
+  Tensor& detach_();
+  void retain_grad() const;                           // keep .grad of a non-leaf too
+  bool retains_grad() const;
+  // Calls `hook(grad)` when this tensor's gradient is computed; a defined result replaces it.
+  autograd::HookHandle register_hook(std::function<Tensor(const Tensor&)> hook) const;
 
   // ---- conversion and copies (autograd/ops/copy.cpp)
   Tensor to(DType dtype) const;

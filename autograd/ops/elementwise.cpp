@@ -6,6 +6,7 @@
 #include <array>
 
 #include "autograd/ops/reduce.h"
+#include "autograd/record.h"
 #include "tensor/dispatch.h"
 #include "tensor/type_promotion.h"
 
@@ -189,13 +190,32 @@ Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> m
 
 // ---- binary
 Tensor add(const Tensor& a, const Tensor& b, const Scalar& alpha) {
-  return binary_promote<Op::add>(a, times_alpha(a, b, alpha, "add"), "add");
+  const Tensor scaled = times_alpha(a, b, alpha, "add");
+  Tensor out = binary_promote<Op::add>(a, scaled, "add");
+  if (autograd::needs_grad(a, scaled))
+    autograd::record("add", out, {a, scaled}, [](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g : Tensor(), need[1] ? g : Tensor()};
+    });
+  return out;
 }
 Tensor sub(const Tensor& a, const Tensor& b, const Scalar& alpha) {
   check_sub_operands(a, b, "sub");
-  return binary_promote<Op::sub>(a, times_alpha(a, b, alpha, "sub"), "sub");
+  const Tensor scaled = times_alpha(a, b, alpha, "sub");
+  Tensor out = binary_promote<Op::sub>(a, scaled, "sub");
+  if (autograd::needs_grad(a, scaled))
+    autograd::record("sub", out, {a, scaled}, [](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g : Tensor(), need[1] ? neg(g) : Tensor()};
+    });
+  return out;
 }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary_promote<Op::mul>(a, b, "mul"); }
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::mul>(a, b, "mul");
+  if (autograd::needs_grad(a, b))
+    autograd::record("mul", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g * sb.get() : Tensor(), need[1] ? g * sa.get() : Tensor()};
+    });
+  return out;
+}
 Tensor div(const Tensor& a, const Tensor& b) {
   check_defined(a, "div");
   check_defined(b, "div");
@@ -316,7 +336,7 @@ Tensor& Tensor::div_(const Tensor& o) {
 }
 Tensor& Tensor::div_(const Scalar& o) { return div_(wrap(*this, o)); }
 
-Tensor operator+(const Tensor& a, const Tensor& b) { return binary_promote<Op::add>(a, b, "add"); }
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/record.h"
 #include "tensor/dispatch.h"
 
 namespace kiln {
@@ -36,6 +37,15 @@ void check_nonzero_reduced(const Tensor& x, uint32_t mask, const char* op) {
   for (int d = 0; d < x.dim(); ++d)
     KILN_CHECK(!(mask >> d & 1u) || x.size(d) != 0, op, ": cannot reduce over a zero-size dimension (dim ", d,
                " of shape ", x.shape(), ")");
+}
+
+// The gradient of a reduction, broadcast back over the reduced dims of the input's shape.
+Tensor expand_reduced(const Tensor& g, const Dims& shape, uint32_t mask, bool keepdim) {
+  Dims kept = shape;
+  for (int d = 0; d < static_cast<int>(shape.size()); ++d)
+    if (mask >> d & 1u) kept[d] = 1;
+  const Tensor g_kept = keepdim ? g : g.reshape(kept);
+  return g_kept.expand(shape);
 }
 
 Dims keepdim_shape(const Tensor& x, uint32_t mask) {
@@ -113,7 +123,12 @@ Tensor sum(const Tensor& x, const Dims& dims, bool keepdim, std::optional<DType>
   // torch casts the input to `dtype` first; integers reach an int64 result without the copy.
   const DType out_dtype = dtype ? *dtype : widened(x.dtype());
   const bool direct = out_dtype == x.dtype() || (out_dtype == DType::i64 && is_integral(x.dtype(), true));
-  return reduce<Op::sum>(direct ? x : x.to(out_dtype), mask, keepdim, out_dtype);
+  Tensor out = reduce<Op::sum>(direct ? x : x.to(out_dtype), mask, keepdim, out_dtype);
+  if (autograd::needs_grad(x))
+    autograd::record("sum", out, {x}, [shape = x.shape(), mask, keepdim](const Tensor& g, Needs) {
+      return expand_reduced(g, shape, mask, keepdim);
+    });
+  return out;
 }
 
 Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) {

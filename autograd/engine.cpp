@@ -1,0 +1,233 @@
+// The backward engine (STYLE L6): the generic work happens here so that derivative formulas stay
+// one line: it orders nodes, buffers and sums the gradients flowing into each, runs hooks, checks
+// every gradient against its input (Note [One check of every gradient]), frees saved tensors, and
+// in anomaly mode names the op whose backward produced NaN/Inf.
+#include "autograd/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <queue>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/grad_mode.h"
+#include "autograd/meta.h"
+#include "autograd/ops/reduce.h"
+#include "tensor/factories.h"
+
+namespace kiln::autograd {
+
+Tensor sum_to(const Tensor& grad, const Dims& shape) {
+  if (grad.shape() == shape) return grad;
+  const int lead = grad.dim() - shape.size();
+  KILN_ASSERT(lead >= 0, "sum_to: gradient of shape ", grad.shape(), " has fewer dims than ", shape);
+  Dims reduce;
+  for (int d = 0; d < grad.dim(); ++d) {
+    const bool leading = d < lead;
+    if (leading || (shape[d - lead] == 1 && grad.shape()[d] != 1)) reduce.push_back(d);
+  }
+  Tensor summed = reduce.empty() ? grad : grad.sum(reduce, /*keepdim=*/true);
+  return summed.view(shape);
+}
+
+namespace {
+
+// Note [One check of every gradient]: a backward formula may return a gradient in its broadcast
+// shape or compute dtype; it is reduced and cast here, once, against what the input looked like.
+Tensor validate(Tensor g, const InputMeta& meta, const Node& node, size_t i) {
+  if (g.shape() != meta.shape) {
+    KILN_ASSERT(g.numel() >= checked_numel(meta.shape, "backward"), "backward of '", node.name(), "' returned a gradient of shape ",
+                g.shape(), " for input ", i, " of shape ", meta.shape);
+    g = sum_to(g, meta.shape);
+  }
+  if (g.dtype() != meta.dtype) g = g.to(meta.dtype);
+  KILN_ASSERT(g.device() == meta.device, "backward of '", node.name(), "' returned a gradient on ", g.device(),
+              " for input ", i, " on ", meta.device);
+  return g;
+}
+
+bool all_finite(const Tensor& g) {
+  if (!is_floating(g.dtype()) || g.numel() == 0) return true;
+  // inf * 0 and nan * 0 are both NaN, so one reduction finds either.
+  return std::isfinite((g * 0).sum().to(DType::f64).item<double>());
+}
+
+Tensor root_gradient(const Tensor& out, const Tensor& given, size_t i) {
+  if (!given.defined()) {
+    KILN_CHECK(out.numel() == 1, "backward: grad can be implicitly created only for one-element outputs; output ", i,
+               " has shape ", out.shape(), ", so pass a gradient of that shape");
+    return ones_like(out);
+  }
+  KILN_CHECK(given.shape() == out.shape(), "backward: the gradient for output ", i, " has shape ", given.shape(),
+             " but the output has shape ", out.shape());
+  KILN_CHECK(given.device() == out.device(), "backward: the gradient for output ", i, " is on ", given.device(),
+             " but the output is on ", out.device());
+  return given.dtype() == out.dtype() ? given : given.to(out.dtype());
+}
+
+struct NewestFirst {
+  bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
+};
+
+class GraphTask {
+ public:
+  GraphTask(bool keep_graph, bool accumulate) : keep_graph_(keep_graph), accumulate_(accumulate) {}
+
+  void add_root(const Edge& edge, Tensor grad) { deliver(edge, std::move(grad)); }
+
+  // grad() mode: remember where each requested input's gradient arrives.
+  void capture(const Edge& edge, size_t slot) { captures_[edge.node.get()].push_back({edge.input_nr, slot}); }
+
+  // grad() mode: only nodes from which a captured node is reachable run.
+  void prune(const std::vector<Node*>& roots) {
+    std::vector<Node*> all;
+    std::unordered_set<Node*> seen;
+    std::vector<Node*> stack(roots.begin(), roots.end());
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      if (!seen.insert(n).second) continue;
+      all.push_back(n);
+      for (const Edge& e : n->next_edges)
+        if (e.valid()) stack.push_back(e.node.get());
+    }
+    // Oldest first: a node's children are all older (Note [Sequence numbers order the tape]).
+    std::sort(all.begin(), all.end(), [](Node* a, Node* b) { return a->sequence_nr() < b->sequence_nr(); });
+    needed_.emplace();
+    for (Node* n : all) {
+      bool need = captures_.count(n) != 0;
+      for (const Edge& e : n->next_edges) need = need || (e.valid() && needed_->count(e.node.get()));
+      if (need) needed_->insert(n);
+    }
+  }
+
+  void run(TensorList* captured) {
+    while (!ready_.empty()) {
+      Node* node = ready_.top();
+      ready_.pop();
+      auto it = buffers_.find(node);
+      TensorList grads = std::move(it->second);
+      buffers_.erase(it);
+      execute(*node, std::move(grads), captured);
+    }
+  }
+
+ private:
+  void deliver(const Edge& edge, Tensor grad) {
+    Node* node = edge.node.get();
+    if (needed_ && !needed_->count(node)) return;
+    auto [it, fresh] = buffers_.try_emplace(node);
+    TensorList& slots = it->second;
+    if (fresh) {
+      slots.resize(node->num_outputs());
+      ready_.push(node);
+      holds_.push_back(edge.node);  // keeps nodes alive while queued, even if their tensors die
+    }
+    Tensor& slot = slots[edge.input_nr];
+    slot = slot.defined() ? slot + grad : std::move(grad);
+  }
+
+  void execute(Node& node, TensorList grads, TensorList* captured) {
+    if (node.hooks)
+      for (uint32_t i = 0; i < grads.size(); ++i) grads[i] = node.hooks->run(i, std::move(grads[i]));
+    for (auto& [nr, retained] : node.retained_grads)
+      if (grads[nr].defined()) retained = retained.defined() ? retained + grads[nr] : grads[nr].clone();
+
+    auto* acc = dynamic_cast<AccumulateGrad*>(&node);
+    if (auto c = captures_.find(&node); c != captures_.end()) {
+      for (auto [nr, slot] : c->second) {
+        Tensor g = grads[nr];
+        if (acc) {
+          AutogradMeta* meta = acc->leaf()->autograd.get();
+          if (meta && meta->hooks) g = meta->hooks->run(0, std::move(g));
+        }
+        Tensor& out = (*captured)[slot];
+        out = out.defined() && g.defined() ? out + g : g;
+      }
+    }
+    if (acc && !accumulate_) return;
+    if (needed_ && !acc) {
+      bool any_child_needed = false;
+      for (const Edge& e : node.next_edges) any_child_needed = any_child_needed || (e.valid() && needed_->count(e.node.get()));
+      if (!any_child_needed) return;
+    }
+
+    TensorList inputs_grads;
+    try {
+      inputs_grads = node.apply(std::move(grads));
+    } catch (const Error& e) {
+      throw Error(std::string("in the backward of '") + node.name() + "': " + e.what());
+    }
+    if (!keep_graph_) node.release_saved();
+    if (acc) return;
+    KILN_ASSERT(inputs_grads.size() == node.next_edges.size(), "backward of '", node.name(), "' returned ",
+                inputs_grads.size(), " gradients for ", node.next_edges.size(), " inputs");
+    for (size_t i = 0; i < inputs_grads.size(); ++i) {
+      const Edge& edge = node.next_edges[i];
+      if (!edge.valid() || !inputs_grads[i].defined()) continue;
+      Tensor g = validate(std::move(inputs_grads[i]), node.input_meta[i], node, i);
+      KILN_CHECK(!is_anomaly_enabled() || all_finite(g), "anomaly detected: the backward of '", node.name(),
+                 "' produced NaN or Inf in the gradient of its input ", i, " (shape ", g.shape(), ")");
+      deliver(edge, std::move(g));
+    }
+  }
+
+  bool keep_graph_;
+  bool accumulate_;
+  std::priority_queue<Node*, std::vector<Node*>, NewestFirst> ready_;
+  std::unordered_map<Node*, TensorList> buffers_;
+  std::vector<Ref<Node>> holds_;
+  std::unordered_map<Node*, std::vector<std::pair<uint32_t, size_t>>> captures_;
+  std::optional<std::unordered_set<Node*>> needed_;
+};
+
+Edge root_edge(const Tensor& out, size_t i, const char* api) {
+  KILN_CHECK(out.defined(), api, ": output ", i, " is undefined");
+  Edge edge = gradient_edge(out);
+  KILN_CHECK(edge.valid(), api, ": output ", i, " (shape ", out.shape(), ") does not require grad and has no grad_fn; "
+             "did you compute it under NoGradGuard, or from tensors without requires_grad_()?");
+  return edge;
+}
+
+}  // namespace
+
+void backward(const TensorList& outputs, const TensorList& grad_outputs, bool retain_graph) {
+  KILN_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(), "backward: got ", grad_outputs.size(),
+             " gradients for ", outputs.size(), " outputs");
+  NoGradGuard no_grad;  // derivative formulas never record (no double backward)
+  GraphTask task(retain_graph, /*accumulate=*/true);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    Edge edge = root_edge(outputs[i], i, "backward");
+    task.add_root(edge, root_gradient(outputs[i], grad_outputs.empty() ? Tensor() : grad_outputs[i], i));
+  }
+  task.run(nullptr);
+}
+
+TensorList grad(const TensorList& outputs, const TensorList& inputs, const GradOptions& options) {
+  const TensorList& grad_outputs = options.grad_outputs;
+  KILN_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(), "grad: got ", grad_outputs.size(),
+             " gradients for ", outputs.size(), " outputs");
+  NoGradGuard no_grad;
+  GraphTask task(options.retain_graph, /*accumulate=*/false);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    KILN_CHECK(inputs[i].defined() && inputs[i].requires_grad(), "grad: input ", i, " does not require grad");
+    task.capture(gradient_edge(inputs[i]), i);
+  }
+  std::vector<Node*> roots;
+  std::vector<Edge> root_edges;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    root_edges.push_back(root_edge(outputs[i], i, "grad"));
+    roots.push_back(root_edges.back().node.get());
+  }
+  task.prune(roots);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    task.add_root(root_edges[i], root_gradient(outputs[i], grad_outputs.empty() ? Tensor() : grad_outputs[i], i));
+  TensorList result(inputs.size());
+  task.run(&result);
+  for (size_t i = 0; i < inputs.size(); ++i)
+    KILN_CHECK(options.allow_unused || result[i].defined(), "grad: input ", i, " (shape ", inputs[i].shape(),
+               ") was not used to compute the outputs; pass allow_unused = true if that is expected");
+  return result;
+}
+
+}  // namespace kiln::autograd
