@@ -49,6 +49,51 @@ using CatKernel = void (*)(std::span<const Tensor> xs, int dim, Tensor& out);
 using IndexKernel = void (*)(const Tensor& x, int dim, const Tensor& index, Tensor& out);
 using IndexPutKernel = void (*)(Tensor& out, int dim, const Tensor& index, const Tensor& src);  // in place into out
 
+// ---- neural-net layers (kernels/cpu/conv.cpp, pool.cpp, norm.cpp). The op definitions hand these
+// kernels contiguous inputs; every pair of sizes below is (height, width).
+struct ConvParams {
+  std::array<int64_t, 2> stride{1, 1}, padding{0, 0}, dilation{1, 1}, output_padding{0, 0};
+  int64_t groups = 1;
+  bool transposed = false;
+};
+// x (N,C,H,W); weight (O,C/groups,kh,kw), or (C,O/groups,kh,kw) when transposed; bias (O) or
+// undefined; out (N,O,Ho,Wo).
+using ConvKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvParams& p, Tensor& out);
+// The gradients of a convolution's inputs; an undefined grad_* is not wanted and not computed.
+using ConvBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const ConvParams& p,
+                                    Tensor& grad_x, Tensor& grad_weight, Tensor& grad_bias);
+
+struct PoolParams {
+  std::array<int64_t, 2> kernel{1, 1}, stride{1, 1}, padding{0, 0}, dilation{1, 1};
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg_pool2d
+  int64_t divisor_override = 0;   // avg_pool2d; 0: none
+};
+// x (N,C,H,W), out (N,C,Ho,Wo); adaptive pooling reads its output size from out and ignores p.
+using PoolKernel = void (*)(const Tensor& x, const PoolParams& p, Tensor& out);
+using PoolBackwardKernel = void (*)(const Tensor& grad_out, const PoolParams& p, Tensor& grad_x);  // writes all of grad_x
+// indices: i64, out's shape, the flat h * W + w position of each max within its (H,W) plane.
+using MaxPoolKernel = void (*)(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices);
+using MaxPoolBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& indices, Tensor& grad_x);
+
+struct NormParams {
+  double eps = 1e-5;
+  double momentum = 0.1;  // batch_norm's running statistics
+  int64_t groups = 1;     // group_norm
+  bool training = true;   // batch_norm: batch statistics (and running-stat updates) or running ones
+};
+// Layouts: batch_norm x (N,C,L), per-channel weight/bias/running stats (C), mean/rstd (C);
+// layer_norm and rms_norm x (R,D), weight/bias (D), mean/rstd (R); group_norm x (N,C,L), weight/bias
+// (C), mean/rstd (N*groups). Optional tensors may be undefined; mean and rstd (1/sqrt(var + eps))
+// are f64 for f64 inputs and f32 otherwise; rms_norm leaves mean alone.
+using NormKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, const NormParams& p, Tensor& out,
+                            Tensor& mean, Tensor& rstd);
+using BatchNormKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                                 Tensor& running_var, const NormParams& p, Tensor& out, Tensor& mean, Tensor& rstd);
+using NormBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                   const Tensor& rstd, const NormParams& p, Tensor& grad_x, Tensor& grad_weight,
+                                   Tensor& grad_bias);
+
 // ---- the op enum, generated from the op list
 enum class Op : uint16_t {
 #define KILN_OP_ENUM(name, family) name,

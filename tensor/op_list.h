@@ -36,4 +36,13 @@
   X(sort, SortKernel) X(topk, TopkKernel) X(tril, TriKernel) X(triu, TriKernel)             \
   /* indexing */                                                                           \
   X(cat, CatKernel) X(gather, IndexKernel) X(index_select, IndexKernel)                     \
-  X(scatter, IndexPutKernel) X(scatter_add, IndexPutKernel) X(index_add, IndexPutKernel)
+  X(scatter, IndexPutKernel) X(scatter_add, IndexPutKernel) X(index_add, IndexPutKernel)       \
+  /* neural-net layers, each with its backward (conv2d also runs conv1d and transposed convs) */ \
+  X(conv2d, ConvKernel) X(conv2d_backward, ConvBackwardKernel)                                \
+  X(max_pool2d, MaxPoolKernel) X(max_pool2d_backward, MaxPoolBackwardKernel)                  \
+  X(avg_pool2d, PoolKernel) X(avg_pool2d_backward, PoolBackwardKernel)                        \
+  X(adaptive_avg_pool2d, PoolKernel) X(adaptive_avg_pool2d_backward, PoolBackwardKernel)      \
+  X(batch_norm, BatchNormKernel) X(batch_norm_backward, NormBackwardKernel)                   \
+  X(layer_norm, NormKernel) X(layer_norm_backward, NormBackwardKernel)                        \
+  X(rms_norm, NormKernel) X(rms_norm_backward, NormBackwardKernel)                            \
+  X(group_norm, NormKernel) X(group_norm_backward, NormBackwardKernel)

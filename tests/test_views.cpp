@@ -1,5 +1,8 @@
 // Views share storage and never copy; reshape copies only when no view exists; every impossible
-// view is a kiln::Error naming the op and the shapes.
+// view is a kiln::Error naming the op and the shapes. Gradients: a table of every view op, each
+// gradchecked in f64 on contiguous and non-contiguous inputs; views of graph tensors refuse in-place
+// changes.
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 using namespace kiln;
@@ -155,4 +158,102 @@ TEST(Views, EmptyAndZeroDim) {
   EXPECT_EQ(s.view({1, 1}).shape(), (Dims{1, 1}));
   EXPECT_EQ((s * s).item<float>(), 6.25f);
   expect_error([&] { (void)e.item(); }, {"item", "0 elements"});
+}
+
+// ---- gradients
+
+namespace {
+// One view op applied to a (3, 4, 5) input; views are linear, so any input values will do.
+struct ViewCase {
+  std::string name;
+  std::function<Tensor(const Tensor&)> call;
+};
+
+const std::vector<ViewCase>& view_cases() {
+  using T = const Tensor&;
+  static const std::vector<ViewCase> cases = {
+      {"view", [](T x) { return x.contiguous().view({4, -1, 3}); }},
+      {"reshape (a view)", [](T x) { return x.reshape({12, 5}); }},
+      {"reshape (a copy)", [](T x) { return x.transpose(0, 2).reshape({-1}); }},
+      {"transpose", [](T x) { return x.transpose(0, 2); }},
+      {"permute", [](T x) { return x.permute({2, 0, 1}); }},
+      {"t", [](T x) { return x.select(2, 1).t(); }},
+      {"t of 1-d", [](T x) { return x.select(0, 1).select(0, 2).t(); }},
+      {"narrow", [](T x) { return x.narrow(1, 1, 2); }},
+      {"narrow negative start", [](T x) { return x.narrow(-1, -3, 2); }},
+      {"slice with step", [](T x) { return x.slice(2, 0, 5, 2); }},
+      {"slice past the end", [](T x) { return x.slice(0, 1, 100, 3); }},
+      {"select", [](T x) { return x.select(1, -1); }},
+      {"expand", [](T x) { return x.narrow(1, 0, 1).expand({2, 3, 4, 5}); }},
+      {"expand_as", [](T x) { return x.select(0, 0).expand_as(x); }},
+      {"squeeze", [](T x) { return x.narrow(1, 2, 1).squeeze(); }},
+      {"squeeze dim", [](T x) { return x.narrow(1, 2, 1).squeeze(1); }},
+      {"squeeze dim not 1", [](T x) { return x.squeeze(0); }},
+      {"unsqueeze", [](T x) { return x.unsqueeze(1).unsqueeze(-1); }},
+      {"flatten", [](T x) { return x.flatten(1); }},
+      {"flatten of a transpose", [](T x) { return x.transpose(1, 2).flatten(); }},
+      {"unflatten", [](T x) { return x.unflatten(2, {5, 1}); }},
+      {"as_strided", [](T x) { return x.contiguous().as_strided({3, 3}, {20, 6}, 1); }},
+      {"as_strided overlapping", [](T x) { return x.contiguous().as_strided({4, 4}, {1, 1}, 2); }},
+      // as_strided takes storage positions: it must stay within its input's elements (torch's rule too).
+      {"as_strided of a view", [](T x) { return x.contiguous().select(0, 1).as_strided({2, 2}, {5, 1}, 22); }},
+      {"contiguous", [](T x) { return x.transpose(0, 1).contiguous(); }},
+      {"clone", [](T x) { return x.clone(); }},
+  };
+  return cases;
+}
+
+void expect_gradcheck(const std::function<TensorList(const TensorList&)>& fn, const Tensor& x,
+                      const std::string& what) {
+  const autograd::GradcheckResult r = autograd::gradcheck(fn, {x});
+  EXPECT_TRUE(r.ok) << what << ": " << r.message;
+}
+}  // namespace
+
+TEST(Views, GradcheckTable) {
+  for (const ViewCase& c : view_cases()) {
+    const Tensor x = kt::random_tensor({3, 4, 5}, DType::f64, -2, 2, 5).requires_grad_();
+    // Weighted by position, so a gradient sent to the wrong element shows.
+    expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(in[0])}; }, x, c.name);
+    const Tensor xt = kt::random_tensor({5, 4, 3}, DType::f64, -2, 2, 6).requires_grad_();
+    expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(in[0].permute({2, 1, 0}))}; }, xt,
+                     c.name + " of a non-contiguous input");
+  }
+}
+
+TEST(Views, GradientsByHand) {
+  Tensor x = arange(6, {.dtype = DType::f64}).view({2, 3}).detach().requires_grad_();
+  x.slice(1, 0, 3, 2).sum().backward();
+  kt::expect_close(x.grad(), {1, 0, 1, 1, 0, 1}, 0, 0, "slice with step");
+  x.mutable_grad() = Tensor();
+  x.narrow(1, 0, 1).expand({4, 2, 3}).sum().backward();
+  kt::expect_close(x.grad(), {12, 0, 0, 12, 0, 0}, 0, 0, "expand sums back");
+  x.mutable_grad() = Tensor();
+  x.as_strided({3}, {0}, 1).sum().backward();  // one element seen three times
+  kt::expect_close(x.grad(), {0, 3, 0, 0, 0, 0}, 0, 0, "as_strided with stride 0");
+  x.mutable_grad() = Tensor();
+  x.detach().view({6}).sum();
+  EXPECT_FALSE(x.detach().view({6}).requires_grad());
+  EXPECT_EQ(x.transpose(0, 1).grad_fn()->name(), "transpose");
+}
+
+TEST(Views, InPlaceOnAViewOfTheGraphIsRefused) {
+  const Tensor x = kt::random_tensor({2, 3}, DType::f64).requires_grad_();
+  Tensor y = x * 2.0;
+  Tensor v = y.view({3, 2});
+  expect_error([&] { v.add_(1.0); }, {"add_", "view", "[3, 2]"});
+  expect_error([&] { y.select(0, 1).zero_(); }, {"fill_", "view"});
+  {
+    NoGradGuard no_grad;
+    v.add_(1.0);  // outside autograd an in-place change of a view is plain memory
+  }
+  // A view of a plain tensor keeps no link to its base, so a tracked write into it would be lost to
+  // the base: refused, with the way out.
+  Tensor base = zeros({2, 3}, {.dtype = DType::f64});
+  expect_error([&] { base.narrow(0, 1, 1).copy_(x.narrow(0, 1, 1)); }, {"copy_", "part of another tensor", "cat"});
+  expect_error([&] { base.select(0, 0).add_(x.select(0, 0)); }, {"add_", "part of another tensor"});
+  Tensor whole = zeros({2, 3}, {.dtype = DType::f64});
+  whole.copy_(x * 3.0);  // the whole of a plain tensor: it takes the new history
+  whole.sum().backward();
+  kt::expect_close(x.grad(), {3, 3, 3, 3, 3, 3}, 0, 0, "copy_ into a plain tensor");
 }

@@ -1,14 +1,19 @@
-// Elementwise op definitions: checks, broadcasting, type promotion, output allocation, dispatch.
-// Kernels (kernels/cpu/unary.cpp, binary.cpp) see inputs already expanded to the output shape and
-// converted to one compute dtype. (Derivatives arrive here with autograd.)
+// Elementwise op definitions: checks, broadcasting, type promotion, output allocation, dispatch,
+// and each op's derivative right after its forward. Kernels (kernels/cpu/unary.cpp, binary.cpp) see
+// inputs already expanded to the output shape and converted to one compute dtype. Derivatives are
+// compositions of these same ops (no backward kernels yet); they never reduce broadcasting or cast
+// back: the engine does (Note [One check of every gradient]).
 #include "autograd/ops/elementwise.h"
 
 #include <array>
+#include <cmath>
 
 #include "autograd/ops/reduce.h"
 #include "autograd/record.h"
 #include "tensor/dispatch.h"
+#include "tensor/factories.h"
 #include "tensor/type_promotion.h"
+#include "tensor/view_impl.h"
 
 namespace kiln {
 namespace {
@@ -17,7 +22,8 @@ namespace {
 DType float_compute(DType t) { return is_floating(t) ? t : DType::f32; }
 
 Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : t.to(d); }
-Tensor as_shape(const Tensor& t, const Dims& shape) { return t.shape() == shape ? t : t.expand(shape); }
+// A kernel operand broadcast to the output's shape: a raw view, never recorded (the op records itself).
+Tensor as_shape(const Tensor& t, const Dims& shape) { return t.shape() == shape ? t : detail::expand(t, shape); }
 
 void check_defined(const Tensor& t, const char* op) { KILN_CHECK(t.defined(), op, ": got an undefined tensor"); }
 
@@ -100,6 +106,7 @@ Tensor& binary_inplace(Tensor& self, const Tensor& other, const char* name) {
              " doesn't broadcast to the in-place target's shape ", self.shape());
   check_writable(self, name);
   if (t != self.dtype()) {
+    NoGradGuard untracked;  // the caller records the in-place op as a whole
     self.copy_(binary<op>(self, other, name, t, t));
     return self;
   }
@@ -133,49 +140,165 @@ Tensor times_alpha(const Tensor& a, const Tensor& b, const Scalar& alpha, const 
   return mul(as_dtype(b, t), scalar_tensor(alpha, t, b.device()));
 }
 
+// ---- derivative helpers
+
+// What a unary derivative reads besides the gradient; only that is saved for backward.
+enum Saves : unsigned { kNothing = 0, kInput = 1, kOutput = 2 };
+
+// Records a one-input op whose derivative is formula(g, x, y) (x and y as saved, else undefined).
+template <unsigned saves, class F>
+Tensor with_derivative(const char* name, const Tensor& x, Tensor out, F formula) {
+  if (autograd::needs_grad(x))
+    autograd::record(name, out, {x},
+                     [sx = (saves & kInput) ? SavedTensor(x) : SavedTensor(),
+                      sy = (saves & kOutput) ? SavedTensor(out) : SavedTensor(), formula](const Tensor& g, Needs) {
+                       return formula(g, sx.get(), sy.get());
+                     });
+  return out;
+}
+
+// A tensor saved only when `wanted` (the other operand's gradient needs it).
+SavedTensor save_if(bool wanted, const Tensor& t) { return wanted ? SavedTensor(t) : SavedTensor(); }
+
+// g where the mask holds, 0 elsewhere: one pass, no multiply by a 0/1 tensor.
+Tensor pass_where(const Tensor& mask, const Tensor& g) { return where(mask, g, Scalar(0)); }
+
+constexpr double kSqrt2OverPi = 0.7978845608028654;   // sqrt(2 / pi), gelu's tanh approximation
+constexpr double kInvSqrt2Pi = 0.3989422804014327;    // 1 / sqrt(2 pi), the normal density's scale
+constexpr double kTwoOverSqrtPi = 1.1283791670955126;  // erf'(0)
+constexpr double kGeluCubic = 0.044715;
+
+// d/dx of x * Phi(x) = Phi(x) + x * phi(x).
+Tensor gelu_erf_derivative(const Tensor& x) {
+  const Tensor cdf = (erf(x * M_SQRT1_2) + 1) * 0.5;
+  const Tensor pdf = exp(x * x * -0.5) * kInvSqrt2Pi;
+  return cdf + x * pdf;
+}
+
+// d/dx of 0.5 x (1 + tanh(k (x + c x^3))).
+Tensor gelu_tanh_derivative(const Tensor& x) {
+  const Tensor x2 = x * x;
+  const Tensor t = tanh(x * (x2 * kGeluCubic + 1) * kSqrt2OverPi);
+  const Tensor dinner = (x2 * (3 * kGeluCubic) + 1) * kSqrt2OverPi;
+  return (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * dinner;
+}
+
+// The gradients of maximum/minimum: the winner takes g, a tie splits it equally (as torch 2.x).
+Tensor winner_gradient(const Tensor& g, const Tensor& wins, const Tensor& ties) {
+  return where(ties, g * 0.5, pass_where(wins, g));
+}
+
 }  // namespace
 
 // ---- unary
-Tensor abs(const Tensor& x) { return unary_same<Op::abs>(x, "abs"); }
-Tensor neg(const Tensor& x) {
-  KILN_CHECK(!x.defined() || x.dtype() != DType::boolean, "neg: negation of a bool tensor is not supported; use logical_not");
-  return unary_same<Op::neg>(x, "neg");
+Tensor abs(const Tensor& x) {
+  return with_derivative<kInput>("abs", x, unary_same<Op::abs>(x, "abs"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) { return g * sign(x); });
 }
-Tensor exp(const Tensor& x) { return unary_float<Op::exp>(x, "exp"); }
-Tensor log(const Tensor& x) { return unary_float<Op::log>(x, "log"); }
-Tensor log1p(const Tensor& x) { return unary_float<Op::log1p>(x, "log1p"); }
-Tensor expm1(const Tensor& x) { return unary_float<Op::expm1>(x, "expm1"); }
-Tensor sqrt(const Tensor& x) { return unary_float<Op::sqrt>(x, "sqrt"); }
-Tensor rsqrt(const Tensor& x) { return unary_float<Op::rsqrt>(x, "rsqrt"); }
-Tensor sin(const Tensor& x) { return unary_float<Op::sin>(x, "sin"); }
-Tensor cos(const Tensor& x) { return unary_float<Op::cos>(x, "cos"); }
-Tensor tanh(const Tensor& x) { return unary_float<Op::tanh>(x, "tanh"); }
-Tensor sigmoid(const Tensor& x) { return unary_float<Op::sigmoid>(x, "sigmoid"); }
+Tensor neg(const Tensor& x) {
+  KILN_CHECK(!x.defined() || x.dtype() != DType::boolean,
+             "neg: negation of a bool tensor is not supported; use logical_not");
+  return with_derivative<kNothing>("neg", x, unary_same<Op::neg>(x, "neg"),
+                                   [](const Tensor& g, const Tensor&, const Tensor&) { return neg(g); });
+}
+Tensor exp(const Tensor& x) {
+  return with_derivative<kOutput>("exp", x, unary_float<Op::exp>(x, "exp"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * y; });
+}
+Tensor log(const Tensor& x) {
+  return with_derivative<kInput>("log", x, unary_float<Op::log>(x, "log"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) { return g / x; });
+}
+Tensor log1p(const Tensor& x) {
+  return with_derivative<kInput>("log1p", x, unary_float<Op::log1p>(x, "log1p"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) { return g / (x + 1); });
+}
+Tensor expm1(const Tensor& x) {
+  return with_derivative<kOutput>("expm1", x, unary_float<Op::expm1>(x, "expm1"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * (y + 1); });
+}
+Tensor sqrt(const Tensor& x) {
+  return with_derivative<kOutput>("sqrt", x, unary_float<Op::sqrt>(x, "sqrt"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * 0.5 / y; });
+}
+Tensor rsqrt(const Tensor& x) {  // d/dx x^-1/2 = -1/2 y^3
+  return with_derivative<kOutput>("rsqrt", x, unary_float<Op::rsqrt>(x, "rsqrt"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * -0.5 * y.pow(3); });
+}
+Tensor sin(const Tensor& x) {
+  return with_derivative<kInput>("sin", x, unary_float<Op::sin>(x, "sin"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) { return g * cos(x); });
+}
+Tensor cos(const Tensor& x) {
+  return with_derivative<kInput>("cos", x, unary_float<Op::cos>(x, "cos"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) { return g * -1 * sin(x); });
+}
+Tensor tanh(const Tensor& x) {
+  return with_derivative<kOutput>("tanh", x, unary_float<Op::tanh>(x, "tanh"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * (1 - y * y); });
+}
+Tensor sigmoid(const Tensor& x) {
+  return with_derivative<kOutput>("sigmoid", x, unary_float<Op::sigmoid>(x, "sigmoid"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * y * (1 - y); });
+}
+// relu' is taken as 0 at 0, as torch does; the output's sign is the mask.
 Tensor relu(const Tensor& x) {
   KILN_CHECK(!x.defined() || x.dtype() != DType::boolean, "relu: not defined for bool tensors");
-  return unary_same<Op::relu>(x, "relu");
+  return with_derivative<kOutput>("relu", x, unary_same<Op::relu>(x, "relu"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return pass_where(y > 0, g); });
 }
 Tensor gelu(const Tensor& x, std::string_view approximate) {
-  if (approximate == "none") return unary_float<Op::gelu_erf>(x, "gelu");
+  if (approximate == "none")
+    return with_derivative<kInput>(
+        "gelu", x, unary_float<Op::gelu_erf>(x, "gelu"),
+        [](const Tensor& g, const Tensor& x, const Tensor&) { return g * gelu_erf_derivative(x); });
   KILN_CHECK(approximate == "tanh", "gelu: approximate must be 'none' or 'tanh', got '", approximate, "'");
-  return unary_float<Op::gelu_tanh>(x, "gelu");
+  return with_derivative<kInput>(
+      "gelu", x, unary_float<Op::gelu_tanh>(x, "gelu"),
+      [](const Tensor& g, const Tensor& x, const Tensor&) { return g * gelu_tanh_derivative(x); });
 }
-Tensor silu(const Tensor& x) { return unary_float<Op::silu>(x, "silu"); }
+Tensor silu(const Tensor& x) {  // d/dx x s(x) = s (1 + x (1 - s))
+  return with_derivative<kInput>("silu", x, unary_float<Op::silu>(x, "silu"),
+                                 [](const Tensor& g, const Tensor& x, const Tensor&) {
+                                   const Tensor s = sigmoid(x);
+                                   return g * s * (x * (1 - s) + 1);
+                                 });
+}
+// Above the threshold softplus is the identity, and so is its derivative.
 Tensor softplus(const Tensor& x, double beta, double threshold) {
   KILN_CHECK(beta != 0, "softplus: beta must be nonzero");
-  return unary_param<Op::softplus>(x, "softplus", beta, threshold);
+  return with_derivative<kInput>("softplus", x, unary_param<Op::softplus>(x, "softplus", beta, threshold),
+                                 [beta, threshold](const Tensor& g, const Tensor& x, const Tensor&) {
+                                   const Tensor z = x * beta;
+                                   return where(z > threshold, g, g * sigmoid(z));
+                                 });
 }
 Tensor leaky_relu(const Tensor& x, double negative_slope) {
-  return unary_param<Op::leaky_relu>(x, "leaky_relu", negative_slope, 0.0);
+  return with_derivative<kInput>("leaky_relu", x, unary_param<Op::leaky_relu>(x, "leaky_relu", negative_slope, 0.0),
+                                 [negative_slope](const Tensor& g, const Tensor& x, const Tensor&) {
+                                   return where(x > 0, g, g * negative_slope);
+                                 });
 }
-Tensor erf(const Tensor& x) { return unary_float<Op::erf>(x, "erf"); }
-Tensor sign(const Tensor& x) { return unary_same<Op::sign>(x, "sign"); }
-Tensor reciprocal(const Tensor& x) { return unary_float<Op::reciprocal>(x, "reciprocal"); }
+Tensor erf(const Tensor& x) {
+  return with_derivative<kInput>(
+      "erf", x, unary_float<Op::erf>(x, "erf"),
+      [](const Tensor& g, const Tensor& x, const Tensor&) { return g * exp(x * x * -1) * kTwoOverSqrtPi; });
+}
+// Piecewise constant: a zero gradient (not none, so sign(x).sum().backward() works as in torch).
+Tensor sign(const Tensor& x) {
+  return with_derivative<kNothing>("sign", x, unary_same<Op::sign>(x, "sign"),
+                                   [](const Tensor& g, const Tensor&, const Tensor&) { return zeros_like(g); });
+}
+Tensor reciprocal(const Tensor& x) {
+  return with_derivative<kOutput>("reciprocal", x, unary_float<Op::reciprocal>(x, "reciprocal"),
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return g * -1 * y * y; });
+}
 Tensor logical_not(const Tensor& x) {
   check_defined(x, "logical_not");
   return unary<Op::logical_not>(x, "logical_not", x.dtype(), DType::boolean);
 }
 
+// The gradient passes where min <= x <= max (bounds included, as torch), and is 0 where clamped.
 Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> max) {
   check_defined(x, "clamp");
   KILN_CHECK(min || max, "clamp: at least one of min and max must be given");
@@ -185,7 +308,12 @@ Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> m
   const Tensor xc = as_dtype(x, t);
   Tensor out = make_tensor(x.shape(), t, x.device());
   if (out.numel()) dispatch<Op::clamp>(x.device(), xc, min, max, out);
-  return out;
+  return with_derivative<kInput>("clamp", x, std::move(out),
+                                 [min, max](const Tensor& g, const Tensor& x, const Tensor&) {
+                                   Tensor inside = min ? x >= *min : Tensor();
+                                   if (max) inside = inside.defined() ? logical_and(inside, x <= *max) : x <= *max;
+                                   return pass_where(inside, g);
+                                 });
 }
 
 // ---- binary
@@ -204,25 +332,51 @@ Tensor sub(const Tensor& a, const Tensor& b, const Scalar& alpha) {
   Tensor out = binary_promote<Op::sub>(a, scaled, "sub");
   if (autograd::needs_grad(a, scaled))
     autograd::record("sub", out, {a, scaled}, [](const Tensor& g, Needs need) {
-      return TensorList{need[0] ? g : Tensor(), need[1] ? neg(g) : Tensor()};
+      return TensorList{need[0] ? g : Tensor(), need[1] ? kiln::neg(g) : Tensor()};
     });
   return out;
 }
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_promote<Op::mul>(a, b, "mul");
   if (autograd::needs_grad(a, b))
-    autograd::record("mul", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, Needs need) {
-      return TensorList{need[0] ? g * sb.get() : Tensor(), need[1] ? g * sa.get() : Tensor()};
-    });
+    autograd::record("mul", out, {a, b},
+                     [sa = save_if(autograd::requires_grad_of(b), a), sb = save_if(autograd::requires_grad_of(a), b)](
+                         const Tensor& g, Needs need) {
+                       return TensorList{need[0] ? g * sb.get() : Tensor(), need[1] ? g * sa.get() : Tensor()};
+                     });
   return out;
 }
+// d(a/b)/db = -a/b^2 = -(g/b) * y: the quotient is saved instead of a.
 Tensor div(const Tensor& a, const Tensor& b) {
   check_defined(a, "div");
   check_defined(b, "div");
   const DType t = float_compute(result_type(a, b));
-  return binary<Op::div>(a, b, "div", t, t);
+  Tensor out = binary<Op::div>(a, b, "div", t, t);
+  if (autograd::needs_grad(a, b))
+    autograd::record(
+        "div", out, {a, b},
+        [sb = SavedTensor(b), sy = save_if(autograd::requires_grad_of(b), out)](const Tensor& g, Needs need) {
+          const Tensor g_over_b = g / sb.get();
+          return TensorList{need[0] ? g_over_b : Tensor(), need[1] ? g_over_b * sy.get() * -1 : Tensor()};
+        });
+  return out;
 }
-Tensor pow(const Tensor& a, const Tensor& b) { return binary_promote<Op::pow>(a, b, "pow"); }
+// torch's conventions at 0: a zero exponent gives the base no gradient (even at a = 0), and a zero
+// base with a non-negative exponent gives the exponent none (instead of 0 * log 0 = NaN).
+Tensor pow(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::pow>(a, b, "pow");
+  if (autograd::needs_grad(a, b))
+    autograd::record("pow", out, {a, b},
+                     [sa = SavedTensor(a), sb = SavedTensor(b), sy = save_if(autograd::requires_grad_of(b), out)](
+                         const Tensor& g, Needs need) {
+                       const Tensor &a = sa.get(), &b = sb.get();
+                       Tensor ga, gb;
+                       if (need[0]) ga = where(b == 0, Scalar(0), g * b * pow(a, b - 1));
+                       if (need[1]) gb = where(logical_and(a == 0, b >= 0), Scalar(0), g * sy.get() * log(a));
+                       return TensorList{ga, gb};
+                     });
+  return out;
+}
 Tensor pow(const Tensor& a, const Scalar& e) {
   check_defined(a, "pow");
   const DType t = result_type(a, e);
@@ -231,12 +385,47 @@ Tensor pow(const Tensor& a, const Scalar& e) {
                " tensor, exponent ", e, ")");
     return pow(a, wrap(a, e));
   }
-  return unary_param<Op::pow_scalar>(as_dtype(a, t), "pow", e.to_double(), 0.0);
+  const double p = e.to_double();
+  return with_derivative<kInput>("pow", a, unary_param<Op::pow_scalar>(as_dtype(a, t), "pow", p, 0.0),
+                                 [p](const Tensor& g, const Tensor& a, const Tensor&) {
+                                   return p == 0 ? zeros_like(g) : g * p * a.pow(p - 1);
+                                 });
 }
 Tensor pow(const Scalar& base, const Tensor& e) { return pow(wrap(e, base), e); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return binary_promote<Op::maximum>(a, b, "maximum"); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return binary_promote<Op::minimum>(a, b, "minimum"); }
-Tensor remainder(const Tensor& a, const Tensor& b) { return binary_promote<Op::remainder>(a, b, "remainder"); }
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::maximum>(a, b, "maximum");
+  if (autograd::needs_grad(a, b))
+    autograd::record("maximum", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, Needs need) {
+      const Tensor &a = sa.get(), &b = sb.get();
+      const Tensor ties = a == b;
+      return TensorList{need[0] ? winner_gradient(g, a > b, ties) : Tensor(),
+                        need[1] ? winner_gradient(g, b > a, ties) : Tensor()};
+    });
+  return out;
+}
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::minimum>(a, b, "minimum");
+  if (autograd::needs_grad(a, b))
+    autograd::record("minimum", out, {a, b}, [sa = SavedTensor(a), sb = SavedTensor(b)](const Tensor& g, Needs need) {
+      const Tensor &a = sa.get(), &b = sb.get();
+      const Tensor ties = a == b;
+      return TensorList{need[0] ? winner_gradient(g, a < b, ties) : Tensor(),
+                        need[1] ? winner_gradient(g, b < a, ties) : Tensor()};
+    });
+  return out;
+}
+// a = b * floor(a / b) + y, so d/db = -floor(a / b) = (y - a) / b.
+Tensor remainder(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::remainder>(a, b, "remainder");
+  if (autograd::needs_grad(a, b))
+    autograd::record(
+        "remainder", out, {a, b},
+        [sa = save_if(autograd::requires_grad_of(b), a), sb = save_if(autograd::requires_grad_of(b), b),
+         sy = save_if(autograd::requires_grad_of(b), out)](const Tensor& g, Needs need) {
+          return TensorList{need[0] ? g : Tensor(), need[1] ? g * (sy.get() - sa.get()) / sb.get() : Tensor()};
+        });
+  return out;
+}
 Tensor eq(const Tensor& a, const Tensor& b) { return compare<Op::eq>(a, b, "eq"); }
 Tensor ne(const Tensor& a, const Tensor& b) { return compare<Op::ne>(a, b, "ne"); }
 Tensor lt(const Tensor& a, const Tensor& b) { return compare<Op::lt>(a, b, "lt"); }
@@ -259,12 +448,19 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   const DType t = result_type(a, b);
   Tensor out = make_tensor(shape, t, device);
   if (out.numel())
-    dispatch<Op::where>(device, as_shape(cond, shape), as_shape(as_dtype(a, t), shape), as_shape(as_dtype(b, t), shape), out);
+    dispatch<Op::where>(device, as_shape(cond, shape), as_shape(as_dtype(a, t), shape), as_shape(as_dtype(b, t), shape),
+                        out);
+  if (autograd::needs_grad(a, b))
+    autograd::record("where", out, {a, b}, [sc = SavedTensor(cond)](const Tensor& g, Needs need) {
+      const Tensor& cond = sc.get();
+      return TensorList{need[0] ? pass_where(cond, g) : Tensor(), need[1] ? where(cond, Scalar(0), g) : Tensor()};
+    });
   return out;
 }
 Tensor where(const Tensor& cond, const Tensor& a, const Scalar& b) { return where(cond, a, wrap(a, b)); }
 Tensor where(const Tensor& cond, const Scalar& a, const Tensor& b) { return where(cond, wrap(b, a), b); }
 
+// A composition: where() records the derivative (g where the mask is off).
 Tensor masked_fill(const Tensor& x, const Tensor& mask, const Scalar& value) {
   check_defined(x, "masked_fill");
   check_defined(mask, "masked_fill");
@@ -280,6 +476,7 @@ bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol, bool e
   check_defined(a, "allclose");
   check_defined(b, "allclose");
   if (a.shape() != b.shape()) return false;
+  NoGradGuard untracked;
   const Tensor x = a.to(DType::f64), y = b.to(DType::f64);
   Tensor close = le(abs(sub(x, y)), add(abs(y) * rtol, scalar_tensor(atol, DType::f64, y.device())));
   close = logical_or(close, eq(x, y));  // equal infinities
@@ -319,20 +516,79 @@ Tensor Tensor::le(const Tensor& o) const { return kiln::le(*this, o); }
 Tensor Tensor::gt(const Tensor& o) const { return kiln::gt(*this, o); }
 Tensor Tensor::ge(const Tensor& o) const { return kiln::ge(*this, o); }
 
-Tensor& Tensor::add_(const Tensor& o, const Scalar& alpha) {
-  return binary_inplace<Op::add>(*this, times_alpha(*this, o, alpha, "add_"), "add_");
+// ---- in place. Each records like its out-of-place form, with self among both the inputs and the
+// outputs: attach() makes the new node self's history and the old history its input 0. A formula
+// that needs self's old value saves a copy taken before the change, and only then.
+
+namespace {
+bool shares_storage(const Tensor& a, const Tensor& b) { return &a.storage() == &b.storage(); }
+// `other` as backward will read it: a copy when the in-place op is about to overwrite it (x.mul_(x)).
+SavedTensor save_operand(const Tensor& self, const Tensor& other) {
+  return SavedTensor(shares_storage(self, other) ? other.detach().clone() : other);
 }
-Tensor& Tensor::add_(const Scalar& o) { return binary_inplace<Op::add>(*this, wrap(*this, o), "add_"); }
+}  // namespace
+
+Tensor& Tensor::add_(const Tensor& o, const Scalar& alpha) {
+  autograd::check_inplace(*this, "add_");
+  const Tensor scaled = times_alpha(*this, o, alpha, "add_");
+  detail::check_untracked_write(*this, scaled, "add_");
+  binary_inplace<Op::add>(*this, scaled, "add_");
+  if (autograd::needs_grad(*this, scaled))
+    autograd::record("add_", *this, {*this, scaled}, [](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g : Tensor(), need[1] ? g : Tensor()};
+    });
+  return *this;
+}
+Tensor& Tensor::add_(const Scalar& o) { return add_(wrap(*this, o)); }
 Tensor& Tensor::sub_(const Tensor& o, const Scalar& alpha) {
+  autograd::check_inplace(*this, "sub_");
   check_sub_operands(*this, o, "sub_");
-  return binary_inplace<Op::sub>(*this, times_alpha(*this, o, alpha, "sub_"), "sub_");
+  const Tensor scaled = times_alpha(*this, o, alpha, "sub_");
+  detail::check_untracked_write(*this, scaled, "sub_");
+  binary_inplace<Op::sub>(*this, scaled, "sub_");
+  if (autograd::needs_grad(*this, scaled))
+    autograd::record("sub_", *this, {*this, scaled}, [](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g : Tensor(), need[1] ? kiln::neg(g) : Tensor()};
+    });
+  return *this;
 }
 Tensor& Tensor::sub_(const Scalar& o) { return sub_(wrap(*this, o)); }
-Tensor& Tensor::mul_(const Tensor& o) { return binary_inplace<Op::mul>(*this, o, "mul_"); }
-Tensor& Tensor::mul_(const Scalar& o) { return binary_inplace<Op::mul>(*this, wrap(*this, o), "mul_"); }
+Tensor& Tensor::mul_(const Tensor& o) {
+  check_defined(*this, "mul_");
+  check_defined(o, "mul_");
+  autograd::check_inplace(*this, "mul_");
+  detail::check_untracked_write(*this, o, "mul_");
+  const bool recording = autograd::needs_grad(*this, o);
+  SavedTensor self_before, other;
+  if (recording && autograd::requires_grad_of(o)) self_before = SavedTensor(detach().clone());
+  if (recording && requires_grad()) other = save_operand(*this, o);
+  binary_inplace<Op::mul>(*this, o, "mul_");
+  if (recording)
+    autograd::record("mul_", *this, {*this, o}, [self_before, other](const Tensor& g, Needs need) {
+      return TensorList{need[0] ? g * other.get() : Tensor(), need[1] ? g * self_before.get() : Tensor()};
+    });
+  return *this;
+}
+Tensor& Tensor::mul_(const Scalar& o) { return mul_(wrap(*this, o)); }
+// d(self / o)/do = -(g / o) * result: the result (self after the change) is saved, not a copy.
 Tensor& Tensor::div_(const Tensor& o) {
-  KILN_CHECK(!defined() || is_floating(), "div_: true division of a ", dtype(), " tensor in place can't keep its dtype");
-  return binary_inplace<Op::div>(*this, o, "div_");
+  KILN_CHECK(!defined() || is_floating(), "div_: true division of a ", dtype(),
+             " tensor in place can't keep its dtype");
+  check_defined(*this, "div_");
+  check_defined(o, "div_");
+  autograd::check_inplace(*this, "div_");
+  detail::check_untracked_write(*this, o, "div_");
+  const bool recording = autograd::needs_grad(*this, o);
+  const SavedTensor divisor = recording ? save_operand(*this, o) : SavedTensor();
+  binary_inplace<Op::div>(*this, o, "div_");
+  if (recording)
+    autograd::record("div_", *this, {*this, o},
+                     [divisor, result = save_if(autograd::requires_grad_of(o), *this)](const Tensor& g, Needs need) {
+                       const Tensor g_over_o = g / divisor.get();
+                       return TensorList{need[0] ? g_over_o : Tensor(),
+                                         need[1] ? g_over_o * result.get() * -1 : Tensor()};
+                     });
+  return *this;
 }
 Tensor& Tensor::div_(const Scalar& o) { return div_(wrap(*this, o)); }
 

@@ -64,4 +64,11 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, const Scalar& value);
 bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false);
 bool equal(const Tensor& a, const Tensor& b);  // same shape and exactly equal values
 
+namespace detail {
+// In-place ops (copy_, add_, ...) refuse to write a tensor that requires grad into part of a larger
+// storage: the tensors that own the rest of it (a view's base) would not see the new history,
+// because views made outside the graph keep no link to their base. Defined in autograd/ops/copy.cpp.
+void check_untracked_write(const Tensor& self, const Tensor& src, const char* op);
+}  // namespace detail
+
 }  // namespace kiln

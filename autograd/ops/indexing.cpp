@@ -1,14 +1,19 @@
 // Joining, splitting, gathering and scattering op definitions: checks, result shape and dtype,
-// output allocation, dispatch (kernels in kernels/cpu/indexing.cpp). split and chunk return views;
-// scatter, scatter_add and index_add return new tensors (torch's out-of-place forms). Index values
-// are range-checked by the kernels. (Derivatives arrive here with autograd.)
+// output allocation, dispatch (kernels in kernels/cpu/indexing.cpp), derivatives. split and chunk
+// return views (one node for all pieces); scatter, scatter_add and index_add return new tensors
+// (torch's out-of-place forms). Index values are range-checked by the kernels. The gradient of a
+// gather-like op is the matching scatter-add of g, and the other way round; indices get none.
 #include <algorithm>
 #include <climits>
 #include <string>
 
+#include "autograd/ops/elementwise.h"
 #include "autograd/ops/indexing.h"
+#include "autograd/record.h"
 #include "tensor/dispatch.h"
+#include "tensor/factories.h"
 #include "tensor/type_promotion.h"
+#include "tensor/view_impl.h"
 
 namespace kiln {
 namespace {
@@ -80,6 +85,46 @@ std::pair<int64_t, int64_t> host_min_max(const Tensor& t) {
   return {*lo, *hi};
 }
 
+// ---- derivative helpers
+
+Tensor zeros_of(const Dims& shape, const Tensor& like) {
+  return zeros(shape, {.dtype = like.dtype(), .device = like.device()});
+}
+
+// Zeros of `shape` with src added at index along dim (scatter_add for `op = scatter_add`, index_add
+// for `op = index_add`): the gradient of gather and index_select.
+template <Op op>
+Tensor add_into_zeros(const Dims& shape, int dim, const Tensor& index, const Tensor& src) {
+  Tensor out = zeros_of(shape, src);
+  if (index.numel()) {
+    Tensor o = at_least_1d(out);
+    dispatch<op>(src.device(), o, dim, at_least_1d(index), at_least_1d(src));
+  }
+  return out;
+}
+
+// t (shaped like an index) grown with zeros to `shape`: src may be larger than the index in
+// scatter, and its elements past the index get no gradient.
+Tensor pad_to(const Tensor& t, const Dims& shape) {
+  if (t.shape() == shape) return t;
+  Tensor out = zeros_of(shape, t);
+  Tensor part = out;
+  for (int d = 0; d < t.dim(); ++d) part = detail::narrow(part, d, 0, t.shape()[d]);
+  part.copy_(t);
+  return out;
+}
+
+// g with the positions scatter overwrote set to 0: x's values there did not reach the output.
+Tensor without_scattered(const Tensor& g, int dim, const Tensor& index) {
+  Tensor out = g.clone();
+  if (index.numel()) {
+    Tensor o = at_least_1d(out);
+    const Tensor zero = scalar_tensor(0, g.dtype(), g.device()).expand(at_least_1d(index).shape());
+    dispatch<Op::scatter>(g.device(), o, dim, at_least_1d(index), zero);
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- joining and splitting
@@ -121,6 +166,21 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   }
   Tensor out = make_tensor(shape, dtype, device);
   if (out.numel()) dispatch<Op::cat>(device, std::span<const Tensor>(parts), d, out);
+  if (autograd::needs_grad(std::span<const Tensor>(xs))) {
+    std::vector<int64_t> sizes;  // along d; -1 for a skipped legacy empty input (no gradient)
+    for (const Tensor& x : xs) sizes.push_back(legacy_empty(x) ? -1 : x.shape()[d]);
+    autograd::record("cat", out, std::span<const Tensor>(xs),
+                     [sizes = std::move(sizes), d](const Tensor& g, Needs need) {
+                       TensorList grads(sizes.size());
+                       int64_t start = 0;
+                       for (size_t i = 0; i < sizes.size(); ++i) {
+                         if (sizes[i] < 0) continue;
+                         if (need[i]) grads[i] = g.narrow(d, start, sizes[i]);
+                         start += sizes[i];
+                       }
+                       return grads;
+                     });
+  }
   return out;
 }
 
@@ -153,8 +213,27 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   out.reserve(sizes.size());
   int64_t start = 0;
   for (int64_t s : sizes) {
-    out.push_back(x.narrow(d, start, s));
+    out.push_back(detail::narrow(x, d, start, s));
     start += s;
+  }
+  // One node for all the pieces: the gradient is the pieces' gradients joined again, with zeros for
+  // pieces that got none.
+  if (autograd::needs_grad(x)) {
+    autograd::record(
+        "split", std::span<Tensor>(out), {x}, [sizes, d, shape = x.shape()](const TensorList& grads, Needs) {
+          const bool all_defined = std::all_of(grads.begin(), grads.end(), [](const Tensor& g) { return g.defined(); });
+          if (all_defined) return TensorList{cat(grads, d)};
+          const auto first = std::find_if(grads.begin(), grads.end(), [](const Tensor& g) { return g.defined(); });
+          if (first == grads.end()) return TensorList{Tensor()};
+          Tensor gx = zeros_of(shape, *first);
+          int64_t at = 0;
+          for (size_t i = 0; i < sizes.size(); ++i) {
+            if (grads[i].defined()) detail::narrow(gx, d, at, sizes[i]).copy_(grads[i]);
+            at += sizes[i];
+          }
+          return TensorList{gx};
+        });
+    for (const Tensor& piece : out) autograd::mark_view(piece);
   }
   return out;
 }
@@ -199,11 +278,29 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     Tensor o = at_least_1d(out);
     dispatch<Op::gather>(device, at_least_1d(x), d, at_least_1d(index), o);
   }
+  if (autograd::needs_grad(x))
+    autograd::record("gather", out, {x}, [shape = x.shape(), d, si = SavedTensor(index)](const Tensor& g, Needs) {
+      return add_into_zeros<Op::scatter_add>(shape, d, si.get(), g);
+    });
   return out;
 }
 
 Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
-  return scatter_into_clone<Op::scatter>(x, dim, index, src, "scatter");
+  Tensor out;
+  {
+    NoGradGuard untracked;  // recorded below as one node
+    out = scatter_into_clone<Op::scatter>(x, dim, index, src, "scatter");
+  }
+  if (autograd::needs_grad(x, src)) {
+    const int d = wrap_dim(dim, x.dim(), "scatter");
+    autograd::record("scatter", out, {x, src},
+                     [d, si = SavedTensor(index), src_shape = src.shape()](const Tensor& g, Needs need) {
+                       const Tensor& index = si.get();
+                       return TensorList{need[0] ? without_scattered(g, d, index) : Tensor(),
+                                         need[1] ? pad_to(gather(g, d, index), src_shape) : Tensor()};
+                     });
+  }
+  return out;
 }
 
 Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Scalar& value) {
@@ -212,11 +309,35 @@ Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Scalar& 
   KILN_CHECK(is_floating(x.dtype()) || !value.is_floating(), "scatter: cannot write the floating value ", value,
              " into a ", x.dtype(), " tensor");
   const Tensor src = scalar_tensor(value, x.dtype(), x.device()).expand(index.shape());
-  return scatter_into_clone<Op::scatter>(x, dim, index, src, "scatter");
+  Tensor out;
+  {
+    NoGradGuard untracked;
+    out = scatter_into_clone<Op::scatter>(x, dim, index, src, "scatter");
+  }
+  if (autograd::needs_grad(x)) {
+    const int d = wrap_dim(dim, x.dim(), "scatter");
+    autograd::record("scatter", out, {x}, [d, si = SavedTensor(index)](const Tensor& g, Needs) {
+      return without_scattered(g, d, si.get());
+    });
+  }
+  return out;
 }
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
-  return scatter_into_clone<Op::scatter_add>(x, dim, index, src, "scatter_add");
+  Tensor out;
+  {
+    NoGradGuard untracked;
+    out = scatter_into_clone<Op::scatter_add>(x, dim, index, src, "scatter_add");
+  }
+  if (autograd::needs_grad(x, src)) {
+    const int d = wrap_dim(dim, x.dim(), "scatter_add");
+    autograd::record(
+        "scatter_add", out, {x, src},
+        [d, si = SavedTensor(index), src_shape = src.shape()](const Tensor& g, Needs need) {
+          return TensorList{need[0] ? g : Tensor(), need[1] ? pad_to(gather(g, d, si.get()), src_shape) : Tensor()};
+        });
+  }
+  return out;
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
@@ -234,7 +355,12 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   shape[d] = index.numel();
   Tensor out = make_tensor(shape, x.dtype(), device);
   if (out.numel()) dispatch<Op::index_select>(device, xi, d, at_least_1d(index), out);
-  return x.dim() == 0 ? out.view({}) : out;
+  if (x.dim() == 0) out = detail::view(out, {});
+  if (autograd::needs_grad(x))
+    autograd::record("index_select", out, {x}, [shape = x.shape(), d, si = SavedTensor(index)](const Tensor& g, Needs) {
+      return add_into_zeros<Op::index_add>(shape, d, si.get(), g);
+    });
+  return out;
 }
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src, const Scalar& alpha) {
@@ -256,12 +382,27 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
   KILN_CHECK(fits, "index_add: src of shape ", src.shape(), " must match the input's shape ", x.shape(),
              " except in dim ", d, ", where it must equal the index's length ", index.numel());
   const bool unit = alpha.is_bool() ? alpha.to<bool>() : alpha.to_double() == 1.0;
-  const Tensor scaled = unit ? si : as_dtype(si * alpha, x.dtype());
-  Tensor out = x.clone();
-  if (scaled.numel()) {
-    Tensor o = at_least_1d(out);
-    dispatch<Op::index_add>(device, o, d, at_least_1d(index), scaled);
+  Tensor out;
+  {
+    NoGradGuard untracked;  // recorded below as one node
+    const Tensor scaled = unit ? si : as_dtype(si * alpha, x.dtype());
+    out = x.clone();
+    if (scaled.numel()) {
+      Tensor o = at_least_1d(out);
+      dispatch<Op::index_add>(device, o, d, at_least_1d(index), scaled);
+    }
   }
+  if (autograd::needs_grad(x, src))
+    autograd::record(
+        "index_add", out, {x, src},
+        [d, si = SavedTensor(index), alpha = alpha.to_double(), src_shape = src.shape()](const Tensor& g, Needs need) {
+          Tensor gsrc;
+          if (need[1]) {
+            gsrc = at_least_1d(g).index_select(d, si.get()).reshape(src_shape);
+            if (alpha != 1.0) gsrc = gsrc * alpha;
+          }
+          return TensorList{need[0] ? g : Tensor(), gsrc};
+        });
   return out;
 }
 
@@ -286,16 +427,24 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
   return scatter(zero, -1, indices.unsqueeze(-1), Scalar(1));
 }
 
-Tensor embedding(const Tensor& weight, const Tensor& indices) {
+Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
   check_defined(weight, "embedding", "weight");
   check_defined(indices, "embedding", "indices");
   KILN_CHECK(weight.dim() == 2, "embedding: weight must be 2-d (num_embeddings, embedding_dim), got shape ",
              weight.shape());
   check_index_dtype(indices, "embedding", true);
+  const int64_t rows = weight.shape()[0];
+  if (padding_idx) {
+    KILN_CHECK(*padding_idx >= -rows && *padding_idx < rows, "embedding: padding_idx ", *padding_idx,
+               " is out of range for ", rows, " embeddings");
+    if (*padding_idx < 0) *padding_idx += rows;
+  }
   Dims shape = indices.shape();
   shape.push_back(weight.shape()[1]);
+  Tensor out;
   try {
-    return index_select(weight, 0, indices.reshape({-1})).view(shape);
+    NoGradGuard untracked;  // recorded below as one node
+    out = index_select(weight, 0, indices.reshape({-1})).view(shape);
   } catch (const Error& e) {
     // Name this op, not the one it is built on: "embedding: index 12 is out of bounds ...".
     std::string msg = e.what();
@@ -303,6 +452,17 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
     if (msg.rfind(inner, 0) == 0) msg.erase(0, inner.size());
     throw Error("embedding: " + msg);
   }
+  // Rows add up the gradients of every position that looked them up; the padding row gets none.
+  if (autograd::needs_grad(weight))
+    autograd::record("embedding", out, {weight},
+                     [w_shape = weight.shape(), si = SavedTensor(indices), padding_idx](const Tensor& g, Needs) {
+                       const Tensor flat = si.get().reshape({-1});
+                       Tensor gw =
+                           add_into_zeros<Op::index_add>(w_shape, 0, flat, g.reshape({flat.numel(), w_shape[1]}));
+                       if (padding_idx) detail::select(gw, 0, *padding_idx).zero_();
+                       return gw;
+                     });
+  return out;
 }
 
 // ---- Tensor methods

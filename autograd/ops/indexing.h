@@ -2,6 +2,7 @@
 // autograd/ops/indexing.cpp (and autograd/ops/sorting.cpp for sort/topk/cumsum/tril/triu).
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -20,7 +21,9 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src, const Scalar& alpha = 1);
 Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);  // int64 result, torch's
-Tensor embedding(const Tensor& weight, const Tensor& indices);    // rows of weight: (*indices.shape, D)
+// Rows of weight: (*indices.shape, D). The row at padding_idx (negative counts from the end) gets
+// no gradient, as torch.nn.functional.embedding.
+Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx = std::nullopt);
 Tensor cumsum(const Tensor& x, int64_t dim);
 TensorPair sort(const Tensor& x, int64_t dim = -1, bool descending = false, bool stable = false);
 TensorPair topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true, bool sorted = true);

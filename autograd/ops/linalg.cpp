@@ -1,12 +1,16 @@
 // Matrix product and softmax op definitions: checks, torch's matmul rank rules, output allocation,
-// dispatch. The primitives are mm, bmm, addmm, softmax and log_softmax; matmul and linear are
-// compositions of them (views and reshapes around one product). Kernels: kernels/cpu/matmul.cpp,
-// kernels/cpu/softmax.cpp. (Derivatives arrive here with autograd.)
+// dispatch, derivatives. The primitives are mm, bmm, addmm, softmax and log_softmax, each with its
+// derivative; matmul is a composition of them (views and reshapes around one product), so every
+// rank case gets its gradient from theirs. linear records one node of its own, so that the weight's
+// gradient comes out contiguous as (out, in). Kernels: kernels/cpu/matmul.cpp, kernels/cpu/softmax.cpp.
 #include "autograd/ops/linalg.h"
 
 #include <algorithm>
 #include <span>
 
+#include "autograd/ops/elementwise.h"
+#include "autograd/ops/reduce.h"
+#include "autograd/record.h"
 #include "tensor/dispatch.h"
 #include "tensor/type_promotion.h"
 
@@ -14,6 +18,10 @@ namespace kiln {
 namespace {
 
 void check_defined(const Tensor& t, const char* op) { KILN_CHECK(t.defined(), op, ": got an undefined tensor"); }
+
+// An operand saved for backward only when the other operand's gradient needs it.
+SavedTensor save_if(bool wanted, const Tensor& t) { return wanted ? SavedTensor(t) : SavedTensor(); }
+Tensor scaled(const Tensor& t, double factor) { return factor == 1.0 ? t : t * factor; }
 
 // The checks every product shares: defined, one device, one dtype (torch does not promote here),
 // a dtype with a kernel.
@@ -78,6 +86,13 @@ Tensor softmax_like(const Tensor& x, int64_t dim, const char* name) {
   const int d = wrap_dim(dim, x.dim(), name);
   Tensor out = make_tensor(x.shape(), x.dtype(), x.device());
   if (out.numel()) dispatch<op>(x.device(), x, d, out);
+  // Both derivatives read the output only: softmax y (g - sum(g y)), log_softmax g - e^y sum(g).
+  if (autograd::needs_grad(x))
+    autograd::record(name, out, {x}, [sy = SavedTensor(out), d](const Tensor& g, Needs) {
+      const Tensor& y = sy.get();
+      if constexpr (op == Op::softmax) return y * (g - (g * y).sum({d}, true));
+      else return g - exp(y) * g.sum({d}, true);
+    });
   return out;
 }
 
@@ -90,6 +105,13 @@ Tensor mm(const Tensor& a, const Tensor& b) {
   check_inner(a, b, a.size(1), b.size(0), "mm");
   Tensor out = make_tensor({a.size(0), b.size(1)}, a.dtype(), device);
   if (out.numel()) dispatch<Op::mm>(device, a, b, out);
+  if (autograd::needs_grad(a, b))
+    autograd::record(
+        "mm", out, {a, b},
+        [sa = save_if(autograd::requires_grad_of(b), a), sb = save_if(autograd::requires_grad_of(a), b)](
+            const Tensor& g, Needs need) {
+          return TensorList{need[0] ? mm(g, sb.get().t()) : Tensor(), need[1] ? mm(sa.get().t(), g) : Tensor()};
+        });
   return out;
 }
 
@@ -102,6 +124,13 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   check_inner(a, b, a.size(2), b.size(1), "bmm");
   Tensor out = make_tensor({a.size(0), a.size(1), b.size(2)}, a.dtype(), device);
   if (out.numel()) dispatch<Op::bmm>(device, a, b, out);
+  if (autograd::needs_grad(a, b))
+    autograd::record("bmm", out, {a, b},
+                     [sa = save_if(autograd::requires_grad_of(b), a), sb = save_if(autograd::requires_grad_of(a), b)](
+                         const Tensor& g, Needs need) {
+                       return TensorList{need[0] ? bmm(g, sb.get().transpose(1, 2)) : Tensor(),
+                                         need[1] ? bmm(sa.get().transpose(1, 2), g) : Tensor()};
+                     });
   return out;
 }
 
@@ -120,7 +149,17 @@ Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar&
   KILN_CHECK(bias.dim() <= 2 && broadcast_shapes(bias.shape(), shape, "addmm") == shape, "addmm: bias of shape ",
              bias.shape(), " does not broadcast to the product's shape ", shape);
   Tensor out = make_tensor(shape, a.dtype(), device);
-  if (out.numel()) dispatch<Op::addmm>(device, bias.expand(shape), a, b, beta.to_double(), alpha.to_double(), out);
+  const double beta_ = beta.to_double(), alpha_ = alpha.to_double();
+  if (out.numel()) dispatch<Op::addmm>(device, bias.detach_view().expand(shape), a, b, beta_, alpha_, out);
+  // out = beta bias + alpha a b; the engine sums the bias gradient back to the bias's shape.
+  if (autograd::needs_grad(bias, a, b))
+    autograd::record("addmm", out, {bias, a, b},
+                     [sa = save_if(autograd::requires_grad_of(b), a), sb = save_if(autograd::requires_grad_of(a), b),
+                      beta_, alpha_](const Tensor& g, Needs need) {
+                       return TensorList{need[0] ? scaled(g, beta_) : Tensor(),
+                                         need[1] ? scaled(mm(g, sb.get().t()), alpha_) : Tensor(),
+                                         need[2] ? scaled(mm(sa.get().t(), g), alpha_) : Tensor()};
+                     });
   return out;
 }
 
@@ -179,13 +218,33 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   KILN_CHECK(x.size(-1) == weight.size(1), "linear: input of shape ", x.shape(), " and weight of shape ",
              weight.shape(), " cannot be multiplied (", x.size(-1), " != ", weight.size(1),
              "; weight is (out_features, in_features))");
+  if (bias.defined() && bias.dim() > 1) return matmul(x, weight.t()) + bias;  // a bias with batch dims of its own
   Dims shape = x.shape();
   shape[shape.size() - 1] = weight.size(0);
-  const Tensor x2 = fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x);
-  const Tensor wt = weight.t();  // a transposed view: oneDNN reads it in place
-  if (!bias.defined()) return mm(x2, wt).view(shape);
-  if (bias.dim() <= 1) return addmm(bias, x2, wt).view(shape);
-  return matmul(x, wt) + bias;  // a bias with batch dims of its own
+  Tensor out;
+  {
+    NoGradGuard untracked;  // one node for the whole op, recorded below
+    const Tensor x2 = fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x);
+    const Tensor wt = weight.t();  // a transposed view: oneDNN reads it in place
+    out = (bias.defined() ? addmm(bias, x2, wt) : mm(x2, wt)).view(shape);
+  }
+  // With rows = x folded to (R, in) and g to (R, out): dx = g w, dw = g^T x (contiguous), db = sum_R g.
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(
+        "linear", out, {x, weight, bias},
+        [sx = save_if(autograd::requires_grad_of(weight), x), sw = save_if(autograd::requires_grad_of(x), weight),
+         x_shape = x.shape()](const Tensor& g, Needs need) {
+          const Tensor g2 = fold_rows(g.dim() == 1 ? g.unsqueeze(0) : g);
+          Tensor gx, gw, gb;
+          if (need[0]) gx = mm(g2, sw.get()).view(x_shape);
+          if (need[1]) {
+            const Tensor& x = sx.get();
+            gw = mm(g2.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
+          }
+          if (need[2]) gb = g2.sum({0});
+          return TensorList{gx, gw, gb};
+        });
+  return out;
 }
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like<Op::softmax>(x, dim, "softmax"); }

@@ -1,14 +1,16 @@
 // Elementwise ops against f64 references. One table of unary cases and one of binary cases, each
 // entry a kiln call, a <cmath> reference, an input domain and the dtypes it takes; generic tests
 // loop over the tables (every dtype, non-contiguous inputs, broadcasting, empty and 0-d tensors,
-// sizes past the threading threshold). Then: type promotion, in-place ops, where, clamp,
-// masked_fill, edge values (NaN, inf, -0.0, huge and tiny inputs) and the error messages.
+// sizes past the threading threshold, f64 gradcheck of every differentiable entry). Then: type
+// promotion, in-place ops, where, clamp, masked_fill, edge values (NaN, inf, -0.0, huge and tiny
+// inputs), derivative conventions at kinks and zeros, and the error messages.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <sstream>
 
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 using namespace kiln;
@@ -102,6 +104,10 @@ double gelu_erf_ref(double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
 
 // ---- the unary table
 
+// Gradcheck (f64 central differences) runs on every case with a floating output, on values drawn
+// from `domain` and moved at least kKinkMargin away from each of `kinks`: the points where the op is
+// not differentiable (abs and relu at 0, clamp at its bounds) or where its derivative blows up
+// (sqrt at 0), at which finite differences and the derivative's convention need not agree.
 struct UnaryCase {
   std::string name;
   std::function<Tensor(const Tensor&)> call;
@@ -109,22 +115,24 @@ struct UnaryCase {
   Domain domain;
   std::vector<DType> dtypes;
   Out out = Out::floating;
+  std::vector<double> kinks = {};
 };
 
 const std::vector<UnaryCase>& unary_cases() {
   using T = const Tensor&;
   static const std::vector<UnaryCase> cases = {
-      {"abs", [](T x) { return abs(x); }, [](double v) { return std::abs(v); }, {}, kAll, Out::same},
+      {"abs", [](T x) { return abs(x); }, [](double v) { return std::abs(v); }, {}, kAll, Out::same, {0}},
       {"neg", [](T x) { return -x; }, [](double v) { return -v; }, {}, kNumeric, Out::same},
-      {"sign", [](T x) { return sign(x); }, [](double v) { return double((v > 0) - (v < 0)); }, {}, kAll, Out::same},
-      {"relu", [](T x) { return x.relu(); }, [](double v) { return v < 0 ? 0.0 : v; }, {}, kNumeric, Out::same},
+      {"sign", [](T x) { return sign(x); }, [](double v) { return double((v > 0) - (v < 0)); }, {}, kAll, Out::same,
+       {0}},
+      {"relu", [](T x) { return x.relu(); }, [](double v) { return v < 0 ? 0.0 : v; }, {}, kNumeric, Out::same, {0}},
       {"logical_not", [](T x) { return logical_not(x); }, [](double v) { return double(v == 0); }, {-2, 2, true}, kAll,
        Out::boolean},
       {"exp", [](T x) { return x.exp(); }, [](double v) { return std::exp(v); }, {-10, 10}, kAll},
       {"log", [](T x) { return x.log(); }, [](double v) { return std::log(v); }, {0.01, 50}, kAll},
       {"log1p", [](T x) { return x.log1p(); }, [](double v) { return std::log1p(v); }, {-0.99, 10}, kAll},
       {"expm1", [](T x) { return x.expm1(); }, [](double v) { return std::expm1(v); }, {-5, 5}, kAll},
-      {"sqrt", [](T x) { return x.sqrt(); }, [](double v) { return std::sqrt(v); }, {0, 50}, kAll},
+      {"sqrt", [](T x) { return x.sqrt(); }, [](double v) { return std::sqrt(v); }, {0, 50}, kAll, Out::floating, {0}},
       {"rsqrt", [](T x) { return x.rsqrt(); }, [](double v) { return 1 / std::sqrt(v); }, {0.01, 50}, kAll},
       {"sin", [](T x) { return x.sin(); }, [](double v) { return std::sin(v); }, {-10, 10}, kAll},
       {"cos", [](T x) { return x.cos(); }, [](double v) { return std::cos(v); }, {-10, 10}, kAll},
@@ -134,28 +142,33 @@ const std::vector<UnaryCase>& unary_cases() {
       {"gelu", [](T x) { return gelu(x); }, gelu_erf_ref, {-6, 6}, kAll},
       {"gelu(tanh)", [](T x) { return gelu(x, "tanh"); }, gelu_tanh_ref, {-6, 6}, kAll},
       {"erf", [](T x) { return x.erf(); }, [](double v) { return std::erf(v); }, {-3, 3}, kAll},
-      {"reciprocal", [](T x) { return reciprocal(x); }, [](double v) { return 1 / v; }, {-5, 5, false, true}, kAll},
+      {"reciprocal", [](T x) { return reciprocal(x); }, [](double v) { return 1 / v; }, {-5, 5, false, true}, kAll,
+       Out::floating, {0}},
       {"softplus", [](T x) { return softplus(x); }, [](double v) { return softplus_ref(v, 1, 20); }, {-30, 30}, kAll},
       {"softplus(beta=2,threshold=5)", [](T x) { return softplus(x, 2, 5); },
-       [](double v) { return softplus_ref(v, 2, 5); }, {-10, 10}, kAll},
+       [](double v) { return softplus_ref(v, 2, 5); }, {-10, 10}, kAll, Out::floating, {2.5}},
       {"leaky_relu(0.2)", [](T x) { return leaky_relu(x, 0.2); }, [](double v) { return v > 0 ? v : 0.2 * v; }, {},
-       kAll},
+       kAll, Out::floating, {0}},
       {"pow(2)", [](T x) { return x.pow(2); }, [](double v) { return v * v; }, {}, kFloat},
       {"pow(3)", [](T x) { return x.pow(3); }, [](double v) { return v * v * v; }, {}, kFloat},
-      {"pow(0.5)", [](T x) { return x.pow(0.5); }, [](double v) { return std::sqrt(v); }, {0, 9}, kFloat},
+      {"pow(0.5)", [](T x) { return x.pow(0.5); }, [](double v) { return std::sqrt(v); }, {0, 9}, kFloat, Out::floating,
+       {0}},
       {"pow(-0.5)", [](T x) { return x.pow(-0.5); }, [](double v) { return 1 / std::sqrt(v); }, {0.1, 9}, kFloat},
-      {"pow(-1)", [](T x) { return x.pow(-1); }, [](double v) { return 1 / v; }, {-4, 4, false, true}, kFloat},
-      {"pow(-2)", [](T x) { return x.pow(-2); }, [](double v) { return 1 / (v * v); }, {-4, 4, false, true}, kFloat},
+      {"pow(-1)", [](T x) { return x.pow(-1); }, [](double v) { return 1 / v; }, {-4, 4, false, true}, kFloat,
+       Out::floating, {0}},
+      {"pow(-2)", [](T x) { return x.pow(-2); }, [](double v) { return 1 / (v * v); }, {-4, 4, false, true}, kFloat,
+       Out::floating, {0}},
       {"pow(1)", [](T x) { return x.pow(1); }, [](double v) { return v; }, {}, kFloat},
       {"pow(0)", [](T x) { return x.pow(0); }, [](double) { return 1.0; }, {}, kFloat},
-      {"pow(2.5)", [](T x) { return x.pow(2.5); }, [](double v) { return std::pow(v, 2.5); }, {0, 4}, kFloat},
+      {"pow(2.5)", [](T x) { return x.pow(2.5); }, [](double v) { return std::pow(v, 2.5); }, {0, 4}, kFloat,
+       Out::floating, {0}},
       {"pow(-1.3)", [](T x) { return x.pow(-1.3); }, [](double v) { return std::pow(v, -1.3); }, {0.1, 4}, kFloat},
       {"clamp(-1,1)", [](T x) { return x.clamp(-1, 1); }, [](double v) { return std::min(std::max(v, -1.0), 1.0); }, {},
-       kNumeric, Out::same},
+       kNumeric, Out::same, {-1, 1}},
       {"clamp(min=1)", [](T x) { return clamp(x, 1, std::nullopt); }, [](double v) { return std::max(v, 1.0); }, {},
-       kNumeric, Out::same},
+       kNumeric, Out::same, {1}},
       {"clamp(max=2)", [](T x) { return clamp(x, std::nullopt, 2); }, [](double v) { return std::min(v, 2.0); }, {},
-       kNumeric, Out::same},
+       kNumeric, Out::same, {2}},
   };
   return cases;
 }
@@ -223,6 +236,11 @@ TEST(Elementwise, ResultsDoNotDependOnThreadCount) {
 
 // ---- the binary table
 
+// Gradcheck runs on every case with a floating output, on continuous values from the domains
+// (`integral` is dropped: ties are kinks) or from `grad_domains` where the value domains reach
+// non-differentiable points as a whole (remainder's jumps, pow's negative bases); `nudge_a` and
+// `nudge_b` then move each operand's values off the remaining kinks (maximum's ties: a on half
+// integers, b on integers; where's switch at a = 0).
 struct BinaryCase {
   std::string name;
   std::function<Tensor(const Tensor&, const Tensor&)> call;
@@ -230,7 +248,13 @@ struct BinaryCase {
   Domain a, b;
   std::vector<DType> dtypes;
   Out out = Out::same;  // from the promoted input dtype
+  std::optional<std::pair<Domain, Domain>> grad_domains = std::nullopt;
+  std::function<double(double)> nudge_a = nullptr, nudge_b = nullptr;
 };
+
+double half_integer(double v) { return std::round(v) + 0.5; }
+double integer(double v) { return std::round(v); }
+double off_zero(double v) { return std::abs(v) < 0.1 ? (v < 0 ? -0.1 : 0.1) : v; }
 
 const std::vector<BinaryCase>& binary_cases() {
   using T = const Tensor&;
@@ -245,14 +269,15 @@ const std::vector<BinaryCase>& binary_cases() {
        {0, 1}, kNumeric},
       {"mul", [](T a, T b) { return a * b; }, [](double x, double y) { return x * y; }, any, any, kAll},
       {"div", [](T a, T b) { return a / b; }, [](double x, double y) { return x / y; }, any, divisor, kAll,
-       Out::floating},
+       Out::floating, std::pair{any, Domain{0.5, 4}}},
       {"pow", [](T a, T b) { return a.pow(b); }, [](double x, double y) { return std::pow(x, y); }, {-3, 3},
-       {0, 4}, kAll},
+       {0, 4}, kAll, Out::same, std::pair{Domain{0.2, 3}, Domain{-2, 3}}},
       {"maximum", [](T a, T b) { return maximum(a, b); }, [](double x, double y) { return std::max(x, y); }, ints, ints,
-       kAll},
+       kAll, Out::same, std::nullopt, half_integer, integer},
       {"minimum", [](T a, T b) { return minimum(a, b); }, [](double x, double y) { return std::min(x, y); }, ints, ints,
-       kAll},
-      {"remainder", [](T a, T b) { return remainder(a, b); }, python_remainder, {-10, 10}, divisor, kNumeric},
+       kAll, Out::same, std::nullopt, half_integer, integer},
+      {"remainder", [](T a, T b) { return remainder(a, b); }, python_remainder, {-10, 10}, divisor, kNumeric,
+       Out::same, std::pair{Domain{0.1, 0.9}, Domain{1.2, 2}}},
       {"eq", [](T a, T b) { return a == b; }, [](double x, double y) { return double(x == y); }, ints, ints, kAll,
        Out::boolean},
       {"ne", [](T a, T b) { return a != b; }, [](double x, double y) { return double(x != y); }, ints, ints, kAll,
@@ -272,7 +297,7 @@ const std::vector<BinaryCase>& binary_cases() {
       {"logical_xor", [](T a, T b) { return logical_xor(a, b); },
        [](double x, double y) { return double((x != 0) != (y != 0)); }, ints, ints, kAll, Out::boolean},
       {"where(a>0)", [](T a, T b) { return where(a > 0, a, b); }, [](double x, double y) { return x > 0 ? x : y; },
-       any, any, kAll},
+       any, any, kAll, Out::same, std::nullopt, off_zero},
   };
   return cases;
 }
@@ -317,6 +342,82 @@ TEST(Elementwise, BinaryTableLayouts) {
       check_binary(c, sample({330, 100}, t, c.a, 28), sample({100}, t, c.b, 29), what + " large broadcast");
       check_binary(c, sample({}, t, c.a, 30), sample({330, 100}, t, c.b, 31), what + " large with 0-d");
     }
+}
+
+
+// ---- gradients: gradcheck over both tables
+
+constexpr double kKinkMargin = 0.1;
+
+// Continuous f64 values from d (no rounding: equal values would be ties).
+std::vector<double> grad_values(int64_t n, Domain d, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> uni(d.lo, d.hi);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (double& x : v) x = uni(gen);
+  return v;
+}
+
+Tensor f64_leaf(const std::vector<double>& v, const Dims& shape) {
+  return kiln::tensor(v, shape, {.dtype = DType::f64}).requires_grad_();
+}
+
+// The same values in a non-contiguous layout, built from differentiable ops so gradients flow back.
+Tensor noncontiguous_copy(const Tensor& x) {
+  const Tensor y = stack({x, zeros_like(x)}, -1).select(-1, 0);
+  EXPECT_TRUE(y.numel() <= 1 || !y.is_contiguous());
+  return y;
+}
+
+void expect_gradcheck(const std::function<TensorList(const TensorList&)>& fn, const TensorList& inputs,
+                      const std::string& what) {
+  const autograd::GradcheckResult r = autograd::gradcheck(fn, inputs);
+  EXPECT_TRUE(r.ok) << what << ": " << r.message;
+}
+
+bool differentiable(Out out, const std::vector<DType>& dtypes) {
+  return out != Out::boolean && std::find(dtypes.begin(), dtypes.end(), DType::f64) != dtypes.end();
+}
+
+TEST(Elementwise, GradcheckUnaryTable) {
+  for (const UnaryCase& c : unary_cases()) {
+    if (!differentiable(c.out, c.dtypes)) continue;
+    for (const Dims& shape : {Dims{3, 4}, Dims{}}) {
+      std::vector<double> v = grad_values(checked_numel(shape, "test"), c.domain, 41);
+      for (double& x : v)
+        for (double k : c.kinks)
+          if (std::abs(x - k) < kKinkMargin) x = x < k ? k - kKinkMargin : k + kKinkMargin;
+      const Tensor x = f64_leaf(v, shape);
+      expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(in[0])}; }, {x}, c.name);
+      expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(noncontiguous_copy(in[0]))}; }, {x},
+                       c.name + " noncontiguous");
+    }
+  }
+}
+
+TEST(Elementwise, GradcheckBinaryTable) {
+  // Same shapes, each side broadcast, a 0-d operand.
+  const std::vector<std::pair<Dims, Dims>> shapes = {
+      {{3, 4}, {3, 4}}, {{2, 1, 4}, {3, 1}}, {{4}, {3, 4}}, {{}, {2, 3}}};
+  for (const BinaryCase& c : binary_cases()) {
+    if (!differentiable(c.out, c.dtypes)) continue;
+    const Domain da = c.grad_domains ? c.grad_domains->first : c.a, db = c.grad_domains ? c.grad_domains->second : c.b;
+    for (const auto& [sa, sb] : shapes) {
+      std::vector<double> va = grad_values(checked_numel(sa, "test"), da, 42);
+      std::vector<double> vb = grad_values(checked_numel(sb, "test"), db, 43);
+      if (c.nudge_a) std::transform(va.begin(), va.end(), va.begin(), c.nudge_a);
+      if (c.nudge_b) std::transform(vb.begin(), vb.end(), vb.begin(), c.nudge_b);
+      std::ostringstream what;
+      what << c.name << " " << sa << " with " << sb;
+      const Tensor a = f64_leaf(va, sa), b = f64_leaf(vb, sb);
+      expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(in[0], in[1])}; }, {a, b}, what.str());
+      if (sa != sb) continue;
+      // Non-contiguous operands: a strided copy of a, and b given transposed and seen through t().
+      const Tensor b_transposed = f64_leaf(vb, sb).detach().t().contiguous().requires_grad_();
+      expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(noncontiguous_copy(in[0]), in[1].t())}; },
+                       {a, b_transposed}, what.str() + " noncontiguous");
+    }
+  }
 }
 
 // ---- type promotion, exactly as torch.result_type

@@ -1,12 +1,14 @@
 // Tests of joining, gathering and scattering against naive f64 references over multi-indices that
 // read inputs through testing::at. One table of cases; generic tests loop over it for every dtype,
-// layout (contiguous, strided, transposed) and shape (0-d, empty, thread-sized). split, chunk,
-// one_hot, embedding, cat's promotion rules and every error message have their own tests.
+// layout (contiguous, strided, transposed) and shape (0-d, empty, thread-sized), and f64 gradcheck
+// with respect to every floating input. split, chunk, one_hot, embedding (with padding_idx), cat's
+// promotion rules and every error message have their own tests.
 #include <algorithm>
 #include <numeric>
 #include <random>
 #include <sstream>
 
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 namespace kiln {
@@ -388,6 +390,81 @@ TEST(IndexingOps, OneHotAndEmbedding) {
       }
     }
   }
+}
+
+
+// ---- gradients: every floating input of a case requires grad (indices never do). The ops are
+// linear in their floating inputs, so any values pass; scatter's samples have distinct indices
+// (with duplicates the surviving write, and so the gradient, is unspecified).
+
+void expect_gradcheck(const std::function<TensorList(const TensorList&)>& fn, const TensorList& inputs,
+                      const std::string& what) {
+  const autograd::GradcheckResult r = autograd::gradcheck(fn, inputs);
+  EXPECT_TRUE(r.ok) << what << ": " << r.message;
+}
+
+// The same values in a non-contiguous layout, built from differentiable ops so gradients flow back.
+Tensor noncontiguous_copy(const Tensor& x) { return x.dim() == 0 ? x : stack({x, zeros_like(x)}, -1).select(-1, 0); }
+
+TEST(IndexingOps, GradcheckTable) {
+  const std::vector<Sample> samples = {{{5, 7}, 1}, {{4, 3, 6}, -2}, {{4, 3, 6}, 0}, {{9}, 0}, {{}, 0}, {{3, 0, 4}, 1}};
+  for (const OpCase& c : op_cases()) {
+    if (std::find(c.dtypes.begin(), c.dtypes.end(), DType::f64) == c.dtypes.end()) continue;
+    for (const Sample& s : samples) {
+      if (s.shape.empty() && !c.takes_0d) continue;
+      const Args a = c.sample(s.shape, s.dim, DType::f64, 31);
+      TensorList inputs;
+      std::vector<size_t> slots;  // where each checked input sits in a.ts
+      for (size_t i = 0; i < a.ts.size(); ++i)
+        if (a.ts[i].is_floating()) {
+          inputs.push_back(a.ts[i].detach().contiguous().requires_grad_());
+          slots.push_back(i);
+        }
+      auto run_with = [&](const TensorList& in, bool noncontiguous) {
+        Args b = a;
+        for (size_t k = 0; k < slots.size(); ++k) b.ts[slots[k]] = noncontiguous ? noncontiguous_copy(in[k]) : in[k];
+        return TensorList{c.run(b)};
+      };
+      std::ostringstream what;
+      what << c.name << " shape " << s.shape << " dim " << s.dim;
+      expect_gradcheck([&](const TensorList& in) { return run_with(in, false); }, inputs, what.str());
+      expect_gradcheck([&](const TensorList& in) { return run_with(in, true); }, inputs, what.str() + " noncontiguous");
+    }
+  }
+}
+
+TEST(IndexingOps, GradientsOfSplitChunkStackAndEmbedding) {
+  const Tensor x = testing::random_tensor({4, 6}, DType::f64, -2, 2, 41).requires_grad_();
+  // All pieces used, some pieces used, pieces of size 0.
+  expect_gradcheck([](const TensorList& in) { return TensorList(split(in[0], 4, 1)); }, {x}, "split all");
+  expect_gradcheck([](const TensorList& in) { return TensorList{split(in[0], {1, 0, 3}, 0)[2] * 2.0}; }, {x},
+                   "split one piece");
+  expect_gradcheck([](const TensorList& in) { return TensorList{chunk(in[0], 3, 1)[1].exp()}; }, {x}, "chunk");
+  expect_gradcheck([](const TensorList& in) { return TensorList{stack({in[0], in[0] * 3.0}, 1)}; }, {x}, "stack");
+  {  // one node for all the pieces, and the pieces are views
+    auto parts = split(x, 2, 0);
+    EXPECT_TRUE(parts[0].grad_fn().get() != nullptr);
+    EXPECT_TRUE(parts[0].grad_fn().get() == parts[1].grad_fn().get());
+    testing::expect_error([&] { parts[0].mul_(2.0); }, {"mul_", "view"});
+    (parts[1] * 3.0).sum().backward();
+    testing::expect_close(x.grad(), {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3}, 0, 0,
+                          "split gradient");
+  }
+  // embedding: rows sum the gradients of the positions that used them; padding_idx gets none.
+  const Tensor w = testing::random_tensor({5, 3}, DType::f64, -1, 1, 42).requires_grad_();
+  const Tensor ids = kiln::tensor<int64_t>({1, 3, 1, 4, 0, 1}, Dims{2, 3});
+  expect_gradcheck([&](const TensorList& in) { return TensorList{embedding(in[0], ids)}; }, {w}, "embedding");
+  const std::vector<double> row_hits = {1, 3, 0, 1, 1};
+  for (std::optional<int64_t> padding :
+       {std::optional<int64_t>(), std::optional<int64_t>(1), std::optional<int64_t>(-4)}) {
+    const TensorList g = autograd::grad({embedding(w, ids, padding).sum()}, {w});
+    std::vector<double> want;
+    for (int64_t r = 0; r < 5; ++r)
+      for (int k = 0; k < 3; ++k) want.push_back(padding && r == 1 ? 0.0 : row_hits[static_cast<size_t>(r)]);
+    testing::expect_close(g[0], want, 0, 0, "embedding padding_idx");
+  }
+  testing::expect_error([&] { embedding(w, ids, 5); }, {"embedding", "padding_idx", "5"});
+  EXPECT_FALSE(one_hot(ids).requires_grad());
 }
 
 TEST(IndexingOps, Errors) {

@@ -1,11 +1,13 @@
 // Tests of mm, bmm, matmul, addmm, linear, softmax and log_softmax against naive f64 references
 // that read inputs through testing::at. Two tables (products, softmax-like ops); generic tests loop
-// over them for every dtype and layout. Broadcast biases, huge and infinite inputs, integer
-// wrapping, threads sharing the primitive cache and error messages have their own tests.
+// over them for every dtype and layout, and f64 gradcheck over both. Broadcast biases, huge and
+// infinite inputs, integer wrapping, threads sharing the primitive cache, the derivatives of addmm
+// and linear, and error messages have their own tests.
 #include <cmath>
 #include <limits>
 #include <thread>
 
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 namespace kiln {
@@ -105,6 +107,8 @@ Tensor product_input(const Dims& shape, DType t, uint64_t seed) {
 }
 
 using ProductFn = std::function<Tensor(const Tensor&, const Tensor&)>;
+// Gradcheck runs on every entry with at most kGradcheckMaxElements input elements (finite
+// differences cost two products per element); products are smooth, so any values will do.
 struct ProductCase {
   std::string name;
   Dims a, b;
@@ -310,6 +314,74 @@ TEST(Linear, LeadingDimsAndBias) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Gradients
+
+constexpr int64_t kGradcheckMaxElements = 2000;
+
+Tensor grad_input(const Dims& shape, uint64_t seed) {
+  return testing::random_tensor(shape, DType::f64, -2.0, 2.0, seed).requires_grad_();
+}
+
+void expect_gradcheck(const std::function<TensorList(const TensorList&)>& fn, const TensorList& inputs,
+                      const std::string& what) {
+  const autograd::GradcheckResult r = autograd::gradcheck(fn, inputs);
+  EXPECT_TRUE(r.ok) << what << ": " << r.message;
+}
+
+// The transpose of the last two dims, for a non-contiguous operand built inside the checked function.
+Tensor swap_last(const Tensor& t) { return t.dim() < 2 ? t : t.transpose(-1, -2); }
+Dims swapped_last(Dims s) {
+  if (s.size() >= 2) std::swap(s[s.size() - 1], s[s.size() - 2]);
+  return s;
+}
+
+TEST(Products, GradcheckTable) {
+  for (const ProductCase& c : kProducts) {
+    if (checked_numel(c.a, "test") + checked_numel(c.b, "test") > kGradcheckMaxElements) continue;
+    expect_gradcheck([&](const TensorList& in) { return TensorList{c.fn(in[0], in[1])}; },
+                     {grad_input(c.a, 1), grad_input(c.b, 2)}, c.name);
+    // Transposed (column-major) operands on both sides.
+    expect_gradcheck([&](const TensorList& in) { return TensorList{c.fn(swap_last(in[0]), swap_last(in[1]))}; },
+                     {grad_input(swapped_last(c.a), 3), grad_input(swapped_last(c.b), 4)}, c.name + " transposed");
+    // Only one side requires grad: the other gets no gradient and is not saved for.
+    const Tensor fixed = testing::random_tensor(c.b, DType::f64, -2.0, 2.0, 5);
+    expect_gradcheck([&](const TensorList& in) { return TensorList{c.fn(in[0], fixed)}; }, {grad_input(c.a, 6)},
+                     c.name + " left only");
+  }
+}
+
+TEST(Addmm, Gradcheck) {
+  for (const Dims& bias_shape : {Dims{4}, Dims{1, 4}, Dims{3, 1}, Dims{3, 4}, Dims{}})
+    for (auto [beta, alpha] : {std::pair{1.0, 1.0}, std::pair{0.5, 2.0}, std::pair{0.0, 1.0}}) {
+      std::ostringstream what;
+      what << "addmm bias " << bias_shape << " beta " << beta << " alpha " << alpha;
+      expect_gradcheck(
+          [&](const TensorList& in) { return TensorList{addmm(in[0], in[1], in[2], beta, alpha)}; },
+          {grad_input(bias_shape, 1), grad_input({3, 5}, 2), grad_input({5, 4}, 3)}, what.str());
+    }
+}
+
+TEST(Linear, GradcheckAndContiguousWeightGradient) {
+  for (const Dims& xs : {Dims{5}, Dims{3, 5}, Dims{2, 3, 5}})
+    for (const Dims& bias_shape : {Dims{0}, Dims{4}, Dims{}, Dims{3, 4}}) {
+      if (bias_shape.size() == 2 && xs.size() < 2) continue;
+      const bool with_bias = bias_shape != Dims{0};
+      std::ostringstream what;
+      what << "linear x " << xs << " bias " << (with_bias ? bias_shape : Dims{});
+      TensorList inputs{grad_input(xs, 1), grad_input({4, 5}, 2)};
+      if (with_bias) inputs.push_back(grad_input(bias_shape, 3));
+      expect_gradcheck(
+          [&](const TensorList& in) { return TensorList{linear(in[0], in[1], with_bias ? in[2] : Tensor())}; }, inputs,
+          what.str());
+    }
+  const Tensor w = grad_input({4, 5}, 4);
+  linear(testing::random_tensor({3, 5}, DType::f64, -1, 1, 5), w).sum().backward();
+  EXPECT_TRUE(w.grad().is_contiguous());
+  EXPECT_EQ(w.grad().shape(), (Dims{4, 5}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // softmax and log_softmax
 
@@ -372,6 +444,23 @@ TEST(Softmax, EveryDTypeDimAndLayout) {
                            op.name + " " + std::string(dtype_name(t)) + " dim " + std::to_string(dim) +
                                (noncontig ? " noncontiguous" : ""));
           }
+}
+
+TEST(Softmax, Gradcheck) {
+  const std::vector<std::pair<Dims, std::vector<int64_t>>> shapes = {
+      {{7}, {0}}, {{3, 4}, {0, 1, -1}}, {{2, 3, 4}, {1}}, {{}, {0}}};
+  for (const SoftmaxCase& op : kSoftmaxOps)
+    for (const auto& [shape, dims] : shapes)
+      for (int64_t dim : dims) {
+        const std::string what = op.name + " dim " + std::to_string(dim);
+        expect_gradcheck([&](const TensorList& in) { return TensorList{op.run(in[0], dim)}; }, {grad_input(shape, 7)},
+                         what);
+        if (shape.size() < 2) continue;
+        Dims t = shape;
+        std::swap(t[0], t[t.size() - 1]);
+        expect_gradcheck([&](const TensorList& in) { return TensorList{op.run(in[0].transpose(0, -1), dim)}; },
+                         {grad_input(t, 8)}, what + " transposed");
+      }
 }
 
 TEST(Softmax, HugeAndInfiniteInputs) {

@@ -1,10 +1,12 @@
 // Reductions against an f64 reference: every element is read through testing::at and grouped by its
 // output index, then each group is reduced naively. Generic tests loop over one table of op cases
-// (dtypes, dims lists, keepdim, layouts, empty and 0-d inputs, sizes past the threading threshold);
-// the tests after it cover accuracy, NaN, ties, torch's edge values and the error messages.
+// (dtypes, dims lists, keepdim, layouts, empty and 0-d inputs, sizes past the threading threshold,
+// f64 gradcheck of every entry with a floating output); the tests after it cover accuracy, NaN,
+// ties, torch's edge values, the derivatives' conventions at ties and zeros, and the error messages.
 #include <cmath>
 #include <limits>
 
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 using namespace kiln;
@@ -68,7 +70,9 @@ double ref_any(const Slice& s) { return std::any_of(s.begin(), s.end(), [](doubl
 DType same(DType t) { return t; }
 DType widened(DType t) { return is_floating(t) ? t : DType::i64; }
 
-// One reduction: its kiln call, f64 reference, supported dtypes and output dtype.
+// One reduction: its kiln call, f64 reference, supported dtypes and output dtype. Gradcheck runs on
+// every entry with a floating output, on inputs kept away from the kinks: continuous values (no ties
+// for amax, amin, norm(inf)) with |x| >= 0.1 (norm's |x|^(p-1) at 0).
 struct OpCase {
   std::string name;
   std::function<Tensor(const Tensor&, const Dims&, bool)> call;
@@ -269,7 +273,8 @@ TEST(Reduce, TableOnLargeInputs) {
   for (const Sample& s : kLarge)
     for (DType t : {DType::f32, DType::i32, DType::bf16})
       for (Layout l : {Layout::contiguous, Layout::transposed})
-        if (t == DType::f32 || l == Layout::contiguous) check_ops(s, make_input(s, t, l, seed++), describe(s, t, l), {false});
+        if (t == DType::f32 || l == Layout::contiguous)
+          check_ops(s, make_input(s, t, l, seed++), describe(s, t, l), {false});
 }
 
 // ---- max/min with indices, argmax/argmin: the first index of the extreme; NaN is the extreme.
@@ -297,7 +302,8 @@ TEST(Reduce, MaxMinWithIndices) {
     for (DType t : kAll)
       for (Layout l : {Layout::contiguous, Layout::noncontiguous, Layout::transposed, Layout::expanded}) {
         const bool large = checked_numel(s.shape, "test") > 10000;
-        if (large && ((t != DType::f32 && t != DType::i32) || l == Layout::noncontiguous || l == Layout::expanded)) continue;
+        if (large && ((t != DType::f32 && t != DType::i32) || l == Layout::noncontiguous || l == Layout::expanded))
+          continue;
         // Integers in [-2, 3) and 16-bit floats give many ties, which exercises the first-index rule.
         const Tensor x = make_input(s, t, l, seed++);
         if (!x.defined()) continue;
@@ -305,7 +311,8 @@ TEST(Reduce, MaxMinWithIndices) {
         const Grouped g = group(x, xv, s.dims);
         for (bool largest : {true, false})
           for (bool keepdim : {false, true}) {
-            const std::string what = std::string(largest ? "max " : "min ") + describe(s, t, l) + (keepdim ? " keepdim" : "");
+            const std::string what =
+                std::string(largest ? "max " : "min ") + describe(s, t, l) + (keepdim ? " keepdim" : "");
             const TensorPair r = largest ? max(x, s.dims[0], keepdim) : min(x, s.dims[0], keepdim);
             const Tensor arg = largest ? x.argmax(s.dims[0], keepdim) : x.argmin(s.dims[0], keepdim);
             ASSERT_EQ(r.values.shape(), g.out_shape(keepdim)) << what;
@@ -381,7 +388,8 @@ TEST(Reduce, AccurateSumsOfManyValues) {
   const double want = static_cast<double>(n) * static_cast<double>(0.1f);
   EXPECT_NEAR(x.sum().item<double>(), want, 1e-6 * want);
   EXPECT_NEAR(x.mean().item<double>(), static_cast<double>(0.1f), 1e-7);
-  EXPECT_NEAR(x.view({4096, 4096}).sum({0}).select(0, 17).item<double>(), 4096 * static_cast<double>(0.1f), 1e-9 * 4096);
+  EXPECT_NEAR(x.view({4096, 4096}).sum({0}).select(0, 17).item<double>(), 4096 * static_cast<double>(0.1f),
+              1e-9 * 4096);
   const Tensor h = full({1 << 20}, 0.1, {.dtype = DType::f16});
   EXPECT_NEAR(h.mean().item<double>(), static_cast<double>(Half(0.1f)), 1e-3);
 }
@@ -395,8 +403,8 @@ TEST(Reduce, VarianceOfDataWithLargeMean) {
   const double want = ref_var(xv, 1);
   EXPECT_NEAR(x.var().item<double>(), want, 1e-4 * want);
   EXPECT_NEAR(x.std().item<double>(), std::sqrt(want), 1e-4 * std::sqrt(want));
-  EXPECT_NEAR(x.view({400, 500}).t().var({1}).select(0, 3).item<double>(), ref_var(kt::values(x.view({400, 500}).t().select(0, 3)), 1),
-              1e-4 * want);
+  EXPECT_NEAR(x.view({400, 500}).t().var({1}).select(0, 3).item<double>(),
+              ref_var(kt::values(x.view({400, 500}).t().select(0, 3)), 1), 1e-4 * want);
 }
 
 TEST(Reduce, EmptyAndZeroDimInputs) {
@@ -455,7 +463,106 @@ TEST(Reduce, ResultsDoNotDependOnThreadCount) {
   set_num_threads(std::max(threads, 2));
   const std::vector<Tensor> many = run_all();
   set_num_threads(threads);
-  for (size_t i = 0; i < one.size(); ++i) expect_close(many[i], kt::values(one[i]), 0, 0, "result " + std::to_string(i));
+  for (size_t i = 0; i < one.size(); ++i)
+    expect_close(many[i], kt::values(one[i]), 0, 0, "result " + std::to_string(i));
+}
+
+
+// ---- gradients
+
+// f64 values in [-2, 3), moved off (-0.1, 0.1) by adding +-0.1 (which keeps them distinct).
+Tensor grad_input(const Dims& shape, uint64_t seed) {
+  std::vector<double> v = kt::values(kt::random_tensor(shape, DType::f64, -2, 3, seed));
+  for (double& x : v)
+    if (std::abs(x) < 0.1) x += x < 0 ? -0.1 : 0.1;
+  return kiln::tensor(v, shape, {.dtype = DType::f64}).requires_grad_();
+}
+
+bool all_finite(const Tensor& t) {
+  for (double v : kt::values(t))
+    if (!std::isfinite(v)) return false;
+  return true;
+}
+
+void expect_gradcheck(const std::function<TensorList(const TensorList&)>& fn, const Tensor& x,
+                      const std::string& what) {
+  const autograd::GradcheckResult r = autograd::gradcheck(fn, {x});
+  EXPECT_TRUE(r.ok) << what << ": " << r.message;
+}
+
+TEST(Reduce, GradcheckTable) {
+  const std::vector<Sample> samples = {{{2, 3, 4}, {}}, {{2, 3, 4}, {1}}, {{2, 3, 4}, {-1, 0}}, {{2, 3, 4}, {0, 1, 2}},
+                                       {{5}, {0}},      {{}, {}},         {{3, 1, 4}, {1}},     {{2, 3, 2, 3}, {1, 3}}};
+  uint64_t seed = 3;
+  for (const OpCase& c : op_cases()) {
+    if (!is_floating(c.out_dtype(DType::f64))) continue;  // all, any
+    for (const Sample& s : samples)
+      for (bool keepdim : {false, true}) {
+        const std::string what =
+            c.name + " " + describe(s, DType::f64, Layout::contiguous) + (keepdim ? " keepdim" : "");
+        const Tensor x = grad_input(s.shape, seed++);
+        // var and std of one element are NaN, where finite differences mean nothing.
+        if (!all_finite(c.call(x.detach(), s.dims, keepdim))) continue;
+        expect_gradcheck([&](const TensorList& in) { return TensorList{c.call(in[0], s.dims, keepdim)}; }, x, what);
+        if (s.shape.size() < 2) continue;
+        // A transposed (non-contiguous) input: x holds the values in the transposed shape.
+        Dims t = s.shape;
+        std::swap(t[0], t[t.size() - 1]);
+        const Tensor xt = grad_input(t, seed++);
+        expect_gradcheck(
+            [&](const TensorList& in) { return TensorList{c.call(in[0].transpose(0, -1), s.dims, keepdim)}; }, xt,
+            what + " transposed");
+      }
+  }
+}
+
+TEST(Reduce, GradcheckMaxMinValues) {
+  for (bool largest : {true, false})
+    for (int64_t dim : {0, 1, -1})
+      for (bool keepdim : {false, true}) {
+        const Tensor x = grad_input({3, 4, 2}, 50 + static_cast<uint64_t>(dim + 1));
+        expect_gradcheck(
+            [&](const TensorList& in) {
+              return TensorList{largest ? max(in[0], dim, keepdim).values : min(in[0], dim, keepdim).values};
+            },
+            x, std::string(largest ? "max" : "min") + " dim " + std::to_string(dim));
+      }
+  const Tensor scalar = grad_input({}, 60);
+  expect_gradcheck(
+      [](const TensorList& in) {
+        return TensorList{max(in[0], 0).values, max(in[0]), min(in[0])};
+      },
+      scalar, "0-d");
+}
+
+// torch's choices where the derivative is not unique, by hand.
+TEST(Reduce, DerivativeConventionsAtTiesAndZeros) {
+  auto leaf = [](std::initializer_list<double> v) { return kiln::tensor(v, {.dtype = DType::f64}).requires_grad_(); };
+  auto grad_of = [](const Tensor& x, const Tensor& y) { return autograd::grad({y}, {x})[0]; };
+  const Tensor ties = leaf({1, 3, 3, 2});
+  expect_close(grad_of(ties, ties.amax()), {0, 0.5, 0.5, 0}, 0, 0, "amax splits among ties");
+  expect_close(grad_of(ties, max(ties)), {0, 0.5, 0.5, 0}, 0, 0, "max() splits among ties");
+  expect_close(grad_of(ties, max(ties, 0).values), {0, 1, 0, 0}, 0, 0, "max(dim) goes to its index");
+  expect_close(grad_of(ties, ties.amin()), {1, 0, 0, 0}, 0, 0, "amin");
+  const Tensor abs_ties = leaf({-3, 1, 3});
+  expect_close(grad_of(abs_ties, abs_ties.norm(kInf)), {-0.5, 0, 0.5}, 0, 0, "norm(inf) splits among ties");
+  const Tensor one_zero = leaf({2, 0, 3}), two_zeros = leaf({0, 2, 0});
+  expect_close(grad_of(one_zero, one_zero.prod()), {0, 6, 0}, 0, 0, "prod with one zero");
+  expect_close(grad_of(two_zeros, two_zeros.prod()), {0, 0, 0}, 0, 0, "prod with two zeros");
+  const Tensor rows = kiln::tensor({0, 2, 3, 4, 0, 0, 5, 6, 7}, {.dtype = DType::f64}).view({3, 3}).requires_grad_();
+  expect_close(grad_of(rows, rows.prod({1}).sum()), {6, 0, 0, 0, 0, 0, 42, 35, 30}, 0, 0,
+               "prod along dim 1 with zeros");
+  // prod is a polynomial: finite differences agree at zeros too.
+  expect_gradcheck(
+      [](const TensorList& in) {
+        return TensorList{in[0].prod({0}), in[0].prod()};
+      },
+      kiln::tensor({0, 2, 3, 0, 0, 4}, {.dtype = DType::f64}).view({3, 2}).requires_grad_(), "prod at zeros");
+  const Tensor zero = leaf({0, 0, 0});
+  expect_close(grad_of(zero, zero.norm()), {0, 0, 0}, 0, 0, "norm at 0");
+  expect_close(grad_of(zero, zero.norm(3)), {0, 0, 0}, 0, 0, "norm(p=3) at 0");
+  const Tensor x = leaf({1, 2, 4});
+  expect_close(grad_of(x, x.var({}, 0)), {-2.0 * 4 / 3 / 3, -2.0 / 3 / 3 * 1, 2.0 * 5 / 3 / 3}, 1e-14, 0, "var");
 }
 
 TEST(Reduce, Errors) {

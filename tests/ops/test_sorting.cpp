@@ -1,11 +1,13 @@
 // Tests of the ops along one dim (cumsum, sort, topk) and of tril/triu, against naive f64 references
 // that read inputs through testing::at. One table of cases; generic tests loop over it for every
-// dtype, layout and shape. Ties, NaN ordering, thread-sized inputs and errors have their own tests.
+// dtype, layout and shape, and f64 gradcheck of the values. Ties, NaN ordering, thread-sized inputs
+// and errors have their own tests.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 
+#include "autograd/gradcheck.h"
 #include "testing.h"
 
 namespace kiln {
@@ -277,6 +279,29 @@ TEST(SortingOps, HandWrittenValues) {
   const TensorPair z = sort(tensor({4}).view({}));
   EXPECT_EQ(z.indices.dim(), 0);
   EXPECT_EQ(z.indices.item<int64_t>(), 0);
+}
+
+
+// ---- gradients of the values (indices carry none). Continuous random f64 inputs have no ties,
+// where sort and topk are not differentiable.
+TEST(SortingOps, GradcheckTable) {
+  const std::vector<Sample> samples = {{{5, 7}, 1}, {{4, 3, 6}, -2}, {{4, 3, 6}, 0}, {{9}, 0}, {{}, 0}, {{3, 0, 4}, 1}};
+  for (const OpCase& c : op_cases())
+    for (const Sample& s : samples) {
+      if (is_tri(c) && s.shape.size() < 2) continue;
+      std::ostringstream what;
+      what << c.name << " shape " << s.shape << " dim " << s.dim;
+      const Tensor x = testing::random_tensor(s.shape, DType::f64, -4, 4, 9).requires_grad_();
+      auto check = [&](const std::function<TensorList(const TensorList&)>& fn, const std::string& how) {
+        const autograd::GradcheckResult r = autograd::gradcheck(fn, {x});
+        EXPECT_TRUE(r.ok) << what.str() << how << ": " << r.message;
+      };
+      check([&](const TensorList& in) { return TensorList{c.run(in[0], s.dim).values}; }, "");
+      if (s.shape.size() < 2) continue;
+      // A transposed (non-contiguous) input.
+      check([&](const TensorList& in) { return TensorList{c.run(in[0].transpose(0, -1), s.dim).values}; },
+            " transposed");
+    }
 }
 
 TEST(SortingOps, Errors) {

@@ -1,0 +1,285 @@
+// CPU 2-d pooling, forward and backward: max (with torch's flat per-plane indices), average and
+// adaptive average. Every kernel walks (H,W) planes, one plane per task, in parallel over N*C:
+// pooling is memory-bound, so each plane is read once and each gradient plane written once (its
+// zero fill fused with the scatter). Not here: output sizes and checks (autograd/ops/pool.cpp).
+// x, grad_out, indices arrive contiguous (N,C,H,W); outputs are contiguous.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "kernels/cpu/convert.h"
+#include "kernels/cpu/loops.h"
+#include "tensor/dispatch.h"
+
+namespace kiln::cpu {
+namespace {
+
+// Planes per task: enough that a task moves ~32K elements.
+int64_t plane_grain(int64_t plane) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(1, plane)); }
+
+// The window of output position o along one dim: [start, end) stepping by dilation, clipped to
+// the input (the first tap moved up by whole dilations while it lies in the padding).
+struct Window {
+  int64_t start, end;
+};
+inline Window max_window(int64_t o, int64_t size, int64_t k, int64_t s, int64_t pad, int64_t dil) {
+  int64_t start = o * s - pad;
+  const int64_t end = std::min(start + (k - 1) * dil + 1, size);
+  while (start < 0) start += dil;
+  return {start, end};
+}
+
+// ---------------------------------------------------------------------------------------------
+// max_pool2d
+
+// One plane; ties keep the first maximum in row-major order and a NaN wins, as in torch.
+template <class T>
+void max_pool_plane(const T* x, int64_t H, int64_t W, T* out, int64_t* idx, int64_t Ho, int64_t Wo, const PoolParams& p) {
+  using C = compute_t<T>;
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const Window wh = max_window(oh, H, p.kernel[0], p.stride[0], p.padding[0], p.dilation[0]);
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      const Window ww = max_window(ow, W, p.kernel[1], p.stride[1], p.padding[1], p.dilation[1]);
+      C best = -std::numeric_limits<C>::infinity();
+      int64_t best_at = wh.start * W + ww.start;
+      for (int64_t h = wh.start; h < wh.end; h += p.dilation[0])
+        for (int64_t w = ww.start; w < ww.end; w += p.dilation[1]) {
+          const C v = static_cast<C>(x[h * W + w]);
+          if (v > best || std::isnan(v)) { best = v; best_at = h * W + w; }
+        }
+      out[oh * Wo + ow] = convert<T>(best);
+      idx[oh * Wo + ow] = best_at;
+    }
+  }
+}
+
+// The CNN case: 2x2 windows, stride 2, no padding or dilation. On random data the comparisons
+// are coin flips, so a branchy loop mispredicts ~3 times per output; this one is a SIMD loop of
+// selects, tracking the winner as a 2-bit code (bit 0: right column, bit 1: lower row) whose width
+// matches the values', and turning it into a flat index only at the store.
+template <class T>
+void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho, int64_t Wo) {
+  using C = compute_t<T>;
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const T* r0 = x + 2 * oh * W;
+    const T* r1 = r0 + W;
+    T* o = out + oh * Wo;
+    int64_t* io = idx + oh * Wo;
+    const int64_t base = 2 * oh * W;
+#pragma omp simd
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      const C a = static_cast<C>(r0[2 * ow]), b = static_cast<C>(r0[2 * ow + 1]);
+      const C c = static_cast<C>(r1[2 * ow]), d = static_cast<C>(r1[2 * ow + 1]);
+      // v != v: a NaN wins, and only a later NaN replaces it (torch's scan order).
+      C best = a;
+      int32_t code = 0;
+      const bool take_b = (b > best) | (b != b);  // `|`, not `||`: no branch
+      best = take_b ? b : best;
+      code = take_b ? 1 : code;
+      const bool take_c = (c > best) | (c != c);
+      best = take_c ? c : best;
+      code = take_c ? 2 : code;
+      const bool take_d = (d > best) | (d != d);
+      best = take_d ? d : best;
+      code = take_d ? 3 : code;
+      o[ow] = convert<T>(best);
+      io[ow] = base + 2 * ow + (code & 1) + (code >> 1) * W;
+    }
+  }
+}
+
+void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices) {
+  if (out.numel() == 0) return;
+  const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
+  const bool two_by_two = p.kernel == std::array<int64_t, 2>{2, 2} && p.stride == std::array<int64_t, 2>{2, 2} &&
+                          p.padding == std::array<int64_t, 2>{0, 0} && p.dilation == std::array<int64_t, 2>{1, 1} &&
+                          2 * Ho <= H && 2 * Wo <= W;
+  visit_floating(x.dtype(), "max_pool2d", [&]<class T>() {
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    int64_t* pi = static_cast<int64_t*>(indices.data_ptr());
+    parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
+        else max_pool_plane<T>(px + k * H * W, H, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p);
+      }
+    });
+  });
+}
+
+// grad_x plane = 0, then grad_out scattered to the recorded positions (windows may overlap, so
+// one position can collect several gradients).
+void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tensor& grad_x) {
+  if (grad_x.numel() == 0) return;
+  const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
+  visit_floating(grad_x.dtype(), "max_pool2d_backward", [&]<class T>() {
+    using C = compute_t<T>;
+    const T* pg = static_cast<const T*>(grad_out.data_ptr());
+    const int64_t* pi = static_cast<const int64_t*>(indices.data_ptr());
+    T* px = static_cast<T*>(grad_x.data_ptr());
+    constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
+    std::atomic<int64_t> bad_index{kNone};  // an index outside its plane: reported after the loop
+    parallel_for(grad_x.size(0) * grad_x.size(1), plane_grain(plane), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T* gx = px + k * plane;
+        const T* go = pg + k * out_plane;
+        const int64_t* ix = pi + k * out_plane;
+        std::fill(gx, gx + plane, T(0));
+        for (int64_t j = 0; j < out_plane; ++j) {
+          const int64_t at = ix[j];
+          if (at < 0 || at >= plane) { bad_index.store(at, std::memory_order_relaxed); continue; }
+          gx[at] = convert<T>(static_cast<C>(gx[at]) + static_cast<C>(go[j]));
+        }
+      }
+    });
+    const int64_t bad = bad_index.load();
+    KILN_CHECK(bad == kNone, "max_pool2d_backward: index ", bad, " lies outside its ", grad_x.size(2), "x",
+               grad_x.size(3), " plane; pass the indices max_pool2d returned");
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// avg_pool2d
+
+// torch's averaging window along one dim: the divisor counts the padding the window covers (up
+// to size + pad), the sum only the input.
+struct AvgWindow {
+  int64_t start, end, padded_len;
+};
+inline AvgWindow avg_window(int64_t o, int64_t size, int64_t k, int64_t s, int64_t pad) {
+  const int64_t start = o * s - pad;
+  const int64_t end = std::min(start + k, size + pad);
+  return {std::max<int64_t>(start, 0), std::min(end, size), end - start};
+}
+
+inline int64_t avg_divisor(const AvgWindow& wh, const AvgWindow& ww, const PoolParams& p) {
+  if (p.divisor_override) return p.divisor_override;
+  if (p.count_include_pad) return wh.padded_len * ww.padded_len;
+  return (wh.end - wh.start) * (ww.end - ww.start);
+}
+
+void avg_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out) {
+  if (out.numel() == 0) return;
+  const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
+  visit_floating(x.dtype(), "avg_pool2d", [&]<class T>() {
+    using C = compute_t<T>;
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const T* xp = px + k * H * W;
+        T* op = po + k * Ho * Wo;
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          const AvgWindow wh = avg_window(oh, H, p.kernel[0], p.stride[0], p.padding[0]);
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const AvgWindow ww = avg_window(ow, W, p.kernel[1], p.stride[1], p.padding[1]);
+            C sum = 0;
+            for (int64_t h = wh.start; h < wh.end; ++h)
+              for (int64_t w = ww.start; w < ww.end; ++w) sum += static_cast<C>(xp[h * W + w]);
+            const int64_t div = avg_divisor(wh, ww, p);
+            // A window wholly in the padding (ceil_mode, count_include_pad=False) has divisor 0:
+            // torch returns 0/0 there too, so keep the NaN.
+            op[oh * Wo + ow] = convert<T>(sum / static_cast<C>(div));
+          }
+        }
+      }
+    });
+  });
+}
+
+void avg_pool2d_backward_cpu(const Tensor& grad_out, const PoolParams& p, Tensor& grad_x) {
+  if (grad_x.numel() == 0) return;
+  const int64_t H = grad_x.size(2), W = grad_x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  visit_floating(grad_x.dtype(), "avg_pool2d_backward", [&]<class T>() {
+    using C = compute_t<T>;
+    const T* pg = static_cast<const T*>(grad_out.data_ptr());
+    T* px = static_cast<T*>(grad_x.data_ptr());
+    parallel_for(grad_x.size(0) * grad_x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T* gx = px + k * H * W;
+        const T* go = pg + k * Ho * Wo;
+        std::fill(gx, gx + H * W, T(0));
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          const AvgWindow wh = avg_window(oh, H, p.kernel[0], p.stride[0], p.padding[0]);
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const AvgWindow ww = avg_window(ow, W, p.kernel[1], p.stride[1], p.padding[1]);
+            const C g = static_cast<C>(go[oh * Wo + ow]) / static_cast<C>(avg_divisor(wh, ww, p));
+            for (int64_t h = wh.start; h < wh.end; ++h)
+              for (int64_t w = ww.start; w < ww.end; ++w) gx[h * W + w] = convert<T>(static_cast<C>(gx[h * W + w]) + g);
+          }
+        }
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// adaptive_avg_pool2d: output cell i of `out` covers [floor(i*in/out), ceil((i+1)*in/out)).
+
+inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+void adaptive_avg_pool2d_cpu(const Tensor& x, const PoolParams&, Tensor& out) {
+  if (out.numel() == 0) return;
+  const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
+  visit_floating(x.dtype(), "adaptive_avg_pool2d", [&]<class T>() {
+    using C = compute_t<T>;
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        const T* xp = px + k * H * W;
+        T* op = po + k * Ho * Wo;
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const int64_t w0 = adaptive_start(ow, W, Wo), w1 = adaptive_end(ow, W, Wo);
+            C sum = 0;
+            for (int64_t h = h0; h < h1; ++h)
+              for (int64_t w = w0; w < w1; ++w) sum += static_cast<C>(xp[h * W + w]);
+            op[oh * Wo + ow] = convert<T>(sum / static_cast<C>((h1 - h0) * (w1 - w0)));
+          }
+        }
+      }
+    });
+  });
+}
+
+void adaptive_avg_pool2d_backward_cpu(const Tensor& grad_out, const PoolParams&, Tensor& grad_x) {
+  if (grad_x.numel() == 0) return;
+  const int64_t H = grad_x.size(2), W = grad_x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  visit_floating(grad_x.dtype(), "adaptive_avg_pool2d_backward", [&]<class T>() {
+    using C = compute_t<T>;
+    const T* pg = static_cast<const T*>(grad_out.data_ptr());
+    T* px = static_cast<T*>(grad_x.data_ptr());
+    parallel_for(grad_x.size(0) * grad_x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T* gx = px + k * H * W;
+        const T* go = pg + k * Ho * Wo;
+        std::fill(gx, gx + H * W, T(0));
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
+          for (int64_t ow = 0; ow < Wo; ++ow) {
+            const int64_t w0 = adaptive_start(ow, W, Wo), w1 = adaptive_end(ow, W, Wo);
+            const C g = static_cast<C>(go[oh * Wo + ow]) / static_cast<C>((h1 - h0) * (w1 - w0));
+            for (int64_t h = h0; h < h1; ++h)
+              for (int64_t w = w0; w < w1; ++w) gx[h * W + w] = convert<T>(static_cast<C>(gx[h * W + w]) + g);
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+KILN_REGISTER_KERNEL(Op::max_pool2d, DeviceType::cpu, max_pool2d_cpu);
+KILN_REGISTER_KERNEL(Op::max_pool2d_backward, DeviceType::cpu, max_pool2d_backward_cpu);
+KILN_REGISTER_KERNEL(Op::avg_pool2d, DeviceType::cpu, avg_pool2d_cpu);
+KILN_REGISTER_KERNEL(Op::avg_pool2d_backward, DeviceType::cpu, avg_pool2d_backward_cpu);
+KILN_REGISTER_KERNEL(Op::adaptive_avg_pool2d, DeviceType::cpu, adaptive_avg_pool2d_cpu);
+KILN_REGISTER_KERNEL(Op::adaptive_avg_pool2d_backward, DeviceType::cpu, adaptive_avg_pool2d_backward_cpu);
+
+}  // namespace kiln::cpu

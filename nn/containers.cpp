@@ -1,0 +1,103 @@
+// Sequential, ModuleList and ModuleDict (see containers.h).
+#include "nn/containers.h"
+
+#include "tensor/error.h"
+
+namespace kiln::nn {
+
+namespace {
+
+ModulePtr child_at(const Module& m, int64_t index) {
+  const NamedModules children = m.named_children();
+  const auto n = static_cast<int64_t>(children.size());
+  KILN_CHECK(index >= -n && index < n, m.type_name(), ": index ", index, " is out of range for ", n, " modules");
+  return children[static_cast<size_t>(index < 0 ? index + n : index)].second;
+}
+
+// The printed form of one entry, as torch's _addindent leaves it (every line but the first shifted).
+std::string indented(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += "  ";
+  }
+  return out;
+}
+
+}  // namespace
+
+Sequential::Sequential(std::initializer_list<ModulePtr> modules) : Module("Sequential") {
+  for (const ModulePtr& m : modules) push_back(m);
+}
+
+Sequential::Sequential(const NamedModules& named_modules) : Module("Sequential") {
+  for (const auto& [name, m] : named_modules) add_child(name, m);
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (const auto& [name, m] : named_children()) y = m->forward(y);
+  return y;
+}
+
+Sequential& Sequential::push_back(ModulePtr module) {
+  add_child(std::to_string(size()), std::move(module));
+  return *this;
+}
+
+ModulePtr Sequential::operator[](int64_t index) const { return child_at(*this, index); }
+
+ModuleList::ModuleList(std::initializer_list<ModulePtr> modules) : Module("ModuleList") {
+  for (const ModulePtr& m : modules) push_back(m);
+}
+
+ModuleList& ModuleList::push_back(ModulePtr module) {
+  add_child(std::to_string(size()), std::move(module));
+  return *this;
+}
+
+ModulePtr ModuleList::operator[](int64_t index) const { return child_at(*this, index); }
+
+std::string ModuleList::str() const {
+  const NamedModules children = named_children();
+  if (children.empty()) return "ModuleList()";
+  std::string out = "ModuleList(\n";
+  size_t start = 0;
+  while (start < children.size()) {
+    const std::string text = children[start].second->str();
+    size_t end = start + 1;
+    while (end < children.size() && children[end].second->str() == text) ++end;
+    if (end - start == 1)
+      out += "  (" + std::to_string(start) + "): " + indented(text) + "\n";
+    else
+      out += "  (" + std::to_string(start) + "-" + std::to_string(end - 1) + "): " + std::to_string(end - start) +
+             " x " + indented(text) + "\n";
+    start = end;
+  }
+  return out + ")";
+}
+
+ModuleDict::ModuleDict(const NamedModules& named_modules) : Module("ModuleDict") {
+  for (const auto& [name, m] : named_modules) insert(name, m);
+}
+
+ModuleDict& ModuleDict::insert(const std::string& key, ModulePtr module) {
+  add_child(key, std::move(module));
+  return *this;
+}
+
+ModulePtr ModuleDict::operator[](const std::string& key) const { return submodule(key); }
+
+bool ModuleDict::contains(const std::string& key) const {
+  for (const auto& [name, m] : named_children())
+    if (name == key) return true;
+  return false;
+}
+
+std::vector<std::string> ModuleDict::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [name, m] : named_children()) out.push_back(name);
+  return out;
+}
+
+}  // namespace kiln::nn

@@ -1,0 +1,170 @@
+// Every loss of nn::functional against PyTorch (tests/fixtures/nn/losses.txt) with each of its
+// options: value and the gradient of the input (for sum(out * gy)) within 1e-5 relative. Then f64
+// gradchecks and error messages.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "autograd/gradcheck.h"
+#include "nn/functional.h"
+#include "nn_fixture.h"
+
+namespace kt = kiln::testing;
+using namespace kiln;
+namespace F = kiln::nn::functional;
+using F::Reduction;
+
+namespace {
+
+const kt::NnFixture& fixture() {
+  static const kt::NnFixture fx("losses.txt");
+  return fx;
+}
+
+using LossFn = std::function<Tensor(const Tensor& input, const Tensor& target, const Tensor& weight)>;
+
+void check_loss(const std::string& name, const LossFn& loss) {
+  SCOPED_TRACE(name);
+  const kt::NnFixture& fx = fixture();
+  Tensor input = fx[name + ".input"].requires_grad_();
+  const Tensor weight = fx.has(name + ".weight") ? fx[name + ".weight"] : Tensor();
+  Tensor out = loss(input, fx[name + ".target"], weight);
+  kt::expect_matches(out, fx[name + ".out"], "loss");
+  out.backward(fx[name + ".gy"]);
+  kt::expect_matches(input.grad(), fx[name + ".grad"], "grad of input");
+}
+
+const std::vector<std::pair<std::string, Reduction>> kReductions = {
+    {"mean", Reduction::mean}, {"sum", Reduction::sum}, {"none", Reduction::none}};
+
+TEST(Losses, CrossEntropyWithClassIndices) {
+  for (const auto& [suffix, red] : kReductions) {
+    check_loss("ce_" + suffix, [red](const Tensor& x, const Tensor& t, const Tensor&) {
+      return F::cross_entropy(x, t, {.reduction = red});
+    });
+    check_loss("ce_weight_ignore_smooth_" + suffix, [red](const Tensor& x, const Tensor& t, const Tensor& w) {
+      return F::cross_entropy(x, t, {.weight = w, .reduction = red, .label_smoothing = 0.2});
+    });
+  }
+  check_loss("ce_weight",
+             [](const Tensor& x, const Tensor& t, const Tensor& w) { return F::cross_entropy(x, t, {.weight = w}); });
+  check_loss("ce_ignore", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::cross_entropy(x, t, {.ignore_index = 7});
+  });
+  check_loss("ce_smooth", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::cross_entropy(x, t, {.label_smoothing = 0.1});
+  });
+  check_loss("ce_3d", [](const Tensor& x, const Tensor& t, const Tensor&) { return F::cross_entropy(x, t); });
+  check_loss("ce_unbatched", [](const Tensor& x, const Tensor& t, const Tensor&) { return F::cross_entropy(x, t); });
+}
+
+TEST(Losses, CrossEntropyWithProbabilities) {
+  check_loss("ce_probs", [](const Tensor& x, const Tensor& t, const Tensor&) { return F::cross_entropy(x, t); });
+  check_loss("ce_probs_weight_smooth_sum", [](const Tensor& x, const Tensor& t, const Tensor& w) {
+    return F::cross_entropy(x, t, {.weight = w, .reduction = Reduction::sum, .label_smoothing = 0.3});
+  });
+}
+
+TEST(Losses, NllLoss) {
+  check_loss("nll_weight_ignore",
+             [](const Tensor& x, const Tensor& t, const Tensor& w) { return F::nll_loss(x, t, {.weight = w}); });
+  check_loss("nll_none", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::nll_loss(x, t, {.reduction = Reduction::none});
+  });
+}
+
+TEST(Losses, RegressionLosses) {
+  for (const auto& [suffix, red] : kReductions) {
+    check_loss("mse_" + suffix,
+               [red](const Tensor& x, const Tensor& t, const Tensor&) { return F::mse_loss(x, t, {red}); });
+    check_loss("l1_" + suffix,
+               [red](const Tensor& x, const Tensor& t, const Tensor&) { return F::l1_loss(x, t, {red}); });
+  }
+  check_loss("smooth_l1", [](const Tensor& x, const Tensor& t, const Tensor&) { return F::smooth_l1_loss(x, t); });
+  check_loss("smooth_l1_beta", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::smooth_l1_loss(x, t, {.reduction = Reduction::sum, .beta = 0.5});
+  });
+  check_loss("smooth_l1_beta0", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::smooth_l1_loss(x, t, {.beta = 0.0});
+  });
+}
+
+TEST(Losses, BinaryCrossEntropyWithLogits) {
+  check_loss("bce_logits",
+             [](const Tensor& x, const Tensor& t, const Tensor&) { return F::binary_cross_entropy_with_logits(x, t); });
+  const Tensor pos_weight = fixture()["bce_logits_pos_weight.pos_weight"];
+  check_loss("bce_logits_pos_weight", [&](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::binary_cross_entropy_with_logits(x, t, {.pos_weight = pos_weight});
+  });
+  check_loss("bce_logits_weight_none", [](const Tensor& x, const Tensor& t, const Tensor& w) {
+    return F::binary_cross_entropy_with_logits(x, t, {.weight = w, .reduction = Reduction::none});
+  });
+}
+
+TEST(Losses, KlDiv) {
+  const std::vector<std::pair<std::string, Reduction>> reductions = {{"batchmean", Reduction::batchmean},
+                                                                     {"mean", Reduction::mean},
+                                                                     {"sum", Reduction::sum},
+                                                                     {"none", Reduction::none}};
+  for (const auto& [suffix, red] : reductions)
+    check_loss("kl_" + suffix, [red](const Tensor& x, const Tensor& t, const Tensor&) {
+      return F::kl_div(x, t, {.reduction = red});
+    });
+  check_loss("kl_log_target", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::kl_div(x, t, {.reduction = Reduction::batchmean, .log_target = true});
+  });
+}
+
+TEST(Losses, EveryTargetIgnoredGivesNanMeanLikeTorch) {
+  const Tensor logits = zeros({2, 3});
+  const Tensor target = tensor(std::vector<int64_t>{-100, -100});
+  EXPECT_TRUE(std::isnan(F::cross_entropy(logits, target).item<double>()));
+  EXPECT_EQ(F::cross_entropy(logits, target, {.reduction = Reduction::sum}).item<double>(), 0.0);
+}
+
+TEST(Losses, Gradchecks) {
+  auto leaf = [](const Dims& shape, uint64_t seed) {
+    return kt::random_tensor(shape, DType::f64, -2, 2, seed).requires_grad_();
+  };
+  const Tensor labels = tensor(std::vector<int64_t>{0, 2, -100, 1});
+  const Tensor w = tensor({0.5, 2.0, 1.5}, {.dtype = DType::f64});
+  const Tensor y = kt::random_tensor({4, 3}, DType::f64, -1, 1, 40);
+  const Tensor probs = softmax(kt::random_tensor({4, 3}, DType::f64, -1, 1, 41), 1);
+  const std::vector<std::pair<std::string, std::function<Tensor(const Tensor&)>>> cases = {
+      {"cross_entropy",
+       [&](const Tensor& x) { return F::cross_entropy(x, labels, {.weight = w, .label_smoothing = 0.1}); }},
+      {"cross_entropy probs", [&](const Tensor& x) { return F::cross_entropy(x, probs, {.label_smoothing = 0.2}); }},
+      {"mse_loss", [&](const Tensor& x) { return F::mse_loss(x, y); }},
+      {"smooth_l1_loss", [&](const Tensor& x) { return F::smooth_l1_loss(x, y, {.beta = 0.7}); }},
+      {"bce_with_logits",
+       [&](const Tensor& x) {
+         return F::binary_cross_entropy_with_logits(x, probs, {.pos_weight = w, .reduction = Reduction::sum});
+       }},
+      {"kl_div",
+       [&](const Tensor& x) { return F::kl_div(log_softmax(x, 1), probs, {.reduction = Reduction::batchmean}); }},
+  };
+  uint64_t seed = 50;
+  for (const auto& [name, fn] : cases) {
+    const autograd::GradcheckResult r =
+        autograd::gradcheck([&](const TensorList& t) { return TensorList{fn(t[0])}; }, {leaf({4, 3}, seed++)});
+    EXPECT_TRUE(r.ok) << name << ": " << r.message;
+  }
+}
+
+TEST(Losses, ErrorsNameTheLossAndValues) {
+  const Tensor logits = zeros({4, 3});
+  kt::expect_error([&] { F::cross_entropy(logits, tensor(std::vector<int64_t>{0, 1, 3, 0})); },
+                   {"nll_loss", "target 3", "3 classes"});
+  kt::expect_error([&] { F::cross_entropy(logits, tensor(std::vector<int64_t>{0, 1})); },
+                   {"nll_loss", "[4]", "[2]"});
+  kt::expect_error([&] { F::cross_entropy(logits, zeros({4, 2})); }, {"cross_entropy", "[4, 3]", "[4, 2]"});
+  kt::expect_error([&] { F::cross_entropy(logits, zeros({4}).to(DType::i64), {.weight = ones({2})}); },
+                   {"cross_entropy", "weight", "[3]"});
+  kt::expect_error([&] { F::cross_entropy(logits, zeros({4}).to(DType::i64), {.label_smoothing = 1.5}); },
+                   {"cross_entropy", "label_smoothing", "1.5"});
+  kt::expect_error([&] { F::mse_loss(logits, zeros({3, 4})); }, {"mse_loss", "[4, 3]", "[3, 4]"});
+  kt::expect_error([&] { F::l1_loss(logits, logits, {Reduction::batchmean}); }, {"l1_loss", "batchmean"});
+  kt::expect_error([&] { F::smooth_l1_loss(logits, logits, {.beta = -1}); }, {"smooth_l1_loss", "beta", "-1"});
+}
+
+}  // namespace

@@ -1,0 +1,237 @@
+// Tests of max_pool2d, avg_pool2d and adaptive_avg_pool2d, forward and backward: forwards against
+// naive f64 loops written here from torch's definitions, backwards against central differences
+// (f64), a PyTorch fixture for ceil_mode / padding / dilation conventions, hand-checked values,
+// non-contiguous and unbatched inputs, and error messages.
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "autograd/ops/nn_ops.h"
+#include "testing.h"
+
+namespace kiln {
+namespace {
+
+namespace kt = kiln::testing;
+
+struct PoolCase {
+  Dims x;
+  int64_t k, s, p, d;
+  bool ceil;
+  bool count_include_pad = true;
+};
+
+int64_t out_size(int64_t in, const PoolCase& c) {
+  const int64_t span = c.d * (c.k - 1) + 1;
+  int64_t o = (in + 2 * c.p - span + (c.ceil ? c.s - 1 : 0)) / c.s + 1;
+  if (c.ceil && (o - 1) * c.s >= in + c.p) --o;
+  return o;
+}
+
+// Reference max pool: values, and the first row-major position holding the maximum.
+void ref_max_pool(const PoolCase& c, const std::vector<double>& x, std::vector<double>& vals, std::vector<int64_t>& idx) {
+  const int64_t planes = c.x[0] * c.x[1], H = c.x[2], W = c.x[3], Ho = out_size(H, c), Wo = out_size(W, c);
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        double best = -kt::kInf;
+        int64_t at = -1;
+        for (int64_t i = 0; i < c.k; ++i)
+          for (int64_t j = 0; j < c.k; ++j) {
+            const int64_t h = oh * c.s - c.p + i * c.d, w = ow * c.s - c.p + j * c.d;
+            if (h < 0 || h >= H || w < 0 || w >= W) continue;
+            const double v = x[static_cast<size_t>(pl * H * W + h * W + w)];
+            if (at < 0 || v > best) { best = v; at = h * W + w; }
+          }
+        vals.push_back(best);
+        idx.push_back(at);
+      }
+}
+
+std::vector<double> ref_avg_pool(const PoolCase& c, const std::vector<double>& x) {
+  const int64_t planes = c.x[0] * c.x[1], H = c.x[2], W = c.x[3], Ho = out_size(H, c), Wo = out_size(W, c);
+  std::vector<double> out;
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        double sum = 0;
+        int64_t inside = 0, padded = 0;
+        for (int64_t i = 0; i < c.k; ++i)
+          for (int64_t j = 0; j < c.k; ++j) {
+            const int64_t h = oh * c.s - c.p + i, w = ow * c.s - c.p + j;
+            // torch counts padding cells up to size + pad, not cells past it (ceil_mode overhang)
+            if (h < H + c.p && w < W + c.p) ++padded;
+            if (h < 0 || h >= H || w < 0 || w >= W) continue;
+            sum += x[static_cast<size_t>(pl * H * W + h * W + w)];
+            ++inside;
+          }
+        out.push_back(sum / static_cast<double>(c.count_include_pad ? padded : inside));
+      }
+  return out;
+}
+
+const std::vector<PoolCase> kCases = {
+    {{2, 3, 8, 8}, 2, 2, 0, 1, false},      {{1, 2, 7, 6}, 3, 2, 1, 1, true},
+    {{2, 2, 7, 6}, 3, 2, 1, 1, true, false}, {{1, 2, 6, 7}, 2, 1, 1, 2, true},
+    {{1, 1, 5, 5}, 3, 1, 1, 1, false},      {{2, 2, 9, 9}, 2, 2, 0, 1, false},
+};
+
+std::string name_of(const PoolCase& c) {
+  std::ostringstream os;
+  os << "x" << c.x << " k" << c.k << " s" << c.s << " p" << c.p << " d" << c.d << (c.ceil ? " ceil" : "")
+     << (c.count_include_pad ? "" : " exclude_pad");
+  return os.str();
+}
+
+TEST(Pool, MaxPoolMatchesNaiveLoops) {
+  for (const PoolCase& c : kCases)
+    for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+      const Tensor x = kt::random_tensor(c.x, dt, -2, 2, 1);
+      const TensorPair r = max_pool2d_with_indices(x, {c.k}, {c.s}, {c.p}, {c.d}, c.ceil);
+      std::vector<double> vals;
+      std::vector<int64_t> idx;
+      ref_max_pool(c, kt::values(x), vals, idx);
+      ASSERT_EQ(r.values.shape(), (Dims{c.x[0], c.x[1], out_size(c.x[2], c), out_size(c.x[3], c)})) << name_of(c);
+      kt::expect_close(r.values, vals, 0, 0, name_of(c));
+      kt::expect_close(r.indices, std::vector<double>(idx.begin(), idx.end()), 0, 0, name_of(c) + " indices");
+    }
+}
+
+TEST(Pool, MaxPoolTiesAndNaNFollowTorch) {
+  // Ties keep the first position; a NaN wins over numbers.
+  const Tensor x = tensor({1, 1, 3, kt::kNaN, 1, 0, 3, 2}).view({1, 1, 2, 4});
+  const TensorPair r = max_pool2d_with_indices(x, {2});  // the 2x2 fast path
+  kt::expect_close(r.values, {1, kt::kNaN}, 0, 0, "values");
+  kt::expect_close(r.indices, {0, 3}, 0, 0, "indices");
+  const TensorPair g = max_pool2d_with_indices(x, {2}, {1});  // the general path
+  kt::expect_close(g.values, {1, 3, kt::kNaN}, 0, 0, "general-path values");
+  kt::expect_close(g.indices, {0, 2, 3}, 0, 0, "general-path indices");
+}
+
+TEST(Pool, AvgPoolMatchesNaiveLoops) {
+  for (const PoolCase& c : kCases) {
+    if (c.d != 1) continue;
+    for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+      const Tensor x = kt::random_tensor(c.x, dt, -2, 2, 2);
+      const Tensor y = avg_pool2d(x, {c.k}, {c.s}, {c.p}, c.ceil, c.count_include_pad);
+      kt::expect_close(y, ref_avg_pool(c, kt::values(x)), kt::tolerance(dt) * 4, 1e-6, name_of(c));
+    }
+  }
+  const Tensor x = kt::random_tensor({1, 1, 4, 4}, DType::f64);
+  kt::expect_close(avg_pool2d(x, {2}, {2}, {0}, false, true, 3), kt::values(avg_pool2d(x, {2}) * (4.0 / 3.0)), 1e-12, 0,
+                   "divisor_override");
+}
+
+TEST(Pool, AdaptiveAvgPoolUsesTorchWindows) {
+  // 5 -> 3: windows [0,2), [1,4), [3,5).
+  const Tensor x = arange(0, 5, 1, {.dtype = DType::f64}).view({1, 1, 1, 5});
+  kt::expect_close(adaptive_avg_pool2d(x, {1, 3}), {0.5, 2.0, 3.5}, 1e-15, 0, "5 -> 3");
+  // 2 -> 5 (upsampling): windows of 1 cell.
+  kt::expect_close(adaptive_avg_pool2d(tensor({1, 2}).view({1, 1, 2}), {1, 5}), {1, 1, 1.5, 2, 2}, 0, 0, "2 -> 5");
+  const Tensor y = adaptive_avg_pool2d(kt::random_tensor({2, 3, 7, 6}, DType::f32), {1});
+  ASSERT_EQ(y.shape(), (Dims{2, 3, 1, 1}));
+}
+
+// d/dx[i] of sum(f(x) * r) by central differences; x is f64 and contiguous, and is restored.
+std::vector<double> numeric_grad(Tensor x, const std::function<Tensor()>& f, const Tensor& r, double h = 1e-6) {
+  double* p = x.data_ptr<double>();
+  std::vector<double> g(static_cast<size_t>(x.numel()));
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double keep = p[i];
+    p[i] = keep + h;
+    const double up = kiln::sum(f() * r).item<double>();
+    p[i] = keep - h;
+    const double down = kiln::sum(f() * r).item<double>();
+    p[i] = keep;
+    g[static_cast<size_t>(i)] = (up - down) / (2 * h);
+  }
+  return g;
+}
+
+TEST(Pool, BackwardsMatchFiniteDifferences) {
+  for (const PoolCase& c : kCases) {
+    const Tensor x = kt::random_tensor(c.x, DType::f64, -2, 2, 3);
+    const TensorPair m = max_pool2d_with_indices(x, {c.k}, {c.s}, {c.p}, {c.d}, c.ceil);
+    const Tensor r = kt::random_tensor(m.values.shape(), DType::f64, -1, 1, 4);
+    auto fmax = [&] { return max_pool2d(x, {c.k}, {c.s}, {c.p}, {c.d}, c.ceil); };
+    kt::expect_close(max_pool2d_backward(r, m.indices, x.shape()), numeric_grad(x, fmax, r), 1e-7, 1e-8,
+                     name_of(c) + " max");
+    if (c.d != 1) continue;
+    auto favg = [&] { return avg_pool2d(x, {c.k}, {c.s}, {c.p}, c.ceil, c.count_include_pad); };
+    const Tensor ra = kt::random_tensor(favg().shape(), DType::f64, -1, 1, 5);
+    kt::expect_close(avg_pool2d_backward(ra, x.shape(), {c.k}, {c.s}, {c.p}, c.ceil, c.count_include_pad),
+                     numeric_grad(x, favg, ra), 1e-7, 1e-8, name_of(c) + " avg");
+  }
+  const Tensor x = kt::random_tensor({1, 2, 7, 5}, DType::f64, -2, 2, 6);
+  const Tensor r = kt::random_tensor({1, 2, 3, 4}, DType::f64, -1, 1, 7);
+  kt::expect_close(adaptive_avg_pool2d_backward(r, x.shape()),
+                   numeric_grad(x, [&] { return adaptive_avg_pool2d(x, {3, 4}); }, r), 1e-7, 1e-8, "adaptive");
+}
+
+TEST(Pool, NonContiguousUnbatchedAndF32) {
+  const Tensor x = kt::random_tensor({2, 3, 8, 8}, DType::f32, -2, 2, 8);
+  const Tensor y = max_pool2d(x, {2});
+  kt::expect_close(max_pool2d(kt::noncontiguous(x), {2}), kt::values(y), 0, 0, "noncontiguous");
+  kt::expect_close(max_pool2d(x.select(0, 1), {2}), kt::values(y.select(0, 1)), 0, 0, "unbatched");
+  const TensorPair m = max_pool2d_with_indices(x, {2});
+  const Tensor r = kt::random_tensor(m.values.shape(), DType::f32, -1, 1, 9);
+  const Tensor g = max_pool2d_backward(kt::noncontiguous(r), m.indices, x.shape());
+  kt::expect_close(g, kt::values(max_pool2d_backward(r.to(DType::f64), m.indices, x.shape())), 0, 0, "f32 backward");
+  kt::expect_close(avg_pool2d(kt::noncontiguous(x), {3}, {1}, {1}), kt::values(avg_pool2d(x, {3}, {1}, {1})), 0, 0,
+                   "avg noncontiguous");
+}
+
+TEST(Pool, MatchesPyTorchFixture) {
+  std::ifstream in(std::string(KILN_TEST_FIXTURES) + "/nn_kernels/nn_kernels.txt");
+  ASSERT_TRUE(in.good());
+  std::map<std::string, Tensor> f;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string name;
+    int nd = 0;
+    ls >> name >> nd;
+    Dims shape;
+    for (int d = 0; d < nd; ++d) { int64_t s; ls >> s; shape.push_back(s); }
+    std::vector<double> v;
+    for (double x; ls >> x;) v.push_back(x);
+    f[name] = tensor(v, shape, {.dtype = DType::f32});
+  }
+  struct Case { std::string name; int64_t k, s, p, d; };
+  for (const Case& c : {Case{"max_pool2d", 3, 2, 1, 1}, Case{"max_pool2d_dilated", 2, 1, 1, 2}}) {
+    const Tensor x = f[c.name + ".x"];
+    const TensorPair r = max_pool2d_with_indices(x, {c.k}, {c.s}, {c.p}, {c.d}, true);
+    ASSERT_EQ(r.values.shape(), f[c.name + ".out"].shape()) << c.name;
+    kt::expect_close(r.values, kt::values(f[c.name + ".out"]), 0, 0, c.name);
+    kt::expect_close(r.indices, kt::values(f[c.name + ".indices"]), 0, 0, c.name + " indices");
+    kt::expect_close(max_pool2d_backward(f[c.name + ".gy"], r.indices, x.shape()), kt::values(f[c.name + ".grad_x"]),
+                     1e-6, 1e-6, c.name + " grad");
+  }
+  const Tensor x = f["avg_pool2d.x"];
+  const Tensor y = avg_pool2d(x, {3}, {2}, {1}, true, false);
+  ASSERT_EQ(y.shape(), f["avg_pool2d.out"].shape());
+  kt::expect_close(y, kt::values(f["avg_pool2d.out"]), 1e-5, 1e-6, "avg_pool2d");
+  kt::expect_close(avg_pool2d_backward(f["avg_pool2d.gy"], x.shape(), {3}, {2}, {1}, true, false),
+                   kt::values(f["avg_pool2d.grad_x"]), 1e-5, 1e-6, "avg_pool2d grad");
+}
+
+TEST(Pool, ErrorsNameTheOpAndValues) {
+  const Tensor x = zeros({2, 3, 4, 4});
+  kt::expect_error([&] { max_pool2d(zeros({4, 4}), {2}); }, {"max_pool2d", "3-d (C,H,W) or 4-d", "[4, 4]"});
+  kt::expect_error([&] { max_pool2d(x, {0}); }, {"max_pool2d", "kernel_size must be positive"});
+  kt::expect_error([&] { max_pool2d(x, {2}, {2}, {-1}); }, {"max_pool2d", "padding must be non-negative"});
+  kt::expect_error([&] { max_pool2d(x, {3}, {1}, {2}); }, {"max_pool2d", "at most half the kernel size", "[2]", "[3]"});
+  kt::expect_error([&] { max_pool2d(x, {5}); }, {"max_pool2d", "[2, 3, 4, 4]", "output must not be empty"});
+  kt::expect_error([&] { avg_pool2d(zeros({1, 1, 4, 4}, {.dtype = DType::i64}), {2}); }, {"avg_pool2d", "floating", "int64"});
+  kt::expect_error([&] { avg_pool2d(x, {2}, {}, {0}, false, true, 0); }, {"avg_pool2d", "divisor_override"});
+  kt::expect_error([&] { avg_pool2d_backward(zeros({2, 3, 3, 3}), x.shape(), {2}); },
+                   {"avg_pool2d_backward", "[2, 3, 2, 2]", "[2, 3, 3, 3]"});
+  kt::expect_error([&] { max_pool2d_backward(zeros({2, 3, 2, 2}), zeros({2, 3, 2, 2}), x.shape()); },
+                   {"max_pool2d_backward", "int64 indices"});
+  kt::expect_error([&] { max_pool2d_backward(zeros({1, 1, 1, 1}), full({1, 1, 1, 1}, 16, {.dtype = DType::i64}), {1, 1, 4, 4}); },
+                   {"max_pool2d_backward", "index 16", "4x4"});
+  kt::expect_error([&] { adaptive_avg_pool2d(x, {1, 2, 3}); }, {"adaptive_avg_pool2d", "output_size takes 1 or 2"});
+}
+
+}  // namespace
+}  // namespace kiln

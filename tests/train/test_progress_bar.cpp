@@ -1,0 +1,163 @@
+// Tests of the progress bar text against tqdm's format (as Lightning's TQDM bar uses it): times,
+// rate, percent, the bar's eighth-blocks, the metric postfix, the width fitting, the plain
+// non-terminal lines, and when ProgressBar writes what (into a temporary file, no terminal needed).
+#include <cstdio>
+
+#include "testing.h"
+#include "train/progress/progress_bar.h"
+
+namespace kt = kiln::testing;
+using kiln::ProgressMetrics;
+using kiln::ProgressSnapshot;
+
+namespace {
+
+std::string contents(std::FILE* f) {
+  std::fflush(f);
+  std::rewind(f);
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  return out;
+}
+
+const ProgressMetrics kMetrics = {{"loss", 0.41234}, {"v_num", int64_t{0}}};
+
+}  // namespace
+
+TEST(ProgressFormat, Interval) {
+  EXPECT_EQ(kiln::format_interval(0), "00:00");
+  EXPECT_EQ(kiln::format_interval(3.9), "00:03");  // truncated, as tqdm does
+  EXPECT_EQ(kiln::format_interval(59.99), "00:59");
+  EXPECT_EQ(kiln::format_interval(60), "01:00");
+  EXPECT_EQ(kiln::format_interval(754), "12:34");
+  EXPECT_EQ(kiln::format_interval(3723), "1:02:03");
+  EXPECT_EQ(kiln::format_interval(36000), "10:00:00");
+  EXPECT_EQ(kiln::format_interval(-5), "00:00");
+  EXPECT_EQ(kiln::format_interval(kt::kNaN), "?");
+}
+
+TEST(ProgressFormat, Rate) {
+  EXPECT_EQ(kiln::format_rate(200, 3.22), "62.11it/s");
+  EXPECT_EQ(kiln::format_rate(3, 2.0), " 1.50it/s");  // '{:5.2f}': padded to 5
+  EXPECT_EQ(kiln::format_rate(1, 4.0), " 0.25it/s");  // Lightning's bar never switches to s/it
+  EXPECT_EQ(kiln::format_rate(123456, 1.0), "123456.00it/s");
+  EXPECT_EQ(kiln::format_rate(0, 5.0), "?it/s");
+  EXPECT_EQ(kiln::format_rate(10, 0.0), "?it/s");
+}
+
+TEST(ProgressFormat, MetricValuesLikeLightning) {
+  using kiln::format_progress_value;
+  EXPECT_EQ(format_progress_value(0.41234), "0.412");
+  EXPECT_EQ(format_progress_value(0.5), "0.500");  // padded to 5 characters
+  EXPECT_EQ(format_progress_value(0.1), "0.100");
+  EXPECT_EQ(format_progress_value(2.0), "2.000");
+  EXPECT_EQ(format_progress_value(100.0), "100.0");
+  EXPECT_EQ(format_progress_value(12345.0), "12345.0");  // "1.23e+4" is no shorter
+  EXPECT_EQ(format_progress_value(123456.7), "1.23e+5");
+  EXPECT_EQ(format_progress_value(1e-05), "1e-5");
+  EXPECT_EQ(format_progress_value(-0.5), "-0.50");
+  EXPECT_EQ(format_progress_value(kt::kNaN), "nan");
+  EXPECT_EQ(format_progress_value(-kt::kInf), "-inf");
+  EXPECT_EQ(format_progress_value(int64_t{0}), "0");  // integers are not padded
+  EXPECT_EQ(format_progress_value(int64_t{1234567}), "1234567");
+  EXPECT_EQ(format_progress_value(int64_t{123456789}), "1.23e+8");
+  EXPECT_EQ(format_progress_value(std::string("run_a")), "run_a");
+  EXPECT_EQ(kiln::format_postfix(kMetrics), "loss=0.412, v_num=0");
+  EXPECT_EQ(kiln::format_postfix({}), "");
+}
+
+TEST(ProgressFormat, BarCells) {
+  EXPECT_EQ(kiln::render_bar(200.0 / 469, 10), "████▎     ");  // int(0.4264 * 80) = 34 eighths
+  EXPECT_EQ(kiln::render_bar(0, 10), std::string(10, ' '));
+  EXPECT_EQ(kiln::render_bar(1, 10), "██████████");
+  EXPECT_EQ(kiln::render_bar(0.05, 4), "▏   ");
+  EXPECT_EQ(kiln::render_bar(0.999, 3), "██▉");
+  EXPECT_EQ(kiln::render_bar(1.5, 3), "███");  // clamped
+  EXPECT_EQ(kiln::render_bar(-1, 2), "  ");
+  EXPECT_EQ(kiln::display_width("████▎ ab"), 8u);
+}
+
+TEST(ProgressFormat, TerminalLine) {
+  const ProgressSnapshot s{.description = "Epoch 1/5", .count = 200, .total = 469, .elapsed_s = 3.22, .metrics = kMetrics};
+  EXPECT_EQ(kiln::format_bar_line(s, 0), "Epoch 1/5:  43%|████▎     | 200/469 [00:03<00:04, 62.11it/s, loss=0.412, v_num=0]");
+
+  // With a width the bar takes what the text leaves.
+  const std::string left = "Epoch 1/5:  43%|", right = "| 200/469 [00:03<00:04, 62.11it/s, loss=0.412, v_num=0]";
+  const int bar_cells = 100 - static_cast<int>(left.size() + right.size());
+  EXPECT_EQ(kiln::format_bar_line(s, 100), left + kiln::render_bar(200.0 / 469, bar_cells) + right);
+  EXPECT_EQ(kiln::display_width(kiln::format_bar_line(s, 100)), 100u);
+  // Too narrow: a one-cell bar, the line cut at the width.
+  EXPECT_EQ(kiln::format_bar_line(s, 20), "Epoch 1/5:  43%|▍| 2");  // int(0.4264 * 8) = 3 eighths
+
+  EXPECT_EQ(kiln::format_bar_line({.description = "Epoch 0", .count = 0, .total = 10}, 0),
+            "Epoch 0:   0%|          | 0/10 [00:00<?, ?it/s]");
+  EXPECT_EQ(kiln::format_bar_line({.description = "Epoch 0", .count = 10, .total = 10, .elapsed_s = 5}, 0),
+            "Epoch 0: 100%|██████████| 10/10 [00:05<00:00,  2.00it/s]");
+  EXPECT_EQ(kiln::format_bar_line({.description = "Validation", .count = 37, .elapsed_s = 2}, 0),
+            "Validation: 37it [00:02, 18.50it/s]");  // unknown total
+  EXPECT_EQ(kiln::format_bar_line({.count = 1, .total = 2, .elapsed_s = 1}, 0), " 50%|█████     | 1/2 [00:01<00:01,  1.00it/s]");
+}
+
+TEST(ProgressFormat, PlainLine) {
+  const ProgressSnapshot s{.description = "Epoch 1/5", .count = 200, .total = 469, .elapsed_s = 3.22, .metrics = kMetrics};
+  EXPECT_EQ(kiln::format_plain_line(s), "Epoch 1/5: 200/469 (43%) [00:03<00:04, 62.11it/s, loss=0.412, v_num=0]");
+  EXPECT_EQ(kiln::format_plain_line({.description = "Predicting", .count = 5, .elapsed_s = 10}),
+            "Predicting: 5it [00:10,  0.50it/s]");
+}
+
+TEST(ProgressBarWriter, TerminalRedrawsInPlaceAtMostEveryRefreshInterval) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  kiln::ProgressBar bar({.stream = f, .interactive = true, .ncols = 80, .refresh_interval_s = 0.1});
+  EXPECT_TRUE(bar.interactive());
+  // Unknown totals: lines that do not stretch to the width, so a shorter one must cover a longer.
+  const ProgressSnapshot a{.description = "Predicting", .count = 1, .elapsed_s = 0.0, .metrics = kMetrics};
+  const ProgressSnapshot b{.description = "Predicting", .count = 2, .elapsed_s = 0.05, .metrics = kMetrics};
+  const ProgressSnapshot c{.description = "Predicting", .count = 3, .elapsed_s = 0.2};
+  const ProgressSnapshot d{.description = "Epoch 0", .count = 4, .total = 4, .elapsed_s = 0.21};
+  bar.update(a);
+  bar.update(b);  // within 0.1 s of the last draw: skipped
+  bar.update(c);
+  bar.print_above("validation: acc=0.91");
+  bar.finish(d);
+  const std::string la = kiln::format_bar_line(a, 80), lc = kiln::format_bar_line(c, 80), ld = kiln::format_bar_line(d, 80);
+  EXPECT_EQ(kiln::display_width(ld), 80u);
+  const size_t pad = kiln::display_width(la) - kiln::display_width(lc);
+  const std::string want = "\r" + la + "\r" + lc + std::string(pad, ' ') +                        // redraw, covering the longer line
+                           "\r" + std::string(kiln::display_width(lc), ' ') + "\rvalidation: acc=0.91\n" + lc +  // text above the bar
+                           "\r" + ld + "\n";                                                     // final state stays
+  EXPECT_EQ(contents(f), want);
+  std::fclose(f);
+}
+
+TEST(ProgressBarWriter, PlainLinesEveryTenPercentAndOnTime) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  kiln::ProgressBar bar({.stream = f});
+  EXPECT_FALSE(bar.interactive()) << "a temporary file is not a terminal";
+  std::string want;
+  for (int64_t i = 1; i <= 50; ++i) {
+    const ProgressSnapshot s{.description = "Epoch 0", .count = i, .total = 50, .elapsed_s = 0.5 * static_cast<double>(i)};
+    bar.update(s);
+    if (i % 5 == 0) want += kiln::format_plain_line(s) + "\n";
+  }
+  bar.finish({.description = "Epoch 0", .count = 50, .total = 50, .elapsed_s = 25});  // already printed: no repeat
+
+  // Unknown total: a line every plain_interval_s (30 s), and the final one.
+  for (int64_t i = 1; i <= 100; ++i) {
+    const ProgressSnapshot s{.description = "Predicting", .count = i, .elapsed_s = static_cast<double>(i)};
+    bar.update(s);
+    if (i % 30 == 0) want += kiln::format_plain_line(s) + "\n";
+  }
+  const ProgressSnapshot last{.description = "Predicting", .count = 100, .elapsed_s = 100};
+  bar.finish(last);
+  want += kiln::format_plain_line(last) + "\n";
+  EXPECT_EQ(contents(f), want);
+  std::fclose(f);
+}
+
+TEST(ProgressBarWriter, RejectsBadOptions) {
+  kt::expect_error([] { kiln::ProgressBar({.stream = nullptr}); }, {"ProgressBar", "stream"});
+  kt::expect_error([] { kiln::ProgressBar({.plain_percent_step = 0}); }, {"ProgressBar", "plain_percent_step", "0"});
+}

@@ -1,0 +1,319 @@
+// The Trainer end to end on a tiny classifier: Lightning's hook order, config checks, logging
+// semantics, gradient accumulation, validate/test results, and bit-exact resume from checkpoints
+// taken mid-epoch, at epoch boundaries and between accumulation micro-batches, including a run
+// stopped by SIGTERM and a SLURM requeue on SIGUSR1 (child processes of this test binary).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "testing.h"
+#include "train/seed.h"
+#include "trainer_fixtures.h"
+
+namespace kt = kiln::testing;
+namespace fs = std::filesystem;
+using namespace kiln;
+using namespace kiln::test_trainer;
+
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("kiln_trainer_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+TrainerConfig quiet(TrainerConfig c) {
+  c.enable_progress_bar = false;
+  c.enable_model_summary = false;
+  c.enable_checkpointing = false;
+  c.handle_signals = false;
+  return c;
+}
+
+// ---- hook order
+
+std::vector<std::string>* g_calls = nullptr;
+
+class HookModule : public TinyClassifier {
+ public:
+  HookModule() : TinyClassifier(0.0) {}
+  void note(const std::string& s) { g_calls->push_back(s); }
+  StepOutput training_step(const data::Batch& b, int64_t i) override { note("training_step"); return TinyClassifier::training_step(b, i); }
+  void validation_step(const data::Batch& b, int64_t i) override { note("validation_step"); TinyClassifier::validation_step(b, i); }
+  std::vector<OptimizerConfig> configure_optimizers() override { note("configure_optimizers"); return TinyClassifier::configure_optimizers(); }
+  void setup(const std::string& s) override { note("setup:" + s); }
+  void teardown(const std::string& s) override { note("teardown:" + s); }
+  void on_fit_start() override { note("on_fit_start"); }
+  void on_fit_end() override { note("on_fit_end"); }
+  void on_train_start() override { note("on_train_start"); }
+  void on_train_end() override { note("on_train_end"); }
+  void on_train_epoch_start() override { note("on_train_epoch_start"); }
+  void on_train_epoch_end() override { note("on_train_epoch_end"); }
+  bool on_train_batch_start(const data::Batch&, int64_t) override { note("on_train_batch_start"); return true; }
+  void on_train_batch_end(const StepOutput&, const data::Batch&, int64_t) override { note("on_train_batch_end"); }
+  void on_before_zero_grad(optim::Optimizer&) override { note("on_before_zero_grad"); }
+  void on_before_backward(const Tensor&) override { note("on_before_backward"); }
+  void on_after_backward() override { note("on_after_backward"); }
+  void on_before_optimizer_step(optim::Optimizer&) override { note("on_before_optimizer_step"); }
+  void on_validation_start() override { note("on_validation_start"); }
+  void on_validation_end() override { note("on_validation_end"); }
+  void on_validation_epoch_start() override { note("on_validation_epoch_start"); }
+  void on_validation_epoch_end() override { note("on_validation_epoch_end"); }
+};
+
+class HookCallback : public Callback {
+ public:
+  std::string name() const override { return "HookCallback"; }
+  void note(const std::string& s) { g_calls->push_back("cb." + s); }
+  void setup(Trainer&, TrainModule&, const std::string& s) override { note("setup:" + s); }
+  void on_sanity_check_start(Trainer&, TrainModule&) override { note("on_sanity_check_start"); }
+  void on_sanity_check_end(Trainer&, TrainModule&) override { note("on_sanity_check_end"); }
+  void on_train_epoch_end(Trainer&, TrainModule&) override { note("on_train_epoch_end"); }
+  void on_validation_end(Trainer&, TrainModule&) override { note("on_validation_end"); }
+};
+
+TEST(Trainer, HooksRunInLightningsOrder) {
+  std::vector<std::string> calls;
+  g_calls = &calls;
+  HookModule module;
+  Trainer trainer(quiet({.max_epochs = 1, .num_sanity_val_steps = 1, .limit_val_batches = int64_t{1},
+                         .logger = false, .callbacks = {std::make_shared<HookCallback>()}}));
+  trainer.fit(module, Loaders{.train = make_loader(8, false, 0, 1, 16), .val = make_loader(8, false, 0, 1, 16)});
+  g_calls = nullptr;
+  const std::vector<std::string> train_batch = {"on_train_batch_start", "training_step", "on_before_zero_grad",
+                                                "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+                                                "on_train_batch_end"};
+  const std::vector<std::string> validation = {"on_validation_start", "on_validation_epoch_start", "validation_step",
+                                               "on_validation_epoch_end", "cb.on_validation_end", "on_validation_end"};
+  std::vector<std::string> want = {"cb.setup:fit", "setup:fit", "configure_optimizers", "on_fit_start",
+                                   "cb.on_sanity_check_start"};
+  want.insert(want.end(), validation.begin(), validation.end());
+  want.insert(want.end(), {"cb.on_sanity_check_end", "on_train_start", "on_train_epoch_start"});
+  want.insert(want.end(), train_batch.begin(), train_batch.end());
+  want.insert(want.end(), train_batch.begin(), train_batch.end());
+  want.insert(want.end(), validation.begin(), validation.end());
+  want.insert(want.end(), {"cb.on_train_epoch_end", "on_train_epoch_end", "on_train_end", "on_fit_end", "teardown:fit"});
+  EXPECT_EQ(calls, want);
+}
+
+TEST(Trainer, InvalidSettingsAreRefusedAtConstruction) {
+  kt::expect_error([] { Trainer t({.precision = "16-mixed"}); }, {"precision '16-mixed'", "32-true, 64-true"});
+  kt::expect_error([] { Trainer t({.accumulate_grad_batches = 0}); }, {"accumulate_grad_batches", ">= 1"});
+  kt::expect_error([] { Trainer t({.gradient_clip_algorithm = "l3"}); }, {"gradient_clip_algorithm 'l3'", "norm, value"});
+  kt::expect_error([] { Trainer t({.val_check_interval = 1.5}); }, {"val_check_interval", "(0, 1]"});
+  kt::expect_error([] { Trainer t({.limit_train_batches = -0.5}); }, {"limit_train_batches", "[0, 1]"});
+  kt::expect_error([] { Trainer t({.strategy = "ddp"}); }, {"strategy 'ddp'", "single_device"});
+  kt::expect_error([] { Trainer t({.max_epochs = 2, .min_epochs = 5}); }, {"min_epochs (5)", "max_epochs (2)"});
+  kt::expect_error([] { Trainer t({.devices = 2}); }, {"devices = 2"});
+}
+
+// Logs each batch's size: epoch values are size-weighted means unless reduce_fx says otherwise.
+class BatchSizeLogger : public TinyClassifier {
+ public:
+  StepOutput training_step(const data::Batch& b, int64_t i) override {
+    const double n = static_cast<double>(b[0].size(0));
+    log("bs_mean", n, {.on_step = false, .on_epoch = true});
+    log("bs_sum", n, {.on_step = false, .on_epoch = true, .reduce_fx = "sum"});
+    log("bs_max", n, {.on_step = false, .on_epoch = true, .reduce_fx = "max"});
+    log("bs_step", n);
+    return TinyClassifier::training_step(b, i);
+  }
+};
+
+TEST(Trainer, EpochMetricsAreBatchSizeWeightedAndStepsLogEveryN) {
+  BatchSizeLogger module;
+  auto logger = std::make_shared<RecordingLogger>();
+  Trainer trainer(quiet({.max_epochs = 1, .log_every_n_steps = 2, .loggers = {logger}}));
+  trainer.fit(module, Loaders{.train = make_loader(8, false, 0, 1, 20)});  // batches of 8, 8, 4
+  const auto& m = trainer.callback_metrics();
+  EXPECT_DOUBLE_EQ(m.at("bs_mean"), (8 * 8 + 8 * 8 + 4 * 4) / 20.0);
+  EXPECT_DOUBLE_EQ(m.at("bs_sum"), 20.0);
+  EXPECT_DOUBLE_EQ(m.at("bs_max"), 8.0);
+  EXPECT_DOUBLE_EQ(m.at("bs_step"), 4.0);  // the last step's value
+  EXPECT_TRUE(m.count("train_loss_epoch") && m.count("train_loss_step"));
+  // Step rows after optimizer steps 2 (logged as step 1); the epoch row at the last step (2).
+  ASSERT_EQ(logger->rows.size(), 2u);
+  EXPECT_EQ(logger->rows[0].first, 1);
+  EXPECT_DOUBLE_EQ(logger->rows[0].second.at("bs_step"), 8.0);
+  EXPECT_EQ(logger->rows[1].first, 2);
+  EXPECT_DOUBLE_EQ(logger->rows[1].second.at("bs_mean"), 7.2);
+  EXPECT_EQ(logger->rows[1].second.at("epoch"), 0.0);
+  EXPECT_EQ(logger->status, "success");
+  EXPECT_EQ(logger->hparams.at("dropout"), 0.2);
+  EXPECT_EQ(trainer.global_step(), 3);
+}
+
+TEST(Trainer, AccumulatedMicroBatchesEqualOneBigBatch) {
+  seed_everything(1);
+  TinyClassifier big(0.0);
+  Trainer(quiet({.max_epochs = 1, .logger = false})).fit(big, Loaders{.train = make_loader(8, false, 0)});
+  TinyClassifier small(0.0);
+  Trainer acc(quiet({.max_epochs = 1, .accumulate_grad_batches = 2, .logger = false}));
+  acc.fit(small, Loaders{.train = make_loader(4, false, 0)});
+  EXPECT_EQ(acc.global_step(), 5);
+  for (const auto& [name, p] : big.named_parameters())
+    EXPECT_TRUE(allclose(small.parameter(name), p, 1e-5, 1e-6)) << name;
+}
+
+TEST(Trainer, ValidateAndTestReturnEpochMetrics) {
+  TinyClassifier module(0.0);
+  Trainer trainer(quiet({.logger = false}));
+  auto loader = make_loader(10, false, 0);
+  auto val = trainer.validate(module, Loaders{.val = loader});
+  auto test = trainer.test(module, Loaders{.test = loader});
+  ASSERT_TRUE(val.count("val_loss") && val.count("val_acc"));
+  ASSERT_TRUE(test.count("test_loss"));
+  // Independent: the mean loss over all 40 samples equals the size-weighted mean of batch means.
+  NoGradGuard no_grad;
+  module.eval();
+  auto ds = make_dataset();
+  const double full = nn::F::cross_entropy(module.forward(ds->tensors()[0]), ds->tensors()[1]).item<double>();
+  EXPECT_NEAR(test.at("test_loss"), full, 1e-6);
+  EXPECT_DOUBLE_EQ(val.at("val_loss"), test.at("test_loss"));
+}
+
+// ---- bit-exact resume
+
+struct StopAt : Callback {
+  explicit StopAt(int64_t batches, std::string path) : stop_after(batches), path(std::move(path)) {}
+  std::string name() const override { return "StopAt"; }
+  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+    if (++seen == stop_after) {
+      t.save_checkpoint(path);
+      throw std::runtime_error("stop for the test");
+    }
+  }
+  int64_t stop_after;
+  std::string path;
+  int64_t seen = 0;
+};
+
+struct RunResult {
+  TensorDict weights;
+  std::vector<std::pair<int64_t, std::map<std::string, double>>> rows;
+};
+
+RunResult run(const TrainerConfig& base, int workers, std::shared_ptr<Callback> extra = nullptr,
+              const std::string& ckpt = "") {
+  seed_everything(42);
+  TinyClassifier module;
+  auto logger = std::make_shared<RecordingLogger>();
+  TrainerConfig c = quiet(base);
+  c.loggers = {logger};
+  c.log_every_n_steps = 1;
+  if (extra) c.callbacks = {extra};
+  Trainer trainer(c);
+  try {
+    trainer.fit(module, Loaders{.train = make_loader(8, true, workers, 5), .val = make_loader(20, false, 0)}, ckpt);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()) != "stop for the test") throw;
+  }
+  return {module.state_dict(), logger->rows};
+}
+
+void expect_same_run_end(const RunResult& full, const RunResult& resumed) {
+  for (const auto& [name, t] : full.weights) EXPECT_TRUE(bitwise_equal(t, resumed.weights.at(name))) << name;
+  ASSERT_LE(resumed.rows.size(), full.rows.size());
+  ASSERT_FALSE(resumed.rows.empty());
+  const size_t offset = full.rows.size() - resumed.rows.size();
+  for (size_t i = 0; i < resumed.rows.size(); ++i) {
+    EXPECT_EQ(resumed.rows[i].first, full.rows[offset + i].first);
+    EXPECT_EQ(resumed.rows[i].second, full.rows[offset + i].second) << "row " << i;
+  }
+}
+
+TEST(Trainer, ResumeIsBitExactMidEpochAtEpochEndAndBetweenMicroBatches) {
+  const std::string dir = fresh_dir("resume");
+  for (int64_t accumulate : {1, 2}) {
+    const TrainerConfig base{.max_epochs = 3, .accumulate_grad_batches = accumulate};
+    const RunResult full = run(base, 2);
+    for (int64_t stop : {3, 5, 7, 10}) {  // 5 batches per epoch: mid-epoch, epoch end, odd micro-batch
+      SCOPED_TRACE("accumulate " + std::to_string(accumulate) + ", stop after batch " + std::to_string(stop));
+      const std::string path = dir + "/stop.ckpt";
+      run(base, 2, std::make_shared<StopAt>(stop, path));
+      expect_same_run_end(full, run(base, 0, nullptr, path));  // resumed with another worker count
+    }
+  }
+}
+
+// ---- signals (in child processes: exit() is the point)
+
+int run_child(const std::string& mode, const std::string& dir, const std::vector<std::string>& extra_env = {}) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("KILN_TRAINER_CHILD", mode.c_str(), 1);
+    setenv("KILN_TRAINER_DIR", dir.c_str(), 1);
+    for (const auto& kv : extra_env) putenv(const_cast<char*>(kv.c_str()));
+    execl("/proc/self/exe", "test_trainer", "--gtest_filter=TrainerChild.*", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+struct RaiseAt : Callback {
+  RaiseAt(int64_t batches, int sig) : at(batches), sig(sig) {}
+  std::string name() const override { return "RaiseAt"; }
+  void on_train_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t) override {
+    if (++seen == at) std::raise(sig);
+  }
+  int64_t at, seen = 0;
+  int sig;
+};
+
+// The child's side: a fit that signals itself after 7 batches.
+TEST(TrainerChild, FitUntilSignal) {
+  const char* mode = std::getenv("KILN_TRAINER_CHILD");
+  if (!mode) GTEST_SKIP() << "runs only as a child of the signal tests";
+  const int sig = std::string(mode) == "usr1" ? SIGUSR1 : std::string(mode) == "int" ? SIGINT : SIGTERM;
+  seed_everything(42);
+  TinyClassifier module;
+  TrainerConfig c = quiet({.max_epochs = 3, .logger = false, .default_root_dir = std::getenv("KILN_TRAINER_DIR")});
+  c.handle_signals = true;
+  c.callbacks = {std::make_shared<RaiseAt>(7, sig)};
+  Trainer trainer(c);
+  trainer.fit(module, Loaders{.train = make_loader(8, true, 2, 5), .val = make_loader(20, false, 0)});
+  std::exit(trainer.interrupted() ? 42 : 0);
+}
+
+TEST(Trainer, SigtermSavesACheckpointExitsAndResumesExactly) {
+  const std::string dir = fresh_dir("sigterm");
+  EXPECT_EQ(run_child("term", dir), 128 + SIGTERM);
+  ASSERT_TRUE(fs::exists(dir + "/hpc_ckpt_1.ckpt"));
+  const RunResult full = run({.max_epochs = 3}, 2);
+  const RunResult resumed = run({.max_epochs = 3, .default_root_dir = dir}, 2, nullptr, "last");
+  for (const auto& [name, t] : full.weights) EXPECT_TRUE(bitwise_equal(t, resumed.weights.at(name))) << name;
+}
+
+TEST(Trainer, SigusrOnSlurmRequeuesTheJob) {
+  const std::string dir = fresh_dir("slurm");
+  const std::string bin = dir + "/bin";
+  fs::create_directories(bin);
+  {
+    std::ofstream fake(bin + "/scontrol");
+    fake << "#!/bin/sh\necho \"$@\" > " << dir << "/scontrol_args\n";
+  }
+  fs::permissions(bin + "/scontrol", fs::perms::owner_all);
+  const std::string path_env = "PATH=" + bin + ":" + std::getenv("PATH");
+  EXPECT_EQ(run_child("usr1", dir, {"SLURM_JOB_ID=4242", path_env}), 0);
+  std::ifstream args(dir + "/scontrol_args");
+  std::string line;
+  std::getline(args, line);
+  EXPECT_EQ(line, "requeue 4242");
+  EXPECT_TRUE(fs::exists(dir + "/hpc_ckpt_1.ckpt"));
+}
+
+TEST(Trainer, SigintStopsGracefully) {
+  const std::string dir = fresh_dir("sigint");
+  EXPECT_EQ(run_child("int", dir), 42);  // fit returned with interrupted() set
+}
+
+}  // namespace

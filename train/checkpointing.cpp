@@ -1,0 +1,177 @@
+// Trainer checkpoints: everything a bit-exact resume needs, in Kiln's native checkpoint format.
+// Tensors: `state_dict.<name>` (the module) and `optimizer_states.<i>.<name>`. Metadata: loop
+// progress, scheduler/callback/loader/precision states, logged-metric accumulators, RNG state,
+// hyperparameters and the Kiln version. See docs/checkpoint-format.md for the file itself.
+#include <filesystem>
+
+#include "io/checkpoint/reader.h"
+#include "io/checkpoint/writer.h"
+#include "tensor/generator.h"
+#include "train/callbacks/model_checkpoint.h"
+#include "train/trainer.h"
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "unknown"
+#endif
+
+namespace kiln {
+namespace {
+
+constexpr const char* kFormat = "kiln-trainer-checkpoint";
+
+// The entries of `from` whose names start with `prefix`, with the prefix removed.
+TensorDict with_prefix_removed(const TensorDict& from, const std::string& prefix) {
+  TensorDict out;
+  for (const auto& [name, t] : from)
+    if (name.compare(0, prefix.size(), prefix) == 0) out.insert(name.substr(prefix.size()), t);
+  return out;
+}
+
+const ModelCheckpoint* find_model_checkpoint(const std::vector<std::shared_ptr<Callback>>& callbacks) {
+  for (const auto& cb : callbacks)
+    if (auto* mc = dynamic_cast<const ModelCheckpoint*>(cb.get())) return mc;
+  return nullptr;
+}
+
+Json generator_state(const Generator& g) { return {{"seed", g.state().seed}, {"offset", g.state().offset}}; }
+
+}  // namespace
+
+State Trainer::make_checkpoint() {
+  KILN_CHECK(module_, "save_checkpoint: no module is being run");
+  State ckpt;
+  for (const auto& [name, t] : module_->state_dict()) ckpt.tensors.insert("state_dict." + name, t);
+  Json& meta = ckpt.meta;
+  meta["format"] = kFormat;
+  meta["kiln_version"] = KILN_VERSION;
+  meta["epoch"] = current_epoch();
+  meta["global_step"] = global_step();
+  meta["hyper_parameters"] = module_->hparams();
+  meta["optimizer_states"] = Json::array();
+  meta["lr_schedulers"] = Json::array();
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    State opt = optimizers_[i].optimizer->state_dict();
+    for (const auto& [name, t] : opt.tensors) ckpt.tensors.insert("optimizer_states." + std::to_string(i) + "." + name, t);
+    meta["optimizer_states"].push_back(opt.meta);
+    Json scheds = Json::array();
+    for (const auto& sc : optimizers_[i].schedulers) scheds.push_back(sc.state_dict().meta);
+    meta["lr_schedulers"].push_back(scheds);
+  }
+  // Note [Checkpoints between micro-batches]: inside an accumulation window the gradients summed so
+  // far are part of the state; without them a resumed run would step on a partial sum.
+  if (progress_.micro_batches_in_window > 0)
+    for (const auto& [name, p] : module_->named_parameters())
+      if (p.grad().defined()) ckpt.tensors.insert("accumulated_grads." + name, p.grad());
+  meta["loops"] = {{"fit", progress_.state_dict()}};
+  meta["metrics"] = metrics_.state_dict();
+  Json callbacks = Json::object();
+  for (const auto& cb : callbacks_) callbacks[cb->state_key()] = cb->state_dict();
+  meta["callbacks"] = callbacks;
+  meta["loaders"] = Json::object();
+  if (train_loader_) meta["loaders"]["train"] = train_loader_->state_dict();
+  if (datamodule_) meta["datamodule"] = datamodule_->state_dict();
+  meta["precision"] = {{"name", plan_.precision->name()}, {"state", plan_.precision->state_dict()}};
+  meta["rng"] = {{"cpu", generator_state(default_generator())}};
+  meta["elapsed_seconds"] = elapsed_seconds();
+  module_->on_save_checkpoint(ckpt);
+  each_callback([&](Callback& cb) { cb.on_save_checkpoint(*this, *module_, ckpt); });
+  return ckpt;
+}
+
+void Trainer::save_checkpoint(const std::string& path) {
+  const State ckpt = make_checkpoint();
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  io::save(path, ckpt);
+}
+
+std::string Trainer::best_model_path() const {
+  const ModelCheckpoint* mc = find_model_checkpoint(callbacks_);
+  return mc ? mc->best_model_path() : "";
+}
+
+std::string Trainer::last_model_path() const {
+  const ModelCheckpoint* mc = find_model_checkpoint(callbacks_);
+  return mc ? mc->last_model_path() : "";
+}
+
+// "best" and "last" name the ModelCheckpoint's files; "last" also considers checkpoints saved on a
+// signal (hpc_ckpt_N.ckpt), taking the newest, so a requeued job resumes where it was stopped.
+std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
+  namespace fs = std::filesystem;
+  if (ckpt_path == "best") {
+    const std::string best = best_model_path();
+    KILN_CHECK(!best.empty(), "ckpt_path=\"best\": no best checkpoint is known (is a ModelCheckpoint with a monitor "
+               "configured, and has it saved yet?)");
+    return best;
+  }
+  if (ckpt_path != "last") return ckpt_path;
+  std::vector<std::string> candidates;
+  if (std::string last = last_model_path(); !last.empty()) candidates.push_back(last);
+  for (const auto& cb : callbacks_)
+    if (auto* mc = dynamic_cast<const ModelCheckpoint*>(cb.get()))
+      for (const std::string& p : mc->find_last_checkpoints()) candidates.push_back(p);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(config_.default_root_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("hpc_ckpt_", 0) == 0 && entry.path().extension() == ".ckpt") candidates.push_back(entry.path().string());
+  }
+  std::string newest;
+  fs::file_time_type newest_time{};
+  for (const auto& c : candidates) {
+    const auto t = fs::last_write_time(c, ec);
+    if (!ec && (newest.empty() || t > newest_time)) newest = c, newest_time = t;
+  }
+  KILN_CHECK(!newest.empty(), "ckpt_path=\"last\": no last checkpoint found (ModelCheckpoint's last_model_path is "
+             "empty and there is no hpc_ckpt_*.ckpt in ", config_.default_root_dir, ")");
+  return newest;
+}
+
+void Trainer::restore_checkpoint(const std::string& path) {
+  const State ckpt = io::load(path);
+  const Json& meta = ckpt.meta;
+  KILN_CHECK(meta.value("format", "") == kFormat, "checkpoint ", path, ": not a Trainer checkpoint (format '",
+             meta.value("format", std::string("?")), "', expected '", kFormat, "')");
+  module_->load_state_dict(with_prefix_removed(ckpt.tensors, "state_dict."), true);
+  if (stage_ != TrainerStage::fitting) return;  // validate/test/predict: weights only
+
+  const Json& opt_states = meta.at("optimizer_states");
+  KILN_CHECK(opt_states.size() == optimizers_.size(), "checkpoint ", path, ": holds ", opt_states.size(),
+             " optimizer states but configure_optimizers() returned ", optimizers_.size());
+  const Json& sched_states = meta.at("lr_schedulers");
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    State opt;
+    opt.tensors = with_prefix_removed(ckpt.tensors, "optimizer_states." + std::to_string(i) + ".");
+    opt.meta = opt_states[i];
+    optimizers_[i].optimizer->load_state_dict(opt);
+    KILN_CHECK(sched_states[i].size() == optimizers_[i].schedulers.size(), "checkpoint ", path, ": optimizer ", i,
+               " has ", sched_states[i].size(), " saved schedulers but ", optimizers_[i].schedulers.size(), " are configured");
+    for (size_t j = 0; j < optimizers_[i].schedulers.size(); ++j)
+      optimizers_[i].schedulers[j].load_state_dict(State{{}, sched_states[i][j]});
+  }
+  progress_.load_state_dict(meta.at("loops").at("fit"));
+  const TensorDict grads = with_prefix_removed(ckpt.tensors, "accumulated_grads.");
+  for (auto& [name, p] : module_->named_parameters()) {
+    Tensor param = p;
+    const Tensor* g = grads.find(name);
+    param.mutable_grad() = g ? g->clone() : Tensor();
+  }
+  progress_.train_batches.settle_after_load();
+  metrics_.load_state_dict(meta.at("metrics"));
+  const Json& cb_states = meta.at("callbacks");
+  for (auto& cb : callbacks_)
+    if (cb_states.contains(cb->state_key())) cb->load_state_dict(cb_states[cb->state_key()]);
+  if (train_loader_ && meta.at("loaders").contains("train")) train_loader_->load_state_dict(meta["loaders"]["train"]);
+  if (datamodule_ && meta.contains("datamodule")) datamodule_->load_state_dict(meta["datamodule"]);
+  KILN_CHECK(meta.at("precision").at("name") == plan_.precision->name(), "checkpoint ", path, ": saved with precision '",
+             meta["precision"]["name"].get<std::string>(), "' but this Trainer uses '", plan_.precision->name(), "'");
+  plan_.precision->load_state_dict(meta["precision"]["state"]);
+  const Json& rng = meta.at("rng").at("cpu");
+  default_generator().set_state({rng.at("seed").get<uint64_t>(), rng.at("offset").get<uint64_t>()});
+  restored_elapsed_ = meta.value("elapsed_seconds", 0.0);
+  restored_ = true;
+  module_->on_load_checkpoint(ckpt);
+  each_callback([&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });
+}
+
+}  // namespace kiln

@@ -1,0 +1,85 @@
+// Validation and test loops: the module in eval mode, no gradients, per-batch hooks, then the
+// epoch-level metrics. Validation inside fit also runs as the sanity check before training.
+#include "autograd/grad_mode.h"
+#include "train/trainer.h"
+
+namespace kiln {
+
+void Trainer::validation_loop(int64_t max_batches, bool sanity) {
+  TrainModule& module = *module_;
+  const TrainerStage outer = stage_;
+  if (sanity) {
+    stage_ = TrainerStage::sanity_checking;
+    each_callback([&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
+  }
+  evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
+  if (sanity) {
+    each_callback([&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
+    metrics_.clear_scope(LogScope::validation);
+  }
+  stage_ = outer;
+  module.train();
+}
+
+std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage) {
+  TrainModule& module = *module_;
+  const bool testing = stage == TrainerStage::testing;
+  const LogScope outer_scope = log_scope_;
+  log_scope_ = testing ? LogScope::test : LogScope::validation;
+  metrics_.clear_scope(log_scope_);
+  const bool was_training = module.is_training();
+  module.eval();
+  NoGradGuard no_grad;
+
+  if (testing) {
+    each_callback([&](Callback& cb) { cb.on_test_start(*this, module); });
+    module.on_test_start();
+    each_callback([&](Callback& cb) { cb.on_test_epoch_start(*this, module); });
+    module.on_test_epoch_start();
+  } else {
+    each_callback([&](Callback& cb) { cb.on_validation_start(*this, module); });
+    module.on_validation_start();
+    each_callback([&](Callback& cb) { cb.on_validation_epoch_start(*this, module); });
+    module.on_validation_epoch_start();
+  }
+  // Evaluation always reads its loader from the start, in order (a validation loader is not shuffled).
+  loader.set_epoch(0);
+  int64_t idx = 0;
+  if (max_batches > 0) {
+    for (data::Batch& raw : loader) {
+      const data::Batch batch = plan_.precision->convert_batch(raw);
+      current_batch_size_ = !batch.fields.empty() && batch.fields[0].dim() > 0 ? batch.fields[0].size(0) : 1;
+      if (testing) {
+        each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
+        module.test_step(batch, idx);
+        each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
+      } else {
+        each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
+        module.validation_step(batch, idx);
+        each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
+      }
+      if (++idx >= max_batches) break;
+    }
+  }
+  if (testing) {
+    each_callback([&](Callback& cb) { cb.on_test_epoch_end(*this, module); });
+    module.on_test_epoch_end();
+  } else {
+    each_callback([&](Callback& cb) { cb.on_validation_epoch_end(*this, module); });
+    module.on_validation_epoch_end();
+  }
+  std::map<std::string, double> epoch_metrics = metrics_.end_epoch(log_scope_);
+  if (stage_ != TrainerStage::sanity_checking) send_to_loggers(epoch_metrics, std::max<int64_t>(global_step() - 1, 0));
+  if (testing) {
+    each_callback([&](Callback& cb) { cb.on_test_end(*this, module); });
+    module.on_test_end();
+  } else {
+    each_callback([&](Callback& cb) { cb.on_validation_end(*this, module); });
+    module.on_validation_end();
+  }
+  if (was_training) module.train();
+  log_scope_ = outer_scope;
+  return epoch_metrics;
+}
+
+}  // namespace kiln

@@ -1,0 +1,200 @@
+// The fit loop: epochs of training batches, with the optimization step, accumulation, clipping,
+// schedulers, step logging, validation checks and stopping. See trainer.h for the hook order and
+// Note [Resuming from progress counters] for how a resumed run picks up.
+#include <cmath>
+
+#include "nn/optim/clip_grad.h"
+#include "train/trainer.h"
+
+namespace kiln {
+namespace {
+
+// ModelCheckpoint and EarlyStopping act on the metrics of an epoch, so at epoch end they run after
+// the module's own hook has logged (Lightning's "monitoring callbacks" rule).
+bool is_monitoring(const Callback& cb) { return cb.name() == "ModelCheckpoint" || cb.name() == "EarlyStopping"; }
+
+int64_t batch_size_of(const data::Batch& batch) {
+  return !batch.fields.empty() && batch.fields[0].defined() && batch.fields[0].dim() > 0 ? batch.fields[0].size(0) : 1;
+}
+
+}  // namespace
+
+bool Trainer::fit_done() const {
+  const int64_t epochs_done = progress_.epochs.current.completed;
+  const bool max_steps_reached = config_.max_steps >= 0 && global_step() >= config_.max_steps;
+  const bool max_epochs_reached = plan_.max_epochs >= 0 && epochs_done >= plan_.max_epochs;
+  const bool time_up = config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds;
+  if (max_steps_reached || max_epochs_reached || time_up) return true;
+  const bool min_met = epochs_done >= config_.min_epochs.value_or(0) && global_step() >= config_.min_steps.value_or(0);
+  return should_stop && min_met;
+}
+
+void Trainer::fit_loop() {
+  // A checkpoint written at the end of an epoch, after its batches but before the epoch was
+  // completed, resumes with the rest of that epoch's end (see train_epoch).
+  while (!fit_done()) {
+    train_epoch();
+    check_signals();
+  }
+}
+
+void Trainer::train_epoch() {
+  TrainModule& module = *module_;
+  const bool resuming = progress_.epochs.total.started > progress_.epochs.total.completed;
+  if (!resuming) {
+    progress_.epochs.ready();
+    progress_.epochs.started();
+    progress_.train_batches.reset_current();
+  }
+  const bool epoch_end_pending = progress_.epochs.total.processed > progress_.epochs.total.completed;
+  train_loader_->set_epoch(current_epoch());
+  module.train();
+
+  if (!epoch_end_pending) {
+    each_callback([&](Callback& cb) { cb.on_train_epoch_start(*this, module); });
+    log_scope_ = LogScope::training_epoch_end;
+    module.on_train_epoch_start();
+
+    int64_t batch_idx = progress_.train_batches.current.processed;
+    if (batch_idx < num_train_batches_) {
+      for (data::Batch& raw : *train_loader_) {
+        progress_.train_batches.ready();
+        const bool keep_going = train_batch(raw, batch_idx);
+        ++batch_idx;
+        const bool last = batch_idx >= num_train_batches_;
+        if (keep_going) {
+          log_step_metrics();
+          if (should_validate_after_batch(batch_idx - 1, last)) validation_loop(num_val_batches_, false);
+          check_signals();
+        }
+        if (!keep_going || last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
+            (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done()))
+          break;
+      }
+    }
+    // An epoch cut short by an accumulation window still steps on what it accumulated (Lightning).
+    if (module.automatic_optimization && progress_.micro_batches_in_window > 0) optimizer_step(batch_idx - 1);
+    progress_.epochs.processed();
+
+    send_to_loggers(metrics_.end_epoch(LogScope::training_step), std::max<int64_t>(global_step() - 1, 0));
+    for (auto& cb : callbacks_)
+      if (!is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
+    log_scope_ = LogScope::training_epoch_end;
+    module.on_train_epoch_end();
+    send_to_loggers(metrics_.end_epoch(LogScope::training_epoch_end), std::max<int64_t>(global_step() - 1, 0));
+    for (auto& cb : callbacks_)
+      if (is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
+  }
+  step_schedulers("epoch");
+  progress_.epochs.completed();
+  for (auto& logger : loggers_) logger->save();
+}
+
+bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
+  TrainModule& module = *module_;
+  const data::Batch batch = plan_.precision->convert_batch(raw);
+  current_batch_size_ = batch_size_of(batch);
+  log_scope_ = LogScope::training_step;
+  each_callback([&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
+  if (!module.on_train_batch_start(batch, batch_idx)) return false;
+  progress_.train_batches.started();
+
+  StepOutput out = module.training_step(batch, batch_idx);
+  if (module.automatic_optimization && out.loss.defined()) {
+    const Tensor& loss = out.loss;
+    KILN_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ", loss.shape());
+    KILN_CHECK(loss.requires_grad(), "training_step returned a loss that does not require grad (was it computed under "
+               "NoGradGuard, or detached?)");
+    if (progress_.micro_batches_in_window == 0) {
+      for (auto& oc : optimizers_) {
+        each_callback([&](Callback& cb) { cb.on_before_zero_grad(*this, module, *oc.optimizer); });
+        module.on_before_zero_grad(*oc.optimizer);
+        oc.optimizer->zero_grad(true);
+      }
+    }
+    const int64_t accumulate = config_.accumulate_grad_batches;
+    const Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
+    each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
+    module.on_before_backward(scaled);
+    plan_.precision->backward(scaled);
+    each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
+    module.on_after_backward();
+    ++progress_.micro_batches_in_window;
+    const bool last = batch_idx + 1 >= num_train_batches_;
+    if (progress_.micro_batches_in_window >= accumulate || last) optimizer_step(batch_idx);
+  } else if (!module.automatic_optimization) {
+    // Manual optimization: one global step per batch (Kiln counts batches, not optimizer.step() calls).
+    ++progress_.optimizer_steps;
+    step_schedulers("step");
+  }
+  progress_.train_batches.processed();
+  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, batch, batch_idx); });
+  module.on_train_batch_end(out, batch, batch_idx);
+  progress_.train_batches.completed();
+  return true;
+}
+
+void Trainer::optimizer_step(int64_t batch_idx) {
+  TrainModule& module = *module_;
+  plan_.strategy->reduce_gradients(module);
+  for (auto& oc : optimizers_) {
+    optim::Optimizer& opt = *oc.optimizer;
+    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, module, opt); });
+    module.on_before_optimizer_step(opt);
+    if (config_.gradient_clip_val && *config_.gradient_clip_val > 0) {
+      std::vector<Tensor> params;
+      for (const auto& group : opt.param_groups()) params.insert(params.end(), group.params.begin(), group.params.end());
+      if (config_.gradient_clip_algorithm == "norm") optim::clip_grad_norm_(params, *config_.gradient_clip_val);
+      else optim::clip_grad_value_(params, *config_.gradient_clip_val);
+    }
+    plan_.precision->optimizer_step(opt);
+  }
+  ++progress_.optimizer_steps;
+  progress_.micro_batches_in_window = 0;
+  step_schedulers("step");
+}
+
+void Trainer::step_schedulers(const std::string& interval) {
+  const int64_t count = interval == "step" ? global_step() : current_epoch() + 1;
+  for (auto& oc : optimizers_) {
+    for (auto& sc : oc.schedulers) {
+      KILN_CHECK(sc.interval == "step" || sc.interval == "epoch", "configure_optimizers: scheduler interval '",
+                 sc.interval, "' is not one of: step, epoch");
+      KILN_CHECK(sc.frequency >= 1, "configure_optimizers: scheduler frequency must be >= 1, got ", sc.frequency);
+      KILN_CHECK(static_cast<bool>(sc.scheduler) != static_cast<bool>(sc.plateau), "configure_optimizers: give a "
+                 "scheduler config either .scheduler or .plateau (ReduceLROnPlateau), exactly one");
+      KILN_CHECK(!sc.plateau || !sc.monitor.empty(), "configure_optimizers: ReduceLROnPlateau needs .monitor = the "
+                 "metric it steps on (e.g. \"val_loss\")");
+      if (sc.interval != interval || count % sc.frequency != 0) continue;
+      if (sc.scheduler) {
+        sc.scheduler->step();
+        continue;
+      }
+      const auto& metrics = callback_metrics();
+      auto it = metrics.find(sc.monitor);
+      if (it == metrics.end()) {
+        std::string available;
+        for (const auto& [k, v] : metrics) available += (available.empty() ? "" : ", ") + k;
+        KILN_CHECK(!sc.strict, "ReduceLROnPlateau: monitor '", sc.monitor, "' was not logged; available metrics: [",
+                   available, "]. Log it, or set strict = false to skip the step");
+        continue;
+      }
+      sc.plateau->step(it->second);
+    }
+  }
+}
+
+bool Trainer::should_validate_after_batch(int64_t batch_idx, bool last_batch) const {
+  if (!val_loader_ || num_val_batches_ == 0) return false;
+  if (config_.check_val_every_n_epoch && (current_epoch() + 1) % *config_.check_val_every_n_epoch != 0) return false;
+  int64_t every;
+  if (const int64_t* n = std::get_if<int64_t>(&config_.val_check_interval)) every = *n;
+  else every = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_train_batches_) *
+                                                         std::get<double>(config_.val_check_interval)));
+  const bool at_interval = (batch_idx + 1) % every == 0;
+  const bool whole_epoch = std::holds_alternative<double>(config_.val_check_interval) &&
+                           std::get<double>(config_.val_check_interval) == 1.0;
+  return whole_epoch ? last_batch : at_interval;
+}
+
+}  // namespace kiln

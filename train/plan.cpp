@@ -1,0 +1,87 @@
+// Resolution and validation of the Trainer's settings.
+#include "train/plan.h"
+
+#include <variant>
+
+#include "tensor/device.h"
+
+namespace kiln {
+namespace {
+
+void check_limit(const BatchLimit& limit, const char* name) {
+  if (const auto* n = std::get_if<int64_t>(&limit)) {
+    KILN_CHECK(*n >= 0, "Trainer: ", name, " must be >= 0 batches, got ", *n);
+  } else {
+    const double f = std::get<double>(limit);
+    KILN_CHECK(f >= 0.0 && f <= 1.0, "Trainer: ", name, " as a fraction must be in [0, 1], got ", f,
+               " (pass an integer for a number of batches)");
+  }
+}
+
+}  // namespace
+
+void Precision::convert_module(nn::Module& module) const { module.to(dtype_); }
+
+data::Batch Precision::convert_batch(const data::Batch& batch) const {
+  data::Batch out = batch;
+  for (Tensor& t : out.fields)
+    if (t.defined() && t.is_floating() && t.dtype() != dtype_) t = t.to(dtype_);
+  return out;
+}
+
+Plan resolve_plan(const TrainerConfig& c) {
+  Plan plan;
+  KILN_CHECK(c.accelerator == "auto" || c.accelerator == "cpu" || c.accelerator == "cuda", "Trainer: accelerator '",
+             c.accelerator, "' is not one of: auto, cpu, cuda");
+  KILN_CHECK(c.accelerator != "cuda", "Trainer: accelerator 'cuda' is not supported by the Trainer yet (CUDA training "
+             "arrives with the CUDA backend); use 'cpu' or 'auto'");
+  plan.accelerator = "cpu";
+  KILN_CHECK(c.devices == 1, "Trainer: devices = ", c.devices, " needs a distributed strategy, which Kiln does not have "
+             "yet; use devices = 1");
+  KILN_CHECK(c.strategy == "auto" || c.strategy == "single_device", "Trainer: strategy '", c.strategy,
+             "' is not one of: auto, single_device (ddp, zero and fsdp come with the distributed layer)");
+  plan.strategy = std::make_unique<Strategy>();
+  if (c.precision == "32-true" || c.precision == "32") plan.precision = std::make_unique<Precision>("32-true", DType::f32);
+  else if (c.precision == "64-true" || c.precision == "64") plan.precision = std::make_unique<Precision>("64-true", DType::f64);
+  else
+    detail::throw_error("Trainer: precision '", c.precision, "' is not one of: 32-true, 64-true (16-mixed, bf16-mixed "
+                        "and bf16-true arrive with the CUDA backend)");
+
+  KILN_CHECK(c.accumulate_grad_batches >= 1, "Trainer: accumulate_grad_batches must be >= 1, got ",
+             c.accumulate_grad_batches);
+  KILN_CHECK(c.gradient_clip_algorithm == "norm" || c.gradient_clip_algorithm == "value",
+             "Trainer: gradient_clip_algorithm '", c.gradient_clip_algorithm, "' is not one of: norm, value");
+  KILN_CHECK(!c.gradient_clip_val || *c.gradient_clip_val >= 0, "Trainer: gradient_clip_val must be >= 0, got ",
+             c.gradient_clip_val.value_or(0));
+  KILN_CHECK(c.max_steps >= -1, "Trainer: max_steps must be >= -1, got ", c.max_steps);
+  KILN_CHECK(!c.max_epochs || *c.max_epochs >= -1, "Trainer: max_epochs must be >= -1, got ", *c.max_epochs);
+  KILN_CHECK(!c.min_epochs || !c.max_epochs || *c.max_epochs < 0 || *c.min_epochs <= *c.max_epochs,
+             "Trainer: min_epochs (", c.min_epochs.value_or(0), ") is greater than max_epochs (", c.max_epochs.value_or(0), ")");
+  KILN_CHECK(!c.min_steps || c.max_steps < 0 || *c.min_steps <= c.max_steps, "Trainer: min_steps (",
+             c.min_steps.value_or(0), ") is greater than max_steps (", c.max_steps, ")");
+  KILN_CHECK(!c.max_time_seconds || *c.max_time_seconds > 0, "Trainer: max_time must be positive");
+  KILN_CHECK(c.num_sanity_val_steps >= -1, "Trainer: num_sanity_val_steps must be >= -1, got ", c.num_sanity_val_steps);
+  KILN_CHECK(c.log_every_n_steps >= 0, "Trainer: log_every_n_steps must be >= 0, got ", c.log_every_n_steps);
+  KILN_CHECK(c.fast_dev_run >= 0, "Trainer: fast_dev_run must be >= 0, got ", c.fast_dev_run);
+  KILN_CHECK(!c.check_val_every_n_epoch || *c.check_val_every_n_epoch >= 1,
+             "Trainer: check_val_every_n_epoch must be >= 1 or unset, got ", c.check_val_every_n_epoch.value_or(0));
+  if (const auto* n = std::get_if<int64_t>(&c.val_check_interval)) {
+    KILN_CHECK(*n >= 1, "Trainer: val_check_interval must be >= 1 batch, got ", *n);
+  } else {
+    const double f = std::get<double>(c.val_check_interval);
+    KILN_CHECK(f > 0.0 && f <= 1.0, "Trainer: val_check_interval as a fraction must be in (0, 1], got ", f);
+  }
+  check_limit(c.limit_train_batches, "limit_train_batches");
+  check_limit(c.limit_val_batches, "limit_val_batches");
+  check_limit(c.limit_test_batches, "limit_test_batches");
+  check_limit(c.limit_predict_batches, "limit_predict_batches");
+  check_limit(c.overfit_batches, "overfit_batches");
+
+  // Lightning: max_epochs defaults to 1000 unless max_steps is set, and -1 means no limit.
+  if (c.max_epochs) plan.max_epochs = *c.max_epochs;
+  else plan.max_epochs = c.max_steps >= 0 ? -1 : 1000;
+  if (c.fast_dev_run > 0) plan.max_epochs = 1;
+  return plan;
+}
+
+}  // namespace kiln

@@ -1,0 +1,129 @@
+// TrainModule and DataModule: the user's side of the Trainer (Lightning's LightningModule and
+// LightningDataModule). A TrainModule is an nn::Module that says how to train itself:
+// training_step returns the loss, configure_optimizers says with what, log() records metrics.
+// Its hooks are called in Lightning's order (trainer.h lists it).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/data/dataloader.h"
+#include "nn/module.h"
+#include "nn/optim/lr_scheduler.h"
+#include "nn/optim/optimizer.h"
+#include "train/metrics.h"
+
+namespace kiln {
+
+class Trainer;
+
+// What training_step returns: the loss (a scalar that requires grad), or nothing to skip the
+// batch (automatic optimization then takes no step), plus optional outputs for the batch-end hooks.
+struct StepOutput {
+  Tensor loss;
+  TensorDict outputs;
+  StepOutput() = default;
+  StepOutput(Tensor loss_) : loss(std::move(loss_)) {}  // NOLINT: a loss converts implicitly, as in Lightning
+};
+
+// One scheduler: a plain LRScheduler, or a ReduceLROnPlateau, which steps on the `monitor` metric.
+struct SchedulerConfig {
+  std::shared_ptr<optim::LRScheduler> scheduler;
+  std::shared_ptr<optim::ReduceLROnPlateau> plateau;
+  std::string interval = "epoch";  // "epoch" | "step"
+  int64_t frequency = 1;
+  std::string monitor;             // required with plateau
+  bool strict = true;              // a missing monitor metric is an error (else a skipped step)
+
+  State state_dict() const { return plateau ? plateau->state_dict() : scheduler->state_dict(); }
+  void load_state_dict(const State& s) { plateau ? plateau->load_state_dict(s) : scheduler->load_state_dict(s); }
+};
+
+struct OptimizerConfig {
+  std::shared_ptr<optim::Optimizer> optimizer;
+  std::vector<SchedulerConfig> schedulers;
+};
+
+class TrainModule : public nn::Module {
+ public:
+  explicit TrainModule(std::string type_name = "TrainModule") : nn::Module(std::move(type_name)) {}
+
+  // ---- the steps
+  virtual StepOutput training_step(const data::Batch& batch, int64_t batch_idx) = 0;
+  virtual void validation_step(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void test_step(const data::Batch& batch, int64_t batch_idx) {}
+  virtual Tensor predict_step(const data::Batch& batch, int64_t batch_idx) { return forward(batch[0]); }
+  virtual std::vector<OptimizerConfig> configure_optimizers() = 0;
+
+  // ---- hooks (Lightning's names; the Trainer calls them after the callbacks' hooks of the same name,
+  // except the setup/start hooks, which run after them too, as Lightning does for its module hooks)
+  virtual void setup(const std::string& stage) {}
+  virtual void teardown(const std::string& stage) {}
+  virtual void on_fit_start() {}
+  virtual void on_fit_end() {}
+  virtual void on_train_start() {}
+  virtual void on_train_end() {}
+  virtual void on_train_epoch_start() {}
+  virtual void on_train_epoch_end() {}
+  // Returning false skips the rest of the epoch (Lightning's `return -1`).
+  virtual bool on_train_batch_start(const data::Batch& batch, int64_t batch_idx) { return true; }
+  virtual void on_train_batch_end(const StepOutput& out, const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_before_zero_grad(optim::Optimizer& optimizer) {}
+  virtual void on_before_backward(const Tensor& loss) {}
+  virtual void on_after_backward() {}
+  virtual void on_before_optimizer_step(optim::Optimizer& optimizer) {}
+  virtual void on_validation_start() {}
+  virtual void on_validation_end() {}
+  virtual void on_validation_epoch_start() {}
+  virtual void on_validation_epoch_end() {}
+  virtual void on_test_start() {}
+  virtual void on_test_end() {}
+  virtual void on_test_epoch_start() {}
+  virtual void on_test_epoch_end() {}
+  virtual void on_save_checkpoint(State& checkpoint) {}
+  virtual void on_load_checkpoint(const State& checkpoint) {}
+
+  // ---- logging (valid while a Trainer runs this module)
+  void log(const std::string& name, double value, const LogOptions& options = {});
+  void log(const std::string& name, const Tensor& value, const LogOptions& options = {});
+  void log_dict(const std::map<std::string, double>& values, const LogOptions& options = {});
+  // Stored in checkpoints and sent to the loggers at the start of fit.
+  void save_hyperparameters(Json hparams) { hparams_ = std::move(hparams); }
+  const Json& hparams() const { return hparams_; }
+
+  // ---- manual optimization (automatic_optimization = false)
+  bool automatic_optimization = true;
+  std::vector<std::shared_ptr<optim::Optimizer>> optimizers() const;
+  std::vector<std::shared_ptr<optim::LRScheduler>> lr_schedulers() const;
+  void manual_backward(const Tensor& loss);
+
+  Trainer& trainer() const;
+  bool attached() const { return trainer_ != nullptr; }
+
+ private:
+  friend class Trainer;
+  Trainer* trainer_ = nullptr;
+  Json hparams_ = Json::object();
+};
+
+// Where the data comes from (Lightning's LightningDataModule). Loaders are created on demand, once
+// per stage; state_dict saves whatever the module needs to resume (loader positions are saved by
+// the Trainer itself).
+class DataModule {
+ public:
+  virtual ~DataModule() = default;
+  virtual void prepare_data() {}
+  virtual void setup(const std::string& stage) {}
+  virtual void teardown(const std::string& stage) {}
+  virtual std::shared_ptr<data::DataLoader> train_dataloader() { return nullptr; }
+  virtual std::shared_ptr<data::DataLoader> val_dataloader() { return nullptr; }
+  virtual std::shared_ptr<data::DataLoader> test_dataloader() { return nullptr; }
+  virtual std::shared_ptr<data::DataLoader> predict_dataloader() { return nullptr; }
+  virtual Json state_dict() const { return Json::object(); }
+  virtual void load_state_dict(const Json&) {}
+};
+
+}  // namespace kiln

@@ -1,0 +1,378 @@
+// Trainer: construction, the fit/validate/test/predict entry points, logging and signals.
+// The loops themselves are in fit_loop.cpp and evaluation_loop.cpp; checkpoints in checkpointing.cpp.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+
+#include "autograd/grad_mode.h"
+#include "train/callbacks/defaults.h"
+#include "train/loggers/csv_logger.h"
+
+namespace kiln {
+
+// Note [Signals stop at a step boundary]: the handlers only record the signal; the loops look at
+// it between steps (check_signals), where the state is consistent and a checkpoint is exact.
+struct Trainer::SignalState {
+  static inline std::atomic<int> received{0};
+  struct sigaction previous_term {}, previous_usr1 {}, previous_int {};
+
+  static void on_signal(int sig) {
+    // SIGINT a second time while we wind down: give up at once, as a user expects.
+    if (sig == SIGINT && received.load() == SIGINT) std::_Exit(130);
+    received.store(sig);
+  }
+  SignalState() {
+    received.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = &SignalState::on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &previous_term);
+    sigaction(SIGUSR1, &sa, &previous_usr1);
+    sigaction(SIGINT, &sa, &previous_int);
+  }
+  ~SignalState() {
+    sigaction(SIGTERM, &previous_term, nullptr);
+    sigaction(SIGUSR1, &previous_usr1, nullptr);
+    sigaction(SIGINT, &previous_int, nullptr);
+  }
+};
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Trainer::Trainer(TrainerConfig config) : config_(std::move(config)), plan_(resolve_plan(config_)) {
+  callbacks_ = default_callbacks(config_, config_.callbacks);
+  const bool want_loggers = config_.logger.value_or(true) && config_.fast_dev_run == 0;
+  if (want_loggers) {
+    loggers_ = config_.loggers;
+    if (loggers_.empty()) loggers_.push_back(std::make_shared<CSVLogger>(CSVLoggerOptions{.root_dir = config_.default_root_dir}));
+  } else {
+    KILN_CHECK(config_.loggers.empty() || config_.fast_dev_run > 0, "Trainer: logger = false but ",
+               config_.loggers.size(), " loggers were given");
+  }
+}
+
+Trainer::~Trainer() = default;
+
+std::string Trainer::log_dir() const { return loggers_.empty() ? config_.default_root_dir : loggers_.front()->log_dir(); }
+
+double Trainer::elapsed_seconds() const { return restored_elapsed_ + (start_time_ > 0 ? now_seconds() - start_time_ : 0); }
+
+int64_t Trainer::limit_batches(const BatchLimit& limit, int64_t available) const {
+  if (config_.fast_dev_run > 0) return std::min(available, config_.fast_dev_run);
+  if (const auto* n = std::get_if<int64_t>(&limit)) return std::min(available, *n);
+  return static_cast<int64_t>(static_cast<double>(available) * std::get<double>(limit));
+}
+
+void Trainer::attach(TrainModule& module) {
+  KILN_CHECK(!module.trainer_ || module.trainer_ == this, "Trainer: the module is attached to another Trainer that is running");
+  module.trainer_ = this;
+  module_ = &module;
+}
+
+void Trainer::detach() {
+  if (module_) module_->trainer_ = nullptr;
+  module_ = nullptr;
+  datamodule_ = nullptr;
+  stage_ = TrainerStage::none;
+}
+
+// ---- logging
+
+void Trainer::log_from_module(const std::string& name, double value, const LogOptions& options) {
+  KILN_CHECK(stage_ != TrainerStage::none, "log('", name, "'): the module is not being run by a Trainer");
+  if (stage_ == TrainerStage::predicting) return;
+  const int64_t batch_size = options.batch_size.value_or(current_batch_size_);
+  metrics_.log(log_scope_, name, value, options, batch_size);
+}
+
+void Trainer::send_to_loggers(const std::map<std::string, double>& metrics, int64_t step) {
+  if (metrics.empty() || stage_ == TrainerStage::sanity_checking) return;
+  std::map<std::string, double> row = metrics;
+  if (stage_ == TrainerStage::fitting || stage_ == TrainerStage::validating) row["epoch"] = static_cast<double>(current_epoch());
+  for (auto& logger : loggers_) logger->log_metrics(row, step);
+}
+
+void Trainer::log_step_metrics() {
+  std::map<std::string, double> step_metrics = metrics_.take_step_logger_metrics();
+  const int64_t n = config_.log_every_n_steps;
+  // Lightning logs on every n-th optimizer step (batches that stepped), counting from the first.
+  if (n > 0 && global_step() % n == 0 && progress_.micro_batches_in_window == 0)
+    send_to_loggers(step_metrics, std::max<int64_t>(global_step() - 1, 0));
+}
+
+void Trainer::manual_backward(const Tensor& loss) {
+  KILN_CHECK(module_ && !module_->automatic_optimization, "manual_backward: only with automatic_optimization = false");
+  each_callback([&](Callback& cb) { cb.on_before_backward(*this, *module_, loss); });
+  module_->on_before_backward(loss);
+  plan_.precision->backward(loss);
+  each_callback([&](Callback& cb) { cb.on_after_backward(*this, *module_); });
+  module_->on_after_backward();
+}
+
+// ---- signals
+
+void Trainer::check_signals() {
+  if (!signals_) return;
+  const int sig = SignalState::received.load();
+  if (sig == 0) return;
+  if (sig == SIGINT) throw RunInterrupted{sig};
+  handle_stop_signal(sig);
+}
+
+// SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time limit): save where we are,
+// requeue the job when SLURM runs us, flush the loggers, and exit with a status the scheduler
+// can act on: 0 after a successful requeue, else 128 + the signal, as if the signal had killed us.
+void Trainer::handle_stop_signal(int sig) {
+  namespace fs = std::filesystem;
+  const fs::path dir = config_.default_root_dir;
+  fs::create_directories(dir);
+  int64_t n = 1;
+  while (fs::exists(dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt"))) ++n;
+  const std::string path = (dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt")).string();
+  save_checkpoint(path);
+  std::fprintf(stderr, "kiln: received signal %d; saved %s\n", sig, path.c_str());
+  int status = 128 + sig;
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && sig == SIGUSR1) {
+    const std::string cmd = std::string("scontrol requeue ") + job;
+    const int rc = std::system(cmd.c_str());
+    std::fprintf(stderr, "kiln: %s -> %s\n", cmd.c_str(), rc == 0 ? "requeued" : "requeue failed");
+    if (rc == 0) status = 0;
+  }
+  for (auto& logger : loggers_) logger->finalize("interrupted");
+  std::fflush(nullptr);
+  std::exit(status);
+}
+
+// ---- entry points
+
+void Trainer::fit(TrainModule& module, DataModule& data, const std::string& ckpt_path) {
+  run_fit(module, &data, {}, ckpt_path);
+}
+void Trainer::fit(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path) {
+  run_fit(module, nullptr, loaders, ckpt_path);
+}
+
+void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path) {
+  attach(module);
+  datamodule_ = data;
+  stage_ = TrainerStage::fitting;
+  interrupted_ = false;
+  should_stop = false;
+  if (config_.handle_signals) signals_ = std::make_unique<SignalState>();
+  std::optional<autograd::DetectAnomalyGuard> anomaly;
+  if (config_.detect_anomaly) anomaly.emplace(true);
+  try {
+    if (data) data->prepare_data();
+    each_callback([&](Callback& cb) { cb.setup(*this, module, "fit"); });
+    if (data) data->setup("fit");
+    module.setup("fit");
+    train_loader_ = data ? data->train_dataloader() : loaders.train;
+    val_loader_ = data ? data->val_dataloader() : loaders.val;
+    KILN_CHECK(train_loader_, "fit: no training data: pass Loaders{.train = ...} or a DataModule whose "
+               "train_dataloader() returns a loader");
+    KILN_CHECK(train_loader_->size() >= 0, "fit: the training loader has no length (an IterableDataset); "
+               "Kiln's Trainer needs a sized loader for now");
+    num_train_batches_ = limit_batches(config_.limit_train_batches, train_loader_->size());
+    if (const double* f = std::get_if<double>(&config_.overfit_batches); f && *f > 0)
+      num_train_batches_ = static_cast<int64_t>(*f * static_cast<double>(train_loader_->size()));
+    if (const int64_t* n = std::get_if<int64_t>(&config_.overfit_batches); n && *n > 0)
+      num_train_batches_ = std::min(*n, train_loader_->size());
+    num_val_batches_ = val_loader_ ? limit_batches(config_.limit_val_batches, val_loader_->size()) : 0;
+
+    plan_.strategy->setup_module(module);
+    plan_.precision->convert_module(module);
+    optimizers_ = module.configure_optimizers();
+    KILN_CHECK(!optimizers_.empty() || !module.automatic_optimization, "fit: configure_optimizers() returned no optimizer");
+    KILN_CHECK(optimizers_.size() <= 1 || !module.automatic_optimization, "fit: configure_optimizers() returned ",
+               optimizers_.size(), " optimizers; several optimizers need manual optimization "
+               "(set automatic_optimization = false and step them in training_step), as in Lightning");
+    for (const auto& oc : optimizers_) KILN_CHECK(oc.optimizer, "fit: configure_optimizers() returned a null optimizer");
+
+    progress_ = {};
+    metrics_ = {};
+    restored_ = false;
+    restored_elapsed_ = 0;
+    if (!ckpt_path.empty()) restore_checkpoint(resolve_ckpt_path(ckpt_path));
+    start_time_ = now_seconds();
+    if (!restored_)
+      for (auto& logger : loggers_) logger->log_hyperparams(module.hparams());
+
+    each_callback([&](Callback& cb) { cb.on_fit_start(*this, module); });
+    module.on_fit_start();
+    const int64_t sanity_steps = config_.num_sanity_val_steps < 0 ? num_val_batches_
+                                                                   : std::min(config_.num_sanity_val_steps, num_val_batches_);
+    if (val_loader_ && sanity_steps > 0 && !restored_ && config_.fast_dev_run == 0) validation_loop(sanity_steps, true);
+    each_callback([&](Callback& cb) { cb.on_train_start(*this, module); });
+    module.on_train_start();
+
+    fit_loop();
+
+    each_callback([&](Callback& cb) { cb.on_train_end(*this, module); });
+    module.on_train_end();
+    each_callback([&](Callback& cb) { cb.on_fit_end(*this, module); });
+    module.on_fit_end();
+    each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
+    module.teardown("fit");
+    if (data) data->teardown("fit");
+    for (auto& logger : loggers_) logger->finalize("success");
+  } catch (const RunInterrupted& stop) {
+    interrupted_ = true;
+    const Error error("fit: interrupted by signal " + std::to_string(stop.signal));
+    each_callback([&](Callback& cb) { cb.on_exception(*this, module, error); });
+    each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
+    module.teardown("fit");
+    for (auto& logger : loggers_) logger->finalize("interrupted");
+  } catch (const std::exception& e) {
+    each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
+    for (auto& logger : loggers_) logger->finalize("failed");
+    signals_.reset();
+    detach();
+    throw;
+  }
+  signals_.reset();
+  detach();
+}
+
+std::map<std::string, double> Trainer::validate(TrainModule& module, DataModule& data, const std::string& ckpt_path) {
+  return run_evaluation(module, &data, {}, ckpt_path, TrainerStage::validating);
+}
+std::map<std::string, double> Trainer::validate(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path) {
+  return run_evaluation(module, nullptr, loaders, ckpt_path, TrainerStage::validating);
+}
+std::map<std::string, double> Trainer::test(TrainModule& module, DataModule& data, const std::string& ckpt_path) {
+  return run_evaluation(module, &data, {}, ckpt_path, TrainerStage::testing);
+}
+std::map<std::string, double> Trainer::test(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path) {
+  return run_evaluation(module, nullptr, loaders, ckpt_path, TrainerStage::testing);
+}
+
+std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataModule* data, const Loaders& loaders,
+                                                      const std::string& ckpt_path, TrainerStage stage) {
+  const bool testing = stage == TrainerStage::testing;
+  const char* name = testing ? "test" : "validate";
+  attach(module);
+  datamodule_ = data;
+  stage_ = stage;
+  std::map<std::string, double> result;
+  try {
+    if (data) {
+      data->prepare_data();
+      data->setup(testing ? "test" : "validate");
+    }
+    each_callback([&](Callback& cb) { cb.setup(*this, module, testing ? "test" : "validate"); });
+    module.setup(testing ? "test" : "validate");
+    std::shared_ptr<data::DataLoader> loader =
+        data ? (testing ? data->test_dataloader() : data->val_dataloader()) : (testing ? loaders.test : loaders.val);
+    KILN_CHECK(loader, name, ": no data: pass Loaders{.", testing ? "test" : "val", " = ...} or a DataModule whose ",
+               testing ? "test" : "val", "_dataloader() returns a loader");
+    plan_.strategy->setup_module(module);
+    plan_.precision->convert_module(module);
+    if (!ckpt_path.empty()) {
+      optimizers_.clear();  // weights only: no optimizer state to restore into
+      restore_checkpoint(resolve_ckpt_path(ckpt_path));
+    }
+    const int64_t limit = limit_batches(testing ? config_.limit_test_batches : config_.limit_val_batches, loader->size());
+    num_val_batches_ = limit;  // what progress bars show as the total
+    result = evaluation_loop(*loader, limit, stage);
+    each_callback([&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
+    module.teardown(testing ? "test" : "validate");
+    if (data) data->teardown(testing ? "test" : "validate");
+    for (auto& logger : loggers_) logger->save();
+  } catch (...) {
+    detach();
+    throw;
+  }
+  detach();
+  return result;
+}
+
+std::vector<Tensor> Trainer::predict(TrainModule& module, DataModule& data, const std::string& ckpt_path) {
+  Loaders loaders;
+  data.prepare_data();
+  data.setup("predict");
+  loaders.predict = data.predict_dataloader();
+  auto out = predict(module, loaders, ckpt_path);
+  data.teardown("predict");
+  return out;
+}
+
+std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path) {
+  attach(module);
+  stage_ = TrainerStage::predicting;
+  std::vector<Tensor> predictions;
+  try {
+    KILN_CHECK(loaders.predict, "predict: no data: pass Loaders{.predict = ...} or a DataModule whose "
+               "predict_dataloader() returns a loader");
+    each_callback([&](Callback& cb) { cb.setup(*this, module, "predict"); });
+    module.setup("predict");
+    plan_.strategy->setup_module(module);
+    plan_.precision->convert_module(module);
+    if (!ckpt_path.empty()) {
+      optimizers_.clear();
+      restore_checkpoint(resolve_ckpt_path(ckpt_path));
+    }
+    const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size());
+    num_val_batches_ = limit;
+    module.eval();
+    NoGradGuard no_grad;
+    each_callback([&](Callback& cb) { cb.on_predict_start(*this, module); });
+    int64_t idx = 0;
+    for (data::Batch& raw : *loaders.predict) {
+      if (idx >= limit) break;
+      const data::Batch batch = plan_.precision->convert_batch(raw);
+      each_callback([&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
+      Tensor prediction = module.predict_step(batch, idx);
+      each_callback([&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
+      predictions.push_back(std::move(prediction));
+      ++idx;
+    }
+    each_callback([&](Callback& cb) { cb.on_predict_end(*this, module); });
+    each_callback([&](Callback& cb) { cb.teardown(*this, module, "predict"); });
+    module.teardown("predict");
+  } catch (...) {
+    detach();
+    throw;
+  }
+  detach();
+  return predictions;
+}
+
+// ---- TrainModule's side
+
+void TrainModule::log(const std::string& name, double value, const LogOptions& options) {
+  trainer().log_from_module(name, value, options);
+}
+void TrainModule::log(const std::string& name, const Tensor& value, const LogOptions& options) {
+  KILN_CHECK(value.defined() && value.numel() == 1, "log('", name, "'): expected a one-element tensor, got shape ",
+             value.defined() ? value.shape() : Dims{});
+  trainer().log_from_module(name, value.detach().to(DType::f64).item<double>(), options);
+}
+void TrainModule::log_dict(const std::map<std::string, double>& values, const LogOptions& options) {
+  for (const auto& [name, value] : values) log(name, value, options);
+}
+Trainer& TrainModule::trainer() const {
+  KILN_CHECK(trainer_, "TrainModule: not attached to a Trainer (call trainer.fit/validate/test/predict)");
+  return *trainer_;
+}
+std::vector<std::shared_ptr<optim::Optimizer>> TrainModule::optimizers() const {
+  std::vector<std::shared_ptr<optim::Optimizer>> out;
+  for (const auto& oc : trainer().optimizer_configs()) out.push_back(oc.optimizer);
+  return out;
+}
+std::vector<std::shared_ptr<optim::LRScheduler>> TrainModule::lr_schedulers() const {
+  std::vector<std::shared_ptr<optim::LRScheduler>> out;
+  for (const auto& oc : trainer().optimizer_configs())
+    for (const auto& sc : oc.schedulers)
+      if (sc.scheduler) out.push_back(sc.scheduler);
+  return out;
+}
+void TrainModule::manual_backward(const Tensor& loss) { trainer().manual_backward(loss); }
+
+}  // namespace kiln

@@ -1,0 +1,151 @@
+// Trainer: runs a TrainModule's fit, validation, test and prediction (Lightning's Trainer).
+// The loops read top to bottom (STYLE L13):
+//   fit: setup → configure_optimizers → on_fit_start → sanity validation → on_train_start →
+//        per epoch: on_train_epoch_start → per batch: on_train_batch_start, training_step,
+//        [on_before_zero_grad, zero_grad], on_before_backward, backward, on_after_backward,
+//        [on_before_optimizer_step, clip, step, step-interval schedulers], on_train_batch_end,
+//        log, maybe validate, maybe stop → on_train_epoch_end → epoch schedulers
+//        → on_train_end → on_fit_end → teardown.
+// Callbacks' hooks run before the module's hook of the same name. Checkpoints hold everything a
+// bit-exact resume needs (checkpointing.cpp).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "train/callback.h"
+#include "train/config.h"
+#include "train/loggers/logger.h"
+#include "train/plan.h"
+#include "train/progress.h"
+#include "train/train_module.h"
+
+namespace kiln {
+
+// The loaders for a fit/validate/test/predict call when no DataModule is used.
+struct Loaders {
+  std::shared_ptr<data::DataLoader> train;
+  std::shared_ptr<data::DataLoader> val;
+  std::shared_ptr<data::DataLoader> test;
+  std::shared_ptr<data::DataLoader> predict;
+};
+
+enum class TrainerStage { none, fitting, sanity_checking, validating, testing, predicting };
+
+// Thrown to unwind the loops when a signal asks the run to stop; fit() catches it.
+struct RunInterrupted {
+  int signal;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerConfig config = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // ckpt_path: a checkpoint file, "last" or "best" (from the ModelCheckpoint), or empty.
+  void fit(TrainModule& module, DataModule& data, const std::string& ckpt_path = "");
+  void fit(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path = "");
+  // Return the metrics logged at epoch level, as Lightning's validate()/test() do.
+  std::map<std::string, double> validate(TrainModule& module, DataModule& data, const std::string& ckpt_path = "");
+  std::map<std::string, double> validate(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path = "");
+  std::map<std::string, double> test(TrainModule& module, DataModule& data, const std::string& ckpt_path = "");
+  std::map<std::string, double> test(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path = "");
+  std::vector<Tensor> predict(TrainModule& module, DataModule& data, const std::string& ckpt_path = "");
+  std::vector<Tensor> predict(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path = "");
+
+  // ---- state that callbacks and modules read
+  const TrainerConfig& config() const { return config_; }
+  int64_t current_epoch() const { return progress_.epochs.current.completed; }
+  int64_t global_step() const { return progress_.optimizer_steps; }
+  TrainerStage stage() const { return stage_; }
+  bool sanity_checking() const { return stage_ == TrainerStage::sanity_checking; }
+  bool should_stop = false;  // set by callbacks (EarlyStopping) or the module to end fit after this step
+  const std::map<std::string, double>& callback_metrics() const { return metrics_.callback_metrics(); }
+  const std::map<std::string, double>& progress_bar_metrics() const { return metrics_.progress_bar_metrics(); }
+  const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
+  const std::vector<std::shared_ptr<Logger>>& loggers() const { return loggers_; }
+  std::string log_dir() const;  // the first logger's folder, or default_root_dir
+  const std::vector<OptimizerConfig>& optimizer_configs() const { return optimizers_; }
+  int64_t num_training_batches() const { return num_train_batches_; }
+  int64_t num_val_batches() const { return num_val_batches_; }  // of the current validation, test or predict run
+  const FitProgress& fit_progress() const { return progress_; }
+  TrainModule* module() const { return module_; }
+
+  // Writes a checkpoint of the run as it is now (atomically). Callbacks call this.
+  void save_checkpoint(const std::string& path);
+  // The callback that owns checkpoint files, when there is one (ckpt_path "best" / "last").
+  std::string best_model_path() const;
+  std::string last_model_path() const;
+
+  // Called by TrainModule::log.
+  void log_from_module(const std::string& name, double value, const LogOptions& options);
+  void manual_backward(const Tensor& loss);
+  // True when the last fit() stopped early on SIGINT (the loggers were finalized as "interrupted").
+  bool interrupted() const { return interrupted_; }
+  double elapsed_seconds() const;
+
+ private:
+  struct SignalState;
+
+  void attach(TrainModule& module);
+  void detach();
+  void run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path);
+  std::map<std::string, double> run_evaluation(TrainModule& module, DataModule* data, const Loaders& loaders,
+                                               const std::string& ckpt_path, TrainerStage stage);
+  // ---- fit loop (fit_loop.cpp)
+  void fit_loop();
+  void train_epoch();
+  bool train_batch(const data::Batch& batch, int64_t batch_idx);
+  void optimizer_step(int64_t batch_idx);
+  void step_schedulers(const std::string& interval);
+  bool fit_done() const;
+  bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
+  void log_step_metrics();
+  // ---- evaluation (evaluation_loop.cpp)
+  void validation_loop(int64_t max_batches, bool sanity);
+  std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
+  // ---- checkpoints (checkpointing.cpp)
+  State make_checkpoint();
+  void restore_checkpoint(const std::string& ckpt_path);
+  std::string resolve_ckpt_path(const std::string& ckpt_path) const;
+  // ---- helpers
+  void send_to_loggers(const std::map<std::string, double>& metrics, int64_t step);
+  void check_signals();
+  void handle_stop_signal(int signal);
+  int64_t limit_batches(const BatchLimit& limit, int64_t available) const;
+  template <class F>
+  void each_callback(F&& f) {
+    for (auto& cb : callbacks_) f(*cb);
+  }
+
+  TrainerConfig config_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::vector<std::shared_ptr<Logger>> loggers_;
+  TrainModule* module_ = nullptr;
+  DataModule* datamodule_ = nullptr;
+  std::shared_ptr<data::DataLoader> train_loader_;
+  std::shared_ptr<data::DataLoader> val_loader_;
+  std::vector<OptimizerConfig> optimizers_;
+  FitProgress progress_;
+  MetricStore metrics_;
+  TrainerStage stage_ = TrainerStage::none;
+  int64_t num_train_batches_ = 0;
+  int64_t num_val_batches_ = 0;
+  Plan plan_;
+  bool restored_ = false;          // fit resumed from a checkpoint: no sanity check
+  int64_t signal_ckpt_count_ = 0;
+  double start_time_ = 0;
+  double restored_elapsed_ = 0;
+  std::unique_ptr<SignalState> signals_;
+  LogScope log_scope_ = LogScope::other;
+  int64_t current_batch_size_ = 0;
+  bool interrupted_ = false;
+};
+
+}  // namespace kiln
