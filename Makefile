@@ -21,8 +21,12 @@ build: deps $(BUILD)/CMakeCache.txt
 demo: build
 	@$(BUILD)/demo
 
+# Also: the Python venv for the interop tests (safetensors, tensorboard; they skip without it),
+# and a bounded libFuzzer run of the checkpoint readers (about a minute per reader).
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@KILN_PYENV=$(abspath $(BUILD))/pyenv bash scripts/install-python-deps.sh
+	@cd $(BUILD) && KILN_PYENV=$(abspath $(BUILD))/pyenv ctest --output-on-failure -j $(JOBS)
+	@KILN_FUZZ_LIB_BUILD=$(BUILD) bash scripts/run-fuzz.sh 60
 
 bench: deps
 	@cmake -S . -B $(BUILD) -DKILN_BUILD_BENCH=ON >/dev/null
