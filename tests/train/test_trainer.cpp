@@ -10,8 +10,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "testing.h"
+#include "io/checkpoint/reader.h"
+#include "io/checkpoint/writer.h"
+#include "train/callbacks/model_checkpoint.h"
 #include "train/seed.h"
 #include "trainer_fixtures.h"
 
@@ -251,7 +256,9 @@ int run_child(const std::string& mode, const std::string& dir, const std::vector
     setenv("KILN_TRAINER_CHILD", mode.c_str(), 1);
     setenv("KILN_TRAINER_DIR", dir.c_str(), 1);
     for (const auto& kv : extra_env) putenv(const_cast<char*>(kv.c_str()));
-    execl("/proc/self/exe", "test_trainer", "--gtest_filter=TrainerChild.*", static_cast<char*>(nullptr));
+    const std::string filter = mode == "kill" ? "--gtest_filter=TrainerChild.FitWithCheckpointEveryStep"
+                                              : "--gtest_filter=TrainerChild.FitUntilSignal";
+    execl("/proc/self/exe", "test_trainer", filter.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   int status = 0;
@@ -272,7 +279,7 @@ struct RaiseAt : Callback {
 // The child's side: a fit that signals itself after 7 batches.
 TEST(TrainerChild, FitUntilSignal) {
   const char* mode = std::getenv("KILN_TRAINER_CHILD");
-  if (!mode) GTEST_SKIP() << "runs only as a child of the signal tests";
+  if (!mode || std::string(mode) == "kill") GTEST_SKIP() << "runs only as a child of the signal tests";
   const int sig = std::string(mode) == "usr1" ? SIGUSR1 : std::string(mode) == "int" ? SIGINT : SIGTERM;
   seed_everything(42);
   TinyClassifier module;
@@ -314,6 +321,81 @@ TEST(Trainer, SigusrOnSlurmRequeuesTheJob) {
 TEST(Trainer, SigintStopsGracefully) {
   const std::string dir = fresh_dir("sigint");
   EXPECT_EQ(run_child("int", dir), 42);  // fit returned with interrupted() set
+}
+
+// ---- hard kills: a run SIGKILLed several times and restarted from its last checkpoint each time
+
+// Appends the sample ids of each finished batch to a file, and kills the process at the start of
+// the batch after step `die_at_step`, once that step's checkpoint was written (ModelCheckpoint
+// saves at batch end, after the other callbacks, as in Lightning).
+struct NoteSamplesThenMaybeDie : Callback {
+  NoteSamplesThenMaybeDie(std::string log, int64_t die_at_step) : log(std::move(log)), die_at_step(die_at_step) {}
+  std::string name() const override { return "NoteSamplesThenMaybeDie"; }
+  void on_train_batch_start(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+    if (t.global_step() == die_at_step) std::raise(SIGKILL);
+  }
+  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch& b, int64_t) override {
+    std::ofstream out(log, std::ios::app);
+    for (double id : kt::values(b[2])) out << t.current_epoch() << " " << id << "\n";
+  }
+  std::string log;
+  int64_t die_at_step;
+};
+
+// Ids as a third field, so a run can report which samples it saw.
+std::shared_ptr<data::DataLoader> loader_with_ids() {
+  auto ds = make_dataset();
+  Tensor ids = arange(40, {.dtype = DType::f32});
+  auto with_ids = std::make_shared<data::TensorDataset>(std::vector<Tensor>{ds->tensors()[0], ds->tensors()[1], ids});
+  return std::make_shared<data::DataLoader>(std::shared_ptr<const data::Dataset>(with_ids),
+                                            data::DataLoaderOptions{.batch_size = 8, .shuffle = true, .seed = 5,
+                                                                    .num_workers = 2});
+}
+
+TEST(TrainerChild, FitWithCheckpointEveryStep) {
+  const char* mode = std::getenv("KILN_TRAINER_CHILD");
+  if (!mode || std::string(mode) != "kill") GTEST_SKIP() << "runs only as a child of the kill test";
+  const std::string dir = std::getenv("KILN_TRAINER_DIR");
+  seed_everything(42);
+  TinyClassifier module;
+  auto ckpt = std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{
+      .dirpath = dir + "/ckpts", .save_top_k = 0, .save_last = true, .every_n_train_steps = 1});
+  TrainerConfig c = quiet({.max_epochs = 3, .logger = false, .default_root_dir = dir});
+  c.enable_checkpointing = true;
+  c.callbacks = {ckpt, std::make_shared<NoteSamplesThenMaybeDie>(dir + "/seen.txt", std::stoll(std::getenv("KILN_DIE_AT")))};
+  Trainer trainer(c);
+  trainer.fit(module, Loaders{.train = loader_with_ids()}, fs::exists(dir + "/ckpts/last.ckpt") ? "last" : "");
+  io::save(dir + "/final.ckpt", State{module.state_dict(), Json::object()});
+  std::exit(0);
+}
+
+TEST(Trainer, HardKilledRunsRestartedFromLastCheckpointEndEqual) {
+  const std::string dir = fresh_dir("kill");
+  // Killed after steps 2, 5 (epoch boundary), 6 and 11, restarted each time; the fifth run finishes.
+  for (int64_t die_at : {2, 5, 6, 11, -1}) {
+    const int status = run_child("kill", dir, {"KILN_DIE_AT=" + std::to_string(die_at)});
+    EXPECT_EQ(status, die_at < 0 ? 0 : -SIGKILL) << "die_at " << die_at;
+  }
+  // The same run without kills.
+  seed_everything(42);
+  TinyClassifier module;
+  auto ckpt = std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{
+      .dirpath = dir + "/ref_ckpts", .save_top_k = 0, .save_last = true, .every_n_train_steps = 1});
+  TrainerConfig c = quiet({.max_epochs = 3, .logger = false, .default_root_dir = dir + "/ref"});
+  c.enable_checkpointing = true;
+  c.callbacks = {ckpt};
+  Trainer(c).fit(module, Loaders{.train = loader_with_ids()});
+  const State killed = io::load(dir + "/final.ckpt");
+  for (const auto& [name, t] : module.state_dict()) EXPECT_TRUE(bitwise_equal(t, killed.tensors.at(name))) << name;
+  // Every sample exactly once per epoch across the killed runs.
+  std::map<int, std::multiset<int>> seen;
+  std::ifstream in(dir + "/seen.txt");
+  for (int epoch, id; in >> epoch >> id;) seen[epoch].insert(id);
+  ASSERT_EQ(seen.size(), 3u);
+  for (const auto& [epoch, ids] : seen) {
+    EXPECT_EQ(ids.size(), 40u) << "epoch " << epoch;
+    EXPECT_EQ(std::set<int>(ids.begin(), ids.end()).size(), 40u) << "epoch " << epoch;
+  }
 }
 
 }  // namespace
