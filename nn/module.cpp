@@ -140,11 +140,13 @@ std::vector<ModulePtr> Module::children() const {
   return out;
 }
 
-NamedTensors Module::named_parameters(bool recurse) const {
+// Parameters or buffers (`slots`) of this module and, when recurse, of its descendants, each tensor
+// once (a shared parameter is listed under its first name, as in torch).
+NamedTensors Module::named_slots(std::vector<Slot> Module::*slots, bool recurse) const {
   NamedTensors out;
   std::unordered_set<const TensorImpl*> seen;
   auto visit = [&](const Module& m, const std::string& prefix) {
-    for (const Slot& s : m.parameters_)
+    for (const Slot& s : m.*slots)
       if (seen.insert(s.value.impl()).second) out.emplace_back(joined(prefix, s.name), s.value);
   };
   if (!recurse) {
@@ -155,20 +157,8 @@ NamedTensors Module::named_parameters(bool recurse) const {
   return out;
 }
 
-NamedTensors Module::named_buffers(bool recurse) const {
-  NamedTensors out;
-  std::unordered_set<const TensorImpl*> seen;
-  auto visit = [&](const Module& m, const std::string& prefix) {
-    for (const Slot& s : m.buffers_)
-      if (seen.insert(s.value.impl()).second) out.emplace_back(joined(prefix, s.name), s.value);
-  };
-  if (!recurse) {
-    visit(*this, "");
-    return out;
-  }
-  const_cast<Module*>(this)->visit_modules("", [&](const std::string& prefix, Module& m) { visit(m, prefix); });
-  return out;
-}
+NamedTensors Module::named_parameters(bool recurse) const { return named_slots(&Module::parameters_, recurse); }
+NamedTensors Module::named_buffers(bool recurse) const { return named_slots(&Module::buffers_, recurse); }
 
 std::vector<Tensor> Module::parameters(bool recurse) const {
   std::vector<Tensor> out;

@@ -106,6 +106,7 @@ class Module : public std::enable_shared_from_this<Module> {
   void check_new_name(const std::string& name, const char* what) const;
   void visit_modules(const std::string& prefix, const std::function<void(const std::string&, Module&)>& fn);
   void collect_state(TensorDict& out, const std::string& prefix) const;
+  NamedTensors named_slots(std::vector<Slot> Module::*slots, bool recurse) const;
   void move_tensors(const std::function<Tensor(const Tensor&)>& convert);
 
   std::string type_name_;

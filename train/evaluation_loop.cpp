@@ -48,7 +48,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   if (max_batches > 0) {
     for (data::Batch& raw : loader) {
       const data::Batch batch = plan_.precision->convert_batch(raw);
-      current_batch_size_ = !batch.fields.empty() && batch.fields[0].dim() > 0 ? batch.fields[0].size(0) : 1;
+      current_batch_size_ = batch_size_of(batch.fields);
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.test_step(batch, idx);

@@ -13,10 +13,6 @@ namespace {
 // the module's own hook has logged (Lightning's "monitoring callbacks" rule).
 bool is_monitoring(const Callback& cb) { return cb.name() == "ModelCheckpoint" || cb.name() == "EarlyStopping"; }
 
-int64_t batch_size_of(const data::Batch& batch) {
-  return !batch.fields.empty() && batch.fields[0].defined() && batch.fields[0].dim() > 0 ? batch.fields[0].size(0) : 1;
-}
-
 }  // namespace
 
 bool Trainer::fit_done() const {
@@ -93,7 +89,7 @@ void Trainer::train_epoch() {
 bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   TrainModule& module = *module_;
   const data::Batch batch = plan_.precision->convert_batch(raw);
-  current_batch_size_ = batch_size_of(batch);
+  current_batch_size_ = batch_size_of(batch.fields);
   log_scope_ = LogScope::training_step;
   each_callback([&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
   if (!module.on_train_batch_start(batch, batch_idx)) return false;

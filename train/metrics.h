@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <vector>
+
 #include "tensor/state_dict.h"
 
 namespace kiln {
@@ -22,6 +24,11 @@ struct LogOptions {
   bool sync_dist = false;          // reduce across processes (a no-op on one device)
   std::optional<int64_t> batch_size;  // default: the size of the batch's first field
 };
+
+// The batch size log() weights epoch means by: the size of the batch's first field (1 without one).
+inline int64_t batch_size_of(const std::vector<Tensor>& fields) {
+  return !fields.empty() && fields[0].defined() && fields[0].dim() > 0 ? fields[0].size(0) : 1;
+}
 
 // Where a value was logged from: decides the defaults and when epoch values are reduced.
 enum class LogScope { training_step, training_epoch_end, validation, test, other };
