@@ -1,0 +1,188 @@
+// Training throughput (issue 3): forward, backward and optimizer step of the MLP 784-512-512-10
+// (SGD momentum, batch 128) and of the demo CNN (Adam, batch 128) in a hand-written loop, no
+// Trainer, on synthetic Fashion-MNIST-shaped batches made before the clock starts. Prints one
+// `RESULT bench=training side=kiln model=...` line per model; bench/training_torch.py is the same
+// loop in PyTorch, and bench/vs_torch.py runs both side by side. Not a test: nothing is checked.
+//
+//   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/containers.h"
+#include "nn/functional.h"
+#include "nn/layers/activation.h"
+#include "nn/layers/conv.h"
+#include "nn/layers/linear.h"
+#include "nn/layers/pool.h"
+#include "nn/optim/adam.h"
+#include "nn/optim/sgd.h"
+#include "tensor/error.h"
+#include "tensor/factories.h"
+#include "tensor/generator.h"
+#include "tensor/parallel.h"
+#include "train/seed.h"
+
+namespace {
+
+using namespace kiln;
+
+// Batches cycled through by the loop: enough that no batch stays hot in cache across steps.
+constexpr int64_t kDistinctBatches = 8;
+
+struct Options {
+  std::string model = "all";
+  int64_t steps = 50;
+  int64_t warmup = 5;
+  int64_t batch = 128;
+  int threads = 2;
+};
+
+struct Batch {
+  Tensor x, y;
+};
+
+// Same shapes and hyperparameters as bench/training_torch.py's build_mlp / build_cnn.
+std::shared_ptr<nn::Sequential> build_mlp() {
+  return std::make_shared<nn::Sequential>(
+      std::make_shared<nn::Linear>(784, 512), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(512, 512), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(512, 10));
+}
+
+std::shared_ptr<nn::Sequential> build_cnn() {
+  return std::make_shared<nn::Sequential>(
+      std::make_shared<nn::Conv2d>(1, 32, 3, nn::Conv2dOptions{.padding = 1}), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::MaxPool2d>(2),
+      std::make_shared<nn::Conv2d>(32, 64, 3, nn::Conv2dOptions{.padding = 1}), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::MaxPool2d>(2), std::make_shared<nn::Flatten>(),
+      std::make_shared<nn::Linear>(64 * 7 * 7, 128), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(128, 10));
+}
+
+// Standard-normal images (already "normalized") and uniform labels in [0, 10).
+std::vector<Batch> synthetic_batches(const Dims& image_shape, int64_t batch, uint64_t seed) {
+  Generator gen(seed);
+  Dims x_shape = image_shape;
+  x_shape.insert(0, batch);
+  std::vector<Batch> batches;
+  for (int64_t i = 0; i < kDistinctBatches; ++i)
+    batches.push_back({randn(x_shape, {}, &gen), randint(0, 10, {batch}, {}, &gen)});
+  return batches;
+}
+
+struct RunResult {
+  double seconds = 0;
+  double last_loss = 0;
+};
+
+// warmup untimed steps, then `steps` timed ones; the step order matches training_torch.py.
+RunResult train(nn::Sequential& model, optim::Optimizer& optimizer, const std::vector<Batch>& batches,
+                const Options& options) {
+  Tensor loss;
+  auto step = [&](int64_t i) {
+    const Batch& b = batches[static_cast<size_t>(i % kDistinctBatches)];
+    optimizer.zero_grad();
+    loss = nn::F::cross_entropy(model(b.x), b.y);
+    loss.backward();
+    optimizer.step();
+  };
+  for (int64_t i = 0; i < options.warmup; ++i) step(i);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.steps; ++i) step(options.warmup + i);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {seconds, loss.detach().item<double>()};
+}
+
+void report(const std::string& model, const RunResult& r, const Options& options) {
+  const double samples = static_cast<double>(options.steps * options.batch);
+  std::printf("RESULT bench=training side=kiln model=%s samples_per_s=%.2f ms_per_step=%.4f steps=%lld warmup=%lld "
+              "batch=%lld threads=%d loss=%.5f\n",
+              model.c_str(), samples / r.seconds, 1e3 * r.seconds / static_cast<double>(options.steps),
+              static_cast<long long>(options.steps), static_cast<long long>(options.warmup),
+              static_cast<long long>(options.batch), get_num_threads(), r.last_loss);
+  std::fflush(stdout);
+  KILN_CHECK(std::isfinite(r.last_loss), "bench_training: the ", model, " loss is ", r.last_loss,
+             " after ", options.warmup + options.steps, " steps");
+}
+
+void run_mlp(const Options& options) {
+  seed_everything(0);
+  auto model = build_mlp();
+  optim::SGD optimizer(model->parameters(), {.lr = 0.01, .momentum = 0.9});
+  const auto batches = synthetic_batches({784}, options.batch, 1);
+  report("mlp", train(*model, optimizer, batches, options), options);
+}
+
+void run_cnn(const Options& options) {
+  seed_everything(0);
+  auto model = build_cnn();
+  optim::Adam optimizer(model->parameters(), {.lr = 1e-3});
+  const auto batches = synthetic_batches({1, 28, 28}, options.batch, 2);
+  report("cnn", train(*model, optimizer, batches, options), options);
+}
+
+int64_t positive_integer(const std::string& flag, const std::string& text, int64_t min) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KILN_CHECK(used == text.size() && !text.empty() && value >= min, "bench_training: ", flag,
+             " expects an integer >= ", min, ", got '", text, "'");
+  return value;
+}
+
+// Unknown `--benchmark_*` flags are accepted and ignored: bench/run.sh passes
+// --benchmark_min_time to every bench_* executable.
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag.rfind("--benchmark_", 0) == 0) continue;
+    KILN_CHECK(i + 1 < argc, "bench_training: flag ", flag, " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--model") {
+      KILN_CHECK(value == "mlp" || value == "cnn" || value == "all",
+                 "bench_training: --model expects mlp, cnn or all, got '", value, "'");
+      o.model = value;
+    } else if (flag == "--steps") {
+      o.steps = positive_integer(flag, value, 1);
+    } else if (flag == "--warmup") {
+      o.warmup = positive_integer(flag, value, 0);
+    } else if (flag == "--batch") {
+      o.batch = positive_integer(flag, value, 1);
+    } else if (flag == "--threads") {
+      o.threads = static_cast<int>(positive_integer(flag, value, 1));
+    } else {
+      KILN_CHECK(false, "bench_training: unknown flag ", flag,
+                 " (valid: --model mlp|cnn|all, --steps N, --warmup N, --batch N, --threads N)");
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Options options = parse(argc, argv);
+    set_num_threads(options.threads);
+    std::printf("# kiln training benchmark: threads=%d (asked %d) batch=%lld warmup=%lld steps=%lld\n",
+                get_num_threads(), options.threads, static_cast<long long>(options.batch),
+                static_cast<long long>(options.warmup), static_cast<long long>(options.steps));
+    if (options.model != "cnn") run_mlp(options);
+    if (options.model != "mlp") run_cnn(options);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""PyTorch side of bench_training (issue 3): the same two models, data shapes and loop, timed alike.
+
+MLP 784-512-512-10 with SGD (lr 0.01, momentum 0.9) and the demo CNN with Adam (lr 1e-3), batch
+128, on synthetic Fashion-MNIST-shaped batches made before the clock starts; `--warmup` untimed
+steps, then `--steps` timed ones. Prints the torch configuration (bench/torch_reference.py's), then
+one `RESULT bench=training side=torch model=...` line per model, in bench_training's format.
+Not a test: nothing is checked against Kiln; bench/vs_torch.py puts the two side by side.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_reference import print_config  # noqa: E402  (the repository's one way to show torch's setup)
+
+DISTINCT_BATCHES = 8  # cycled through by the loop, as in bench_training.cpp
+
+
+def build_mlp():
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def build_cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def synthetic_batches(image_shape, batch, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn((batch, *image_shape), generator=gen), torch.randint(0, 10, (batch,), generator=gen))
+            for _ in range(DISTINCT_BATCHES)]
+
+
+def train(model, optimizer, batches, warmup, steps):
+    """Seconds for `steps` timed steps after `warmup` untimed ones, and the last loss."""
+    loss = None
+
+    def step(i):
+        nonlocal loss
+        x, y = batches[i % DISTINCT_BATCHES]
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step(warmup + i)
+    return time.perf_counter() - start, loss.item()
+
+
+def report(model_name, seconds, loss, args):
+    print(f"RESULT bench=training side=torch model={model_name} samples_per_s={args.steps * args.batch / seconds:.2f} "
+          f"ms_per_step={1e3 * seconds / args.steps:.4f} steps={args.steps} warmup={args.warmup} "
+          f"batch={args.batch} threads={torch.get_num_threads()} loss={loss:.5f}", flush=True)
+    if not math.isfinite(loss):
+        sys.exit(f"training_torch.py: the {model_name} loss is {loss} after {args.warmup + args.steps} steps")
+
+
+def run(model_name, args):
+    torch.manual_seed(0)
+    if model_name == "mlp":
+        model, image_shape, seed = build_mlp(), (784,), 1
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        model, image_shape, seed = build_cnn(), (1, 28, 28), 2
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = synthetic_batches(image_shape, args.batch, seed)
+    seconds, loss = train(model, optimizer, batches, args.warmup, args.steps)
+    report(model_name, seconds, loss, args)
+
+
+def positive(minimum):
+    def parse(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        return value
+    return parse
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("mlp", "cnn", "all"), default="all")
+    parser.add_argument("--steps", type=positive(1), default=50, help="timed steps per model")
+    parser.add_argument("--warmup", type=positive(0), default=5, help="untimed steps before them")
+    parser.add_argument("--batch", type=positive(1), default=128)
+    parser.add_argument("--threads", type=positive(1), default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)  # raises once any inter-op work has started
+    except RuntimeError:
+        pass
+    torch.autograd.set_detect_anomaly(False)
+    print_config(args.threads)
+    for name in ("mlp", "cnn"):
+        if args.model in (name, "all"):
+            run(name, args)
+
+
+if __name__ == "__main__":
+    main()
