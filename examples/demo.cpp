@@ -103,7 +103,12 @@ class FashionMNISTData : public DataModule {
   }
 
  private:
-  static Tensor normalized(const Tensor& images_u8) { return (images_u8.to(DType::f32) / 255.0 - kMean) / kStd; }
+  // In place: out-of-place steps would leave three 188 MB temporaries in the allocator's cache.
+  static Tensor normalized(const Tensor& images_u8) {
+    Tensor x = images_u8.to(DType::f32);
+    x.div_(255.0).sub_(kMean).div_(kStd);
+    return x;
+  }
 
   std::string root_;
   int64_t batch_size_;

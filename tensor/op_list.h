@@ -24,6 +24,9 @@
   X(remainder, BinaryKernel) X(eq, BinaryKernel) X(ne, BinaryKernel) X(lt, BinaryKernel)    \
   X(le, BinaryKernel) X(gt, BinaryKernel) X(ge, BinaryKernel) X(logical_and, BinaryKernel)  \
   X(logical_or, BinaryKernel) X(logical_xor, BinaryKernel) X(where, WhereKernel)            \
+  /* activation backward: (gradient, saved input or output) -> gradient */                 \
+  X(relu_backward, BinaryKernel) X(silu_backward, BinaryKernel)                              \
+  X(gelu_tanh_backward, BinaryKernel) X(gelu_erf_backward, BinaryKernel)                     \
   /* reductions */                                                                         \
   X(sum, ReduceKernel) X(mean, ReduceKernel) X(prod, ReduceKernel) X(amax, ReduceKernel)    \
   X(amin, ReduceKernel) X(var, ReduceKernel) X(norm, ReduceKernel) X(logsumexp, ReduceKernel) \

@@ -1,7 +1,8 @@
 // Elementwise op definitions: checks, broadcasting, type promotion, output allocation, dispatch,
 // and each op's derivative right after its forward. Kernels (kernels/cpu/unary.cpp, binary.cpp) see
 // inputs already expanded to the output shape and converted to one compute dtype. Derivatives are
-// compositions of these same ops (no backward kernels yet); they never reduce broadcasting or cast
+// compositions of these same ops, or one backward kernel for the activations every model runs
+// (relu, gelu, silu; kernels/cpu/activation_backward.cpp). They never reduce broadcasting or cast
 // back: the engine does (Note [One check of every gradient]).
 #include "autograd/ops/elementwise.h"
 
@@ -163,24 +164,13 @@ SavedTensor save_if(bool wanted, const Tensor& t) { return wanted ? SavedTensor(
 // g where the mask holds, 0 elsewhere: one pass, no multiply by a 0/1 tensor.
 Tensor pass_where(const Tensor& mask, const Tensor& g) { return where(mask, g, Scalar(0)); }
 
-constexpr double kSqrt2OverPi = 0.7978845608028654;   // sqrt(2 / pi), gelu's tanh approximation
-constexpr double kInvSqrt2Pi = 0.3989422804014327;    // 1 / sqrt(2 pi), the normal density's scale
 constexpr double kTwoOverSqrtPi = 1.1283791670955126;  // erf'(0)
-constexpr double kGeluCubic = 0.044715;
 
-// d/dx of x * Phi(x) = Phi(x) + x * phi(x).
-Tensor gelu_erf_derivative(const Tensor& x) {
-  const Tensor cdf = (erf(x * M_SQRT1_2) + 1) * 0.5;
-  const Tensor pdf = exp(x * x * -0.5) * kInvSqrt2Pi;
-  return cdf + x * pdf;
-}
-
-// d/dx of 0.5 x (1 + tanh(k (x + c x^3))).
-Tensor gelu_tanh_derivative(const Tensor& x) {
-  const Tensor x2 = x * x;
-  const Tensor t = tanh(x * (x2 * kGeluCubic + 1) * kSqrt2OverPi);
-  const Tensor dinner = (x2 * (3 * kGeluCubic) + 1) * kSqrt2OverPi;
-  return (t + 1) * 0.5 + x * 0.5 * (1 - t * t) * dinner;
+// g times an activation's derivative at the saved tensor, by one backward kernel.
+template <Op op>
+Tensor activation_backward(const Tensor& g, const Tensor& saved, const char* name) {
+  const DType t = result_type(g, saved);
+  return binary<op>(g, saved, name, t, t);
 }
 
 // The gradients of maximum/minimum: the winner takes g, a tie splits it equally (as torch 2.x).
@@ -245,23 +235,28 @@ Tensor sigmoid(const Tensor& x) {
 Tensor relu(const Tensor& x) {
   KILN_CHECK(!x.defined() || x.dtype() != DType::boolean, "relu: not defined for bool tensors");
   return with_derivative<kOutput>("relu", x, unary_same<Op::relu>(x, "relu"),
-                                  [](const Tensor& g, const Tensor&, const Tensor& y) { return pass_where(y > 0, g); });
+                                  [](const Tensor& g, const Tensor&, const Tensor& y) {
+                                    return activation_backward<Op::relu_backward>(g, y, "relu");
+                                  });
 }
 Tensor gelu(const Tensor& x, std::string_view approximate) {
   if (approximate == "none")
     return with_derivative<kInput>(
         "gelu", x, unary_float<Op::gelu_erf>(x, "gelu"),
-        [](const Tensor& g, const Tensor& x, const Tensor&) { return g * gelu_erf_derivative(x); });
+        [](const Tensor& g, const Tensor& x, const Tensor&) {
+          return activation_backward<Op::gelu_erf_backward>(g, x, "gelu");
+        });
   KILN_CHECK(approximate == "tanh", "gelu: approximate must be 'none' or 'tanh', got '", approximate, "'");
   return with_derivative<kInput>(
       "gelu", x, unary_float<Op::gelu_tanh>(x, "gelu"),
-      [](const Tensor& g, const Tensor& x, const Tensor&) { return g * gelu_tanh_derivative(x); });
+      [](const Tensor& g, const Tensor& x, const Tensor&) {
+        return activation_backward<Op::gelu_tanh_backward>(g, x, "gelu");
+      });
 }
 Tensor silu(const Tensor& x) {  // d/dx x s(x) = s (1 + x (1 - s))
   return with_derivative<kInput>("silu", x, unary_float<Op::silu>(x, "silu"),
                                  [](const Tensor& g, const Tensor& x, const Tensor&) {
-                                   const Tensor s = sigmoid(x);
-                                   return g * s * (x * (1 - s) + 1);
+                                   return activation_backward<Op::silu_backward>(g, x, "silu");
                                  });
 }
 // Above the threshold softplus is the identity, and so is its derivative.

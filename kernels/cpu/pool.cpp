@@ -8,6 +8,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/loops.h"
@@ -90,6 +95,52 @@ void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho,
   }
 }
 
+#ifdef __AVX512F__
+// The same for f32, written out in AVX-512: at CNN widths (Wo of 7 or 14) the loop above is
+// mostly its scalar tail. Sixteen outputs per step, even and odd columns split by permutes, and
+// the last step masked, so every width stays vectorised. Flat indices are built in int32 (the
+// caller checks that a plane fits) and widened at the store.
+void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(W));
+  const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    const float* r0 = x + 2 * oh * W;
+    const float* r1 = r0 + W;
+    const int32_t base = static_cast<int32_t>(2 * oh * W);
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const int64_t n = std::min<int64_t>(16, Wo - ow);
+      const __mmask16 lo = low_bits(2 * n), hi = low_bits(2 * n - 16 > 0 ? 2 * n - 16 : 0), out_mask = low_bits(n);
+      const __m512 r0a = _mm512_maskz_loadu_ps(lo, r0 + 2 * ow), r0b = _mm512_maskz_loadu_ps(hi, r0 + 2 * ow + 16);
+      const __m512 r1a = _mm512_maskz_loadu_ps(lo, r1 + 2 * ow), r1b = _mm512_maskz_loadu_ps(hi, r1 + 2 * ow + 16);
+      const __m512 candidates[3] = {_mm512_permutex2var_ps(r0a, odd, r0b), _mm512_permutex2var_ps(r1a, even, r1b),
+                                    _mm512_permutex2var_ps(r1a, odd, r1b)};
+      __m512 best = _mm512_permutex2var_ps(r0a, even, r0b);
+      __m512i offset = _mm512_add_epi32(_mm512_set1_epi32(base + static_cast<int32_t>(2 * ow)),
+                                        _mm512_add_epi32(lane, lane));
+      const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
+      __m512i step = _mm512_setzero_si512();
+      for (int c = 0; c < 3; ++c) {  // a NaN wins, and only a later NaN replaces it (torch's scan order)
+        const __m512 v = candidates[c];
+        const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, take, v);
+        step = _mm512_mask_mov_epi32(step, take, steps[c]);
+      }
+      offset = _mm512_add_epi32(offset, step);
+      _mm512_mask_storeu_ps(out + oh * Wo + ow, out_mask, best);
+      // Zero-masked forms of the widening intrinsics: GCC 12 warns on the plain ones' undefined pass-through.
+      const __m512i first = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0));
+      const __m512i second = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 1));
+      int64_t* io = idx + oh * Wo + ow;
+      _mm512_mask_storeu_epi64(io, static_cast<__mmask8>(out_mask), first);
+      _mm512_mask_storeu_epi64(io + 8, static_cast<__mmask8>(out_mask >> 8), second);
+    }
+  }
+}
+#endif
+
 void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices) {
   if (out.numel() == 0) return;
   const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
@@ -102,6 +153,13 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
     int64_t* pi = static_cast<int64_t*>(indices.data_ptr());
     parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
+#ifdef __AVX512F__
+        if constexpr (std::is_same_v<T, float>)
+          if (two_by_two && H * W <= std::numeric_limits<int32_t>::max()) {
+            max_pool_plane_2x2_f32(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
+            continue;
+          }
+#endif
         if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
         else max_pool_plane<T>(px + k * H * W, H, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p);
       }

@@ -147,6 +147,35 @@ TEST(Derivatives, CompositesNeedNoNodeOfTheirOwn) {
   expect_gradcheck([](const TensorList& in) { return TensorList{kiln::pow(2.5, in[0])}; }, {x}, "pow(scalar, x)");
 }
 
+// The activations' backward kernels: contiguous f32 runs eight double lanes with a ragged tail,
+// strided f32 and f64 run one element at a time; all agree with the f64 derivative (which the
+// op table's gradcheck checks against finite differences) to float rounding.
+TEST(Derivatives, ActivationBackwardKernelsMatchF64) {
+  const Tensor x64 = kt::random_tensor({3, 37}, DType::f64, -6, 6, 11);  // 111 elements: 13 vectors + 7
+  const Tensor g64 = kt::random_tensor({3, 37}, DType::f64, -1, 1, 12);
+  using Act = Tensor (*)(const Tensor&);
+  const std::pair<const char*, Act> acts[] = {
+      {"relu", [](const Tensor& t) { return t.relu(); }},
+      {"silu", [](const Tensor& t) { return silu(t); }},
+      {"gelu", [](const Tensor& t) { return gelu(t, "none"); }},
+      {"gelu tanh", [](const Tensor& t) { return gelu(t, "tanh"); }},
+  };
+  for (const auto& [name, act] : acts) {
+    const Tensor x = x64.detach().requires_grad_();
+    const Tensor want = autograd::grad({act(x)}, {x}, {.grad_outputs = {g64}})[0];
+    const Tensor xf = x64.to(DType::f32).requires_grad_();
+    const Tensor gf = g64.to(DType::f32);
+    const Tensor got = autograd::grad({act(xf)}, {xf}, {.grad_outputs = {gf}})[0];
+    kt::expect_close(got, kt::values(want), 2e-6, 1e-6, std::string(name) + " contiguous f32");
+    const Tensor xt = x64.to(DType::f32).t().contiguous().t().requires_grad_();  // strided
+    const Tensor strided = autograd::grad({act(xt)}, {xt}, {.grad_outputs = {gf}})[0];
+    kt::expect_close(strided, kt::values(got), 0, 0, std::string(name) + " strided f32 equals contiguous");
+  }
+  // torch's threshold_backward: a NaN output passes its gradient through.
+  const Tensor n = leaf({std::nan(""), -1, 1});
+  kt::expect_close(autograd::grad({n.relu().sum()}, {n})[0], {1, 0, 1}, 0, 0, "relu at NaN");
+}
+
 // torch's conventions at the points where a derivative is not unique, by hand.
 TEST(Derivatives, ConventionsAtKinks) {
   auto grad_of = [](const Tensor& x, const Tensor& y) { return autograd::grad({y.sum()}, {x})[0]; };

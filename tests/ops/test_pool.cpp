@@ -74,6 +74,9 @@ const std::vector<PoolCase> kCases = {
     {{2, 3, 8, 8}, 2, 2, 0, 1, false},      {{1, 2, 7, 6}, 3, 2, 1, 1, true},
     {{2, 2, 7, 6}, 3, 2, 1, 1, true, false}, {{1, 2, 6, 7}, 2, 1, 1, 2, true},
     {{1, 1, 5, 5}, 3, 1, 1, 1, false},      {{2, 2, 9, 9}, 2, 2, 0, 1, false},
+    // 2x2 windows over widths that fill 16 vector lanes and leave ragged tails (Wo 14, 17, 33)
+    {{2, 3, 28, 28}, 2, 2, 0, 1, false},    {{1, 2, 6, 34}, 2, 2, 0, 1, false},
+    {{1, 1, 5, 67}, 2, 2, 0, 1, false},
 };
 
 std::string name_of(const PoolCase& c) {
