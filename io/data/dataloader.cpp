@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -13,6 +14,8 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+
+#include "tensor/pinned.h"
 
 namespace kiln::data {
 
@@ -101,13 +104,15 @@ class EpochPass {
   std::optional<Batch> produce(int64_t b);  // nullopt: there is no batch b (the stream ended)
   std::optional<Batch> produce_indexed(int64_t b);
   std::optional<Batch> produce_from_stream(int64_t b);
-  Batch collate(std::vector<Example>& examples, int64_t b);
+  Batch collate(std::vector<Example>& examples, int64_t b);  // and pins it when the loader pins
+  void pin(Batch& batch, int64_t b) const;
   void worker_loop();
   void stop_workers();
 
   const Dataset* dataset_;
   IterableDataset* stream_;
   const CollateFn& collate_;
+  const bool pin_batches_;
   const int64_t batch_size_;
   const bool drop_last_;
   const int64_t epoch_;
@@ -128,6 +133,7 @@ struct DataLoader::Impl {
   std::shared_ptr<const Dataset> dataset;
   std::shared_ptr<IterableDataset> stream;
   DataLoaderOptions options;
+  bool pin_batches = false;          // options.pin_memory, and pinning is available
   std::shared_ptr<Sampler> sampler;  // indexable data sets only
   int64_t epoch = 0, consumed = 0;
   bool pass_started = false;  // a pass of `epoch` has begun (so the next begin() moves on)
@@ -162,6 +168,7 @@ EpochPass::EpochPass(const DataLoader::Impl& loader, int64_t epoch, int64_t firs
     : dataset_(loader.dataset.get()),
       stream_(loader.stream.get()),
       collate_(loader.options.collate),
+      pin_batches_(loader.pin_batches),
       batch_size_(loader.options.batch_size),
       drop_last_(loader.options.drop_last),
       epoch_(epoch),
@@ -236,8 +243,9 @@ std::optional<Batch> EpochPass::produce_from_stream(int64_t b) {
 }
 
 Batch EpochPass::collate(std::vector<Example>& examples, int64_t b) {
+  Batch batch;
   try {
-    return collate_ ? collate_(examples) : default_collate(examples);
+    batch = collate_ ? collate_(examples) : default_collate(examples);
   } catch (...) {
     std::ostringstream samples;
     if (!stream_) {
@@ -247,6 +255,21 @@ Batch EpochPass::collate(std::vector<Example>& examples, int64_t b) {
     }
     detail::throw_error("DataLoader: collating batch ", b, " of epoch ", epoch_, samples.str(),
                         " failed: ", describe(std::current_exception()));
+  }
+  if (pin_batches_) pin(batch, b);
+  return batch;
+}
+
+void EpochPass::pin(Batch& batch, int64_t b) const {
+  for (size_t k = 0; k < batch.fields.size(); ++k) {
+    Tensor& field = batch.fields[k];
+    if (!field.defined()) continue;
+    try {
+      field = pin_memory(field);
+    } catch (...) {
+      detail::throw_error("DataLoader: pinning field ", k, " of batch ", b, " of epoch ", epoch_,
+                          " failed: ", describe(std::current_exception()));
+    }
   }
 }
 
@@ -345,6 +368,19 @@ void check_options(const DataLoaderOptions& o) {
              "decides the order; a DistributedSampler shuffles with its own shuffle option)");
 }
 
+// Whether a loader asked for pin_memory gets it. Without pinning, training goes on with ordinary
+// batches after one warning per process (the text torch gives in the same case).
+bool resolve_pin_memory(const DataLoaderOptions& o) {
+  if (!o.pin_memory) return false;
+  if (pinned_memory_available()) return true;
+  static std::once_flag warned;
+  std::call_once(warned, [] {
+    std::fprintf(stderr, "warning: DataLoader: 'pin_memory' argument is set as true but no accelerator is found, "
+                         "then device pinned memory won't be used\n");
+  });
+  return false;
+}
+
 }  // namespace
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions options)
@@ -352,6 +388,7 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
   KILN_CHECK(dataset != nullptr, "DataLoader: the data set is null");
   check_options(options);
   impl_->dataset = std::move(dataset);
+  impl_->pin_batches = resolve_pin_memory(options);
   impl_->options = std::move(options);
   impl_->sampler = impl_->options.sampler;
   if (!impl_->sampler) {
@@ -368,6 +405,7 @@ DataLoader::DataLoader(std::shared_ptr<IterableDataset> stream, DataLoaderOption
   KILN_CHECK(!options.shuffle && !options.sampler, "DataLoader: an IterableDataset is read in stream order; it ",
              "takes neither shuffle nor a sampler (shuffle inside the stream instead)");
   impl_->stream = std::move(stream);
+  impl_->pin_batches = resolve_pin_memory(options);
   impl_->options = std::move(options);
 }
 

@@ -35,8 +35,11 @@ struct DataLoaderOptions {
   int prefetch_factor = 2;     // batches made ahead per worker (ignored when num_workers is 0)
   std::shared_ptr<Sampler> sampler;  // replaces shuffle and seed (e.g. a DistributedSampler)
   CollateFn collate;           // default_collate when empty
-  // Accepted for PyTorch parity. Kiln has no page-locked host allocator yet, so this changes
-  // nothing, with or without CUDA; batches are ordinary host memory.
+  // Copy each batch's tensors into pinned host memory (tensor/pinned.h), so that moving them to a
+  // GPU is a direct DMA. The copy is made where the batch is made: on a worker thread when
+  // num_workers > 0 (overlapping the training step), else on the caller's thread. When pinning is
+  // unavailable (no CUDA build, driver or GPU) the loader warns once per process on stderr and hands
+  // out ordinary batches, so a CPU-only machine trains unchanged. Values never change either way.
   bool pin_memory = false;
 };
 
