@@ -49,7 +49,6 @@ TEST(Cuda, AllocatorCountsBytes) {
 
 // ---- Pinned host memory (tensor/pinned.h); the CPU-only side is in tests/io/test_pinned.cpp.
 
-
 TEST(CudaPinned, PinMemoryCopiesIntoPageLockedMemory) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA tests skipped";
   ASSERT_TRUE(pinned_memory_available());
