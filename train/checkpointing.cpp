@@ -2,6 +2,7 @@
 // Tensors: `state_dict.<name>` (the module) and `optimizer_states.<i>.<name>`. Metadata: loop
 // progress, scheduler/callback/loader/precision states, logged-metric accumulators, RNG state,
 // hyperparameters and the Kiln version. See docs/checkpoint-format.md for the file itself.
+#include <cstdio>
 #include <filesystem>
 
 #include "io/checkpoint/reader.h"
@@ -73,6 +74,7 @@ State Trainer::make_checkpoint() {
   meta["precision"] = {{"name", plan_.precision->name()}, {"state", plan_.precision->state_dict()}};
   meta["rng"] = {{"cpu", generator_state(default_generator())}};
   meta["elapsed_seconds"] = elapsed_seconds();
+  meta["num_threads"] = fit_threads_;  // Note [Deterministic runs]
   module_->on_save_checkpoint(ckpt);
   each_callback([&](Callback& cb) { cb.on_save_checkpoint(*this, *module_, ckpt); });
   return ckpt;
@@ -169,6 +171,12 @@ void Trainer::restore_checkpoint(const std::string& path) {
   const Json& rng = meta.at("rng").at("cpu");
   default_generator().set_state({rng.at("seed").get<uint64_t>(), rng.at("offset").get<uint64_t>()});
   restored_elapsed_ = meta.value("elapsed_seconds", 0.0);
+  const int saved_threads = meta.value("num_threads", fit_threads_);
+  if (config_.deterministic && saved_threads != fit_threads_)
+    std::fprintf(stderr, "warning: Trainer(deterministic = true): checkpoint %s was written by a run with %d threads, "
+                         "this one has %d; matmul and convolution results depend on the thread count, so the resumed "
+                         "run will not be bitwise equal to an uninterrupted one (kiln::set_num_threads(%d) would)\n",
+                 path.c_str(), saved_threads, fit_threads_, saved_threads);
   restored_ = true;
   module_->on_load_checkpoint(ckpt);
   each_callback([&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });

@@ -1,6 +1,6 @@
 // The Trainer's settings: one aggregate with Lightning's names and defaults, written with
-// designated initializers (`Trainer({.max_epochs = 5, .precision = "32-true"})`). resolve()
-// (trainer_config.cpp) checks it once and turns "auto" and fractions into concrete choices.
+// designated initializers (`Trainer({.max_epochs = 5, .precision = "32-true"})`). resolve_plan()
+// (plan.cpp) checks it once and turns "auto" and fractions into concrete choices.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,7 @@ struct TrainerConfig {
   // ---- how long
   std::optional<int64_t> max_epochs;       // unset: 1000 unless max_steps is set (Lightning)
   std::optional<int64_t> min_epochs;
-  int64_t max_steps = -1;                  // optimizer steps; -1: no limit
+  int64_t max_steps = -1;                  // global steps (optimizer steps, also under manual optimization); -1: no limit
   std::optional<int64_t> min_steps;
   std::optional<double> max_time_seconds;  // Lightning's max_time, in seconds
   // ---- hardware and numerics
@@ -43,7 +43,7 @@ struct TrainerConfig {
   BatchLimit limit_val_batches = 1.0;
   BatchLimit limit_test_batches = 1.0;
   BatchLimit limit_predict_batches = 1.0;
-  BatchLimit overfit_batches = 0.0;        // > 0: train and validate on these first batches
+  BatchLimit overfit_batches = 0.0;        // > 0: replaces limit_train/val_batches; the same train batches every epoch
   int64_t fast_dev_run = 0;                // N > 0: N batches of train/val/test, no checkpoints or logs
   // ---- outputs
   int64_t log_every_n_steps = 50;
@@ -55,7 +55,7 @@ struct TrainerConfig {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string default_root_dir = ".";
   // ---- reproducibility and debugging
-  bool deterministic = false;              // bitwise-identical runs (fixed thread count, ordered reductions)
+  bool deterministic = false;              // bitwise-identical runs: the thread count must not change (Note [Deterministic runs])
   bool detect_anomaly = false;
   bool handle_signals = true;              // SIGTERM/SIGUSR1: checkpoint and exit; SIGINT: stop gracefully
 };

@@ -8,14 +8,17 @@ namespace kiln {
 void Trainer::validation_loop(int64_t max_batches, bool sanity) {
   TrainModule& module = *module_;
   const TrainerStage outer = stage_;
+  // Lightning resets every logged value before and after the sanity check: its metrics are seen by
+  // on_sanity_check_end only, never by the progress bar, callback_metrics or monitors of training.
   if (sanity) {
     stage_ = TrainerStage::sanity_checking;
+    metrics_ = {};
     each_callback([&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
   }
   evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
   if (sanity) {
     each_callback([&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
-    metrics_.clear_scope(LogScope::validation);
+    metrics_ = {};
   }
   stage_ = outer;
   module.train();
@@ -51,12 +54,16 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
       current_batch_size_ = batch_size_of(batch.fields);
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
+        module.on_test_batch_start(batch, idx);
         module.test_step(batch, idx);
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
+        module.on_test_batch_end(batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
+        module.on_validation_batch_start(batch, idx);
         module.validation_step(batch, idx);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
+        module.on_validation_batch_end(batch, idx);
       }
       if (++idx >= max_batches) break;
     }
@@ -69,7 +76,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
     module.on_validation_epoch_end();
   }
   std::map<std::string, double> epoch_metrics = metrics_.end_epoch(log_scope_);
-  if (stage_ != TrainerStage::sanity_checking) send_to_loggers(epoch_metrics, std::max<int64_t>(global_step() - 1, 0));
+  send_to_loggers(epoch_metrics, logging_step());
   if (testing) {
     each_callback([&](Callback& cb) { cb.on_test_end(*this, module); });
     module.on_test_end();

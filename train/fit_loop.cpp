@@ -15,14 +15,26 @@ bool is_monitoring(const Callback& cb) { return cb.name() == "ModelCheckpoint" |
 
 }  // namespace
 
+// Note [Global step under manual optimization]
+// Lightning's global_step counts optimizer steps. Under automatic optimization that is one per
+// accumulation window; under manual optimization it is every TrainOptimizer::step() call, so a
+// GAN stepping two optimizers per batch makes two global steps per batch. max_steps, min_steps,
+// ModelCheckpoint's every_n_train_steps and step-interval schedulers follow global_step. Logged
+// step metrics follow another count, batches_that_stepped (Trainer::logging_step): batches that
+// ended an accumulation window, which under manual optimization is every batch. Both counts are
+// saved in checkpoints, so a resumed run continues both.
+
+bool Trainer::can_stop_early() const {
+  return current_epoch() >= config_.min_epochs.value_or(0) && global_step() >= config_.min_steps.value_or(0);
+}
+
 bool Trainer::fit_done() const {
   const int64_t epochs_done = progress_.epochs.current.completed;
   const bool max_steps_reached = config_.max_steps >= 0 && global_step() >= config_.max_steps;
   const bool max_epochs_reached = plan_.max_epochs >= 0 && epochs_done >= plan_.max_epochs;
   const bool time_up = config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds;
   if (max_steps_reached || max_epochs_reached || time_up) return true;
-  const bool min_met = epochs_done >= config_.min_epochs.value_or(0) && global_step() >= config_.min_steps.value_or(0);
-  return should_stop && min_met;
+  return should_stop && can_stop_early();
 }
 
 void Trainer::fit_loop() {
@@ -43,7 +55,8 @@ void Trainer::train_epoch() {
     progress_.train_batches.reset_current();
   }
   const bool epoch_end_pending = progress_.epochs.total.processed > progress_.epochs.total.completed;
-  train_loader_->set_epoch(current_epoch());
+  // overfit_batches replays the same first batches every epoch (see setup_fit_data).
+  train_loader_->set_epoch(overfitting() ? 0 : current_epoch());
   module.train();
 
   if (!epoch_end_pending) {
@@ -54,7 +67,9 @@ void Trainer::train_epoch() {
     int64_t batch_idx = progress_.train_batches.current.processed;
     if (batch_idx < num_train_batches_) {
       for (data::Batch& raw : *train_loader_) {
+        check_thread_count();
         progress_.train_batches.ready();
+        batch_stepped_ = false;
         const bool keep_going = train_batch(raw, batch_idx);
         ++batch_idx;
         const bool last = batch_idx >= num_train_batches_;
@@ -63,6 +78,7 @@ void Trainer::train_epoch() {
           if (should_validate_after_batch(batch_idx - 1, last)) validation_loop(num_val_batches_, false);
           check_signals();
         }
+        batch_stepped_ = false;
         if (!keep_going || last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
             (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done()))
           break;
@@ -70,14 +86,17 @@ void Trainer::train_epoch() {
     }
     // An epoch cut short by an accumulation window still steps on what it accumulated (Lightning).
     if (module.automatic_optimization && progress_.micro_batches_in_window > 0) optimizer_step(batch_idx - 1);
+    batch_stepped_ = false;
     progress_.epochs.processed();
 
-    send_to_loggers(metrics_.end_epoch(LogScope::training_step), std::max<int64_t>(global_step() - 1, 0));
+    // Lightning logs epoch-end values at the step of the epoch's last batch.
+    const int64_t epoch_end_step = std::max<int64_t>(progress_.batches_that_stepped - 1, 0);
+    send_to_loggers(metrics_.end_epoch(LogScope::training_step), epoch_end_step);
     for (auto& cb : callbacks_)
       if (!is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
     log_scope_ = LogScope::training_epoch_end;
     module.on_train_epoch_end();
-    send_to_loggers(metrics_.end_epoch(LogScope::training_epoch_end), std::max<int64_t>(global_step() - 1, 0));
+    send_to_loggers(metrics_.end_epoch(LogScope::training_epoch_end), epoch_end_step);
     for (auto& cb : callbacks_)
       if (is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
   }
@@ -96,11 +115,15 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   progress_.train_batches.started();
 
   StepOutput out = module.training_step(batch, batch_idx);
-  if (module.automatic_optimization && out.loss.defined()) {
-    const Tensor& loss = out.loss;
-    KILN_CHECK(loss.numel() == 1, "training_step must return a scalar loss, got shape ", loss.shape());
-    KILN_CHECK(loss.requires_grad(), "training_step returned a loss that does not require grad (was it computed under "
-               "NoGradGuard, or detached?)");
+  if (module.automatic_optimization) {
+    // A window of accumulate_grad_batches batches ends in one optimizer step, as in Lightning, even
+    // when training_step returned no loss for some of them (those add no gradient).
+    const bool has_loss = out.loss.defined();
+    if (has_loss) {
+      KILN_CHECK(out.loss.numel() == 1, "training_step must return a scalar loss, got shape ", out.loss.shape());
+      KILN_CHECK(out.loss.requires_grad(), "training_step returned a loss that does not require grad (was it computed "
+                 "under NoGradGuard, or detached?)");
+    }
     if (progress_.micro_batches_in_window == 0) {
       for (auto& oc : optimizers_) {
         each_callback([&](Callback& cb) { cb.on_before_zero_grad(*this, module, *oc.optimizer); });
@@ -109,19 +132,21 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
       }
     }
     const int64_t accumulate = config_.accumulate_grad_batches;
-    const Tensor scaled = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
-    each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
-    module.on_before_backward(scaled);
-    plan_.precision->backward(scaled);
-    each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
-    module.on_after_backward();
+    if (has_loss) {
+      const Tensor scaled = accumulate > 1 ? out.loss / static_cast<double>(accumulate) : out.loss;
+      each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
+      module.on_before_backward(scaled);
+      plan_.precision->backward(scaled);
+      each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
+      module.on_after_backward();
+    }
     ++progress_.micro_batches_in_window;
     const bool last = batch_idx + 1 >= num_train_batches_;
     if (progress_.micro_batches_in_window >= accumulate || last) optimizer_step(batch_idx);
-  } else if (!module.automatic_optimization) {
-    // Manual optimization: one global step per batch (Kiln counts batches, not optimizer.step() calls).
-    ++progress_.optimizer_steps;
-    step_schedulers("step");
+  } else {
+    // training_step stepped its optimizers itself (Note [Global step under manual optimization]).
+    ++progress_.batches_that_stepped;
+    batch_stepped_ = true;
   }
   progress_.train_batches.processed();
   each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, batch, batch_idx); });
@@ -146,11 +171,25 @@ void Trainer::optimizer_step(int64_t batch_idx) {
     plan_.precision->optimizer_step(opt);
   }
   ++progress_.optimizer_steps;
+  ++progress_.batches_that_stepped;
+  batch_stepped_ = true;
   progress_.micro_batches_in_window = 0;
   step_schedulers("step");
 }
 
+void Trainer::manual_optimizer_step(optim::Optimizer& optimizer) {
+  KILN_CHECK(module_ && stage_ == TrainerStage::fitting, "optimizer.step(): only while trainer.fit() runs");
+  KILN_CHECK(!module_->automatic_optimization, "optimizer.step(): the Trainer steps the optimizer itself under "
+             "automatic optimization; set automatic_optimization = false to step it in training_step");
+  plan_.strategy->reduce_gradients(*module_);
+  each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
+  module_->on_before_optimizer_step(optimizer);
+  plan_.precision->optimizer_step(optimizer);
+  ++progress_.optimizer_steps;
+}
+
 void Trainer::step_schedulers(const std::string& interval) {
+  if (!module_->automatic_optimization) return;  // Lightning: manual optimization steps its own schedulers
   const int64_t count = interval == "step" ? global_step() : current_epoch() + 1;
   for (auto& oc : optimizers_) {
     for (auto& sc : oc.schedulers) {
@@ -183,14 +222,20 @@ void Trainer::step_schedulers(const std::string& interval) {
 bool Trainer::should_validate_after_batch(int64_t batch_idx, bool last_batch) const {
   if (!val_loader_ || num_val_batches_ == 0) return false;
   if (config_.check_val_every_n_epoch && (current_epoch() + 1) % *config_.check_val_every_n_epoch != 0) return false;
-  int64_t every;
-  if (const int64_t* n = std::get_if<int64_t>(&config_.val_check_interval)) every = *n;
-  else every = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_train_batches_) *
-                                                         std::get<double>(config_.val_check_interval)));
-  const bool at_interval = (batch_idx + 1) % every == 0;
+  // A stop requested by the module or a callback validates once more before the run ends (Lightning).
+  if (should_stop && can_stop_early()) return true;
   const bool whole_epoch = std::holds_alternative<double>(config_.val_check_interval) &&
                            std::get<double>(config_.val_check_interval) == 1.0;
-  return whole_epoch ? last_batch : at_interval;
+  if (whole_epoch) return last_batch;
+  // Without check_val_every_n_epoch, an interval of N batches counts across epochs (Lightning).
+  const int64_t iteration = config_.check_val_every_n_epoch ? batch_idx : progress_.train_batches.total.ready - 1;
+  return (iteration + 1) % val_check_batches() == 0;
+}
+
+int64_t Trainer::val_check_batches() const {
+  if (const int64_t* n = std::get_if<int64_t>(&config_.val_check_interval)) return *n;
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(num_train_batches_) *
+                                                   std::get<double>(config_.val_check_interval)));
 }
 
 }  // namespace kiln

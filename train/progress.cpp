@@ -36,6 +36,7 @@ Json FitProgress::state_dict() const {
   return {{"epochs", epochs.state_dict()},
           {"train_batches", train_batches.state_dict()},
           {"optimizer_steps", optimizer_steps},
+          {"batches_that_stepped", batches_that_stepped},
           {"micro_batches_in_window", micro_batches_in_window}};
 }
 
@@ -44,6 +45,8 @@ void FitProgress::load_state_dict(const Json& j) {
   epochs.load_state_dict(j.at("epochs"), "epochs");
   train_batches.load_state_dict(j.at("train_batches"), "train_batches");
   optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+  // Checkpoints written before this counter existed: it equalled optimizer_steps then.
+  batches_that_stepped = j.value("batches_that_stepped", optimizer_steps);
   micro_batches_in_window = j.at("micro_batches_in_window").get<int64_t>();
 }
 

@@ -42,7 +42,8 @@ struct FitProgress {
   Progress epochs;          // training epochs
   Progress train_batches;   // current: within the epoch
   int64_t optimizer_steps = 0;  // global_step
-  int64_t micro_batches_in_window = 0;  // backward passes since the last optimizer step (accumulation)
+  int64_t batches_that_stepped = 0;  // the step of logged metrics (see Trainer::logging_step)
+  int64_t micro_batches_in_window = 0;  // batches since the last optimizer step (accumulation)
 
   Json state_dict() const;
   void load_state_dict(const Json& j);

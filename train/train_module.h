@@ -47,6 +47,23 @@ struct OptimizerConfig {
   std::vector<SchedulerConfig> schedulers;
 };
 
+// An optimizer as a TrainModule steps it under manual optimization (Lightning's LightningOptimizer).
+// step() runs the on_before_optimizer_step hooks and the precision's step, and counts one global
+// step: see Note [Global step under manual optimization] (fit_loop.cpp).
+class TrainOptimizer {
+ public:
+  TrainOptimizer(Trainer& trainer, std::shared_ptr<optim::Optimizer> optimizer)
+      : trainer_(&trainer), optimizer_(std::move(optimizer)) {}
+  void step();
+  void zero_grad(bool set_to_none = true) { optimizer_->zero_grad(set_to_none); }
+  std::vector<optim::ParamGroup>& param_groups() { return optimizer_->param_groups(); }
+  optim::Optimizer& optimizer() const { return *optimizer_; }
+
+ private:
+  Trainer* trainer_;
+  std::shared_ptr<optim::Optimizer> optimizer_;
+};
+
 class TrainModule : public nn::Module {
  public:
   explicit TrainModule(std::string type_name = "TrainModule") : nn::Module(std::move(type_name)) {}
@@ -79,10 +96,18 @@ class TrainModule : public nn::Module {
   virtual void on_validation_end() {}
   virtual void on_validation_epoch_start() {}
   virtual void on_validation_epoch_end() {}
+  virtual void on_validation_batch_start(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_validation_batch_end(const data::Batch& batch, int64_t batch_idx) {}
   virtual void on_test_start() {}
   virtual void on_test_end() {}
   virtual void on_test_epoch_start() {}
   virtual void on_test_epoch_end() {}
+  virtual void on_test_batch_start(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_test_batch_end(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_predict_start() {}
+  virtual void on_predict_end() {}
+  virtual void on_predict_batch_start(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_predict_batch_end(const Tensor& prediction, const data::Batch& batch, int64_t batch_idx) {}
   virtual void on_save_checkpoint(State& checkpoint) {}
   virtual void on_load_checkpoint(const State& checkpoint) {}
 
@@ -94,9 +119,10 @@ class TrainModule : public nn::Module {
   void save_hyperparameters(Json hparams) { hparams_ = std::move(hparams); }
   const Json& hparams() const { return hparams_; }
 
-  // ---- manual optimization (automatic_optimization = false)
+  // ---- manual optimization (automatic_optimization = false): training_step calls zero_grad,
+  // manual_backward and step itself; the Trainer neither clips, accumulates nor steps schedulers.
   bool automatic_optimization = true;
-  std::vector<std::shared_ptr<optim::Optimizer>> optimizers() const;
+  std::vector<TrainOptimizer> optimizers() const;
   std::vector<std::shared_ptr<optim::LRScheduler>> lr_schedulers() const;
   void manual_backward(const Tensor& loss);
 

@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
 #include "autograd/grad_mode.h"
+#include "tensor/parallel.h"
 #include "train/callbacks/defaults.h"
 #include "train/loggers/csv_logger.h"
 
@@ -44,9 +46,26 @@ namespace {
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// `loader` names the loader ("train", "val", ...) in Lightning's message for a fraction below one batch.
+int64_t apply_limit(const BatchLimit& limit, int64_t available, const char* loader) {
+  if (const auto* n = std::get_if<int64_t>(&limit)) return std::min(available, *n);
+  const double fraction = std::get<double>(limit);
+  const auto batches = static_cast<int64_t>(static_cast<double>(available) * fraction);
+  KILN_CHECK(batches > 0 || fraction == 0 || available == 0, "Trainer: limit_", loader, "_batches = ", fraction,
+             " of the ", loader, " loader's ", available, " batches is less than one batch; use at least ",
+             1.0 / static_cast<double>(available), " (or an integer number of batches)");
+  return batches;
+}
 }  // namespace
 
 Trainer::Trainer(TrainerConfig config) : config_(std::move(config)), plan_(resolve_plan(config_)) {
+  if (config_.fast_dev_run > 0) {  // what Lightning's fast_dev_run also sets
+    config_.val_check_interval = 1.0;
+    config_.check_val_every_n_epoch = 1;
+    config_.num_sanity_val_steps = 0;
+    config_.max_steps = config_.fast_dev_run;
+  }
   callbacks_ = default_callbacks(config_, config_.callbacks);
   const bool want_loggers = config_.logger.value_or(true) && config_.fast_dev_run == 0;
   if (want_loggers) {
@@ -64,10 +83,48 @@ std::string Trainer::log_dir() const { return loggers_.empty() ? config_.default
 
 double Trainer::elapsed_seconds() const { return restored_elapsed_ + (start_time_ > 0 ? now_seconds() - start_time_ : 0); }
 
-int64_t Trainer::limit_batches(const BatchLimit& limit, int64_t available) const {
+int64_t Trainer::limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const {
   if (config_.fast_dev_run > 0) return std::min(available, config_.fast_dev_run);
-  if (const auto* n = std::get_if<int64_t>(&limit)) return std::min(available, *n);
-  return static_cast<int64_t>(static_cast<double>(available) * std::get<double>(limit));
+  return apply_limit(limit, available, loader);
+}
+
+bool Trainer::overfitting() const {
+  if (const auto* n = std::get_if<int64_t>(&config_.overfit_batches)) return *n > 0;
+  return std::get<double>(config_.overfit_batches) > 0;
+}
+
+// Lightning 2.x: overfit_batches replaces limit_train_batches and limit_val_batches (even under
+// fast_dev_run); validation still reads the validation loader.
+int64_t Trainer::train_batch_limit(int64_t available) const {
+  return overfitting() ? apply_limit(config_.overfit_batches, available, "train")
+                       : limit_batches(config_.limit_train_batches, available, "train");
+}
+int64_t Trainer::val_batch_limit(int64_t available) const {
+  return overfitting() ? apply_limit(config_.overfit_batches, available, "val")
+                       : limit_batches(config_.limit_val_batches, available, "val");
+}
+
+// Note [Deterministic runs]: Kiln's own kernels give the same bits whatever the thread count
+// (fixed chunking, counter-based random streams, ordered reductions), and the DataLoader gives the
+// same batches whatever num_workers. oneDNN (f32 matmul, convolution, pooling) is deterministic only
+// for a fixed thread count, so deterministic = true records the count at fit start, refuses a change
+// during fit, and warns when a checkpoint was written with another count or OMP_DYNAMIC may vary it.
+// Seeding stays the user's job (seed_everything), as in Lightning.
+void Trainer::record_thread_count() {
+  fit_threads_ = get_num_threads();
+  if (!config_.deterministic) return;
+  const std::string dynamic = std::getenv("OMP_DYNAMIC") ? std::getenv("OMP_DYNAMIC") : "";
+  if (!dynamic.empty() && dynamic != "false" && dynamic != "FALSE" && dynamic != "0")
+    std::fprintf(stderr, "warning: Trainer(deterministic = true): OMP_DYNAMIC=%s lets OpenMP change the thread count "
+                         "between calls, which changes matmul and convolution results; unset it\n", dynamic.c_str());
+}
+
+void Trainer::check_thread_count() const {
+  if (!config_.deterministic) return;
+  const int now = get_num_threads();
+  KILN_CHECK(now == fit_threads_, "Trainer(deterministic = true): the thread count changed from ", fit_threads_, " to ",
+             now, " during fit; matmul and convolution results depend on it, so the run would not be bitwise "
+             "reproducible. Call kiln::set_num_threads() before fit(), not during it");
 }
 
 void Trainer::attach(TrainModule& module) {
@@ -102,9 +159,10 @@ void Trainer::send_to_loggers(const std::map<std::string, double>& metrics, int6
 void Trainer::log_step_metrics() {
   std::map<std::string, double> step_metrics = metrics_.take_step_logger_metrics();
   const int64_t n = config_.log_every_n_steps;
-  // Lightning logs on every n-th optimizer step (batches that stepped), counting from the first.
-  if (n > 0 && global_step() % n == 0 && progress_.micro_batches_in_window == 0)
-    send_to_loggers(step_metrics, std::max<int64_t>(global_step() - 1, 0));
+  // Lightning: a batch that ended an accumulation window (every batch under manual optimization)
+  // logs when its step is the n-th counting from 1, or once a stop was requested.
+  const int64_t step = logging_step();
+  if (batch_stepped_ && n > 0 && ((step + 1) % n == 0 || should_stop)) send_to_loggers(step_metrics, step);
 }
 
 void Trainer::manual_backward(const Tensor& loss) {
@@ -159,6 +217,31 @@ void Trainer::fit(TrainModule& module, const Loaders& loaders, const std::string
   run_fit(module, nullptr, loaders, ckpt_path);
 }
 
+// The batch counts of a fit, after Lightning's rules for the limits, overfit_batches and val_check_interval.
+void Trainer::setup_fit_data() {
+  KILN_CHECK(train_loader_, "fit: no training data: pass Loaders{.train = ...} or a DataModule whose "
+             "train_dataloader() returns a loader");
+  KILN_CHECK(train_loader_->size() >= 0, "fit: the training loader has no length (an IterableDataset); "
+             "Kiln's Trainer needs a sized loader for now");
+  num_train_batches_ = train_batch_limit(train_loader_->size());
+  num_val_batches_ = val_loader_ ? val_batch_limit(val_loader_->size()) : 0;
+  // Lightning turns the train loader's shuffling off when overfitting. A DataLoader cannot be rebuilt
+  // over its data set here, so Kiln pins it to its first epoch's order instead (train_epoch): every
+  // epoch sees the same batches, which is what overfitting needs, though not the data set's first ones.
+  const data::DataLoaderOptions& options = train_loader_->options();
+  const bool sequential = options.sampler ? dynamic_cast<const data::SequentialSampler*>(options.sampler.get()) != nullptr
+                                          : !options.shuffle;
+  if (overfitting() && !sequential)
+    std::fprintf(stderr, "warning: Trainer: you requested to overfit but enabled train dataloader shuffling; every "
+                         "epoch replays the first epoch's order, so training sees the same %lld batches each epoch\n",
+                 static_cast<long long>(num_train_batches_));
+  if (const int64_t* every = std::get_if<int64_t>(&config_.val_check_interval))
+    KILN_CHECK(!config_.check_val_every_n_epoch || num_val_batches_ == 0 || *every <= num_train_batches_,
+               "fit: val_check_interval (", *every, ") must be less than or equal to the number of training batches (",
+               num_train_batches_, "). To disable validation set limit_val_batches = 0; to validate every ", *every,
+               " batches across epochs, unset check_val_every_n_epoch");
+}
+
 void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path) {
   attach(module);
   datamodule_ = data;
@@ -168,26 +251,26 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
   if (config_.handle_signals) signals_ = std::make_unique<SignalState>();
   std::optional<autograd::DetectAnomalyGuard> anomaly;
   if (config_.detect_anomaly) anomaly.emplace(true);
+  record_thread_count();
   try {
-    if (data) data->prepare_data();
+    if (data) {
+      data->prepare_data();
+      data->setup("fit");
+    }
     each_callback([&](Callback& cb) { cb.setup(*this, module, "fit"); });
-    if (data) data->setup("fit");
     module.setup("fit");
     train_loader_ = data ? data->train_dataloader() : loaders.train;
     val_loader_ = data ? data->val_dataloader() : loaders.val;
-    KILN_CHECK(train_loader_, "fit: no training data: pass Loaders{.train = ...} or a DataModule whose "
-               "train_dataloader() returns a loader");
-    KILN_CHECK(train_loader_->size() >= 0, "fit: the training loader has no length (an IterableDataset); "
-               "Kiln's Trainer needs a sized loader for now");
-    num_train_batches_ = limit_batches(config_.limit_train_batches, train_loader_->size());
-    if (const double* f = std::get_if<double>(&config_.overfit_batches); f && *f > 0)
-      num_train_batches_ = static_cast<int64_t>(*f * static_cast<double>(train_loader_->size()));
-    if (const int64_t* n = std::get_if<int64_t>(&config_.overfit_batches); n && *n > 0)
-      num_train_batches_ = std::min(*n, train_loader_->size());
-    num_val_batches_ = val_loader_ ? limit_batches(config_.limit_val_batches, val_loader_->size()) : 0;
+    setup_fit_data();
 
     plan_.strategy->setup_module(module);
     plan_.precision->convert_module(module);
+    KILN_CHECK(module.automatic_optimization || !config_.gradient_clip_val || *config_.gradient_clip_val <= 0,
+               "fit: automatic gradient clipping is not supported for manual optimization; remove gradient_clip_val = ",
+               config_.gradient_clip_val.value_or(0), " or clip in training_step (or switch to automatic optimization)");
+    KILN_CHECK(module.automatic_optimization || config_.accumulate_grad_batches == 1, "fit: automatic gradient "
+               "accumulation is not supported for manual optimization; remove accumulate_grad_batches = ",
+               config_.accumulate_grad_batches, " (or switch to automatic optimization)");
     optimizers_ = module.configure_optimizers();
     KILN_CHECK(!optimizers_.empty() || !module.automatic_optimization, "fit: configure_optimizers() returned no optimizer");
     KILN_CHECK(optimizers_.size() <= 1 || !module.automatic_optimization, "fit: configure_optimizers() returned ",
@@ -196,6 +279,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     for (const auto& oc : optimizers_) KILN_CHECK(oc.optimizer, "fit: configure_optimizers() returned a null optimizer");
 
     progress_ = {};
+    batch_stepped_ = false;
     metrics_ = {};
     restored_ = false;
     restored_elapsed_ = 0;
@@ -218,9 +302,9 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     module.on_train_end();
     each_callback([&](Callback& cb) { cb.on_fit_end(*this, module); });
     module.on_fit_end();
+    if (data) data->teardown("fit");
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
-    if (data) data->teardown("fit");
     for (auto& logger : loggers_) logger->finalize("success");
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
@@ -278,12 +362,13 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
       optimizers_.clear();  // weights only: no optimizer state to restore into
       restore_checkpoint(resolve_ckpt_path(ckpt_path));
     }
-    const int64_t limit = limit_batches(testing ? config_.limit_test_batches : config_.limit_val_batches, loader->size());
+    const int64_t limit =
+        testing ? limit_batches(config_.limit_test_batches, loader->size(), "test") : val_batch_limit(loader->size());
     num_val_batches_ = limit;  // what progress bars show as the total
     result = evaluation_loop(*loader, limit, stage);
+    if (data) data->teardown(testing ? "test" : "validate");
     each_callback([&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
     module.teardown(testing ? "test" : "validate");
-    if (data) data->teardown(testing ? "test" : "validate");
     for (auto& logger : loggers_) logger->save();
   } catch (...) {
     detach();
@@ -318,22 +403,26 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
       optimizers_.clear();
       restore_checkpoint(resolve_ckpt_path(ckpt_path));
     }
-    const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size());
+    const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size(), "predict");
     num_val_batches_ = limit;
     module.eval();
     NoGradGuard no_grad;
     each_callback([&](Callback& cb) { cb.on_predict_start(*this, module); });
+    module.on_predict_start();
     int64_t idx = 0;
     for (data::Batch& raw : *loaders.predict) {
       if (idx >= limit) break;
       const data::Batch batch = plan_.precision->convert_batch(raw);
       each_callback([&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
+      module.on_predict_batch_start(batch, idx);
       Tensor prediction = module.predict_step(batch, idx);
       each_callback([&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
+      module.on_predict_batch_end(prediction, batch, idx);
       predictions.push_back(std::move(prediction));
       ++idx;
     }
     each_callback([&](Callback& cb) { cb.on_predict_end(*this, module); });
+    module.on_predict_end();
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "predict"); });
     module.teardown("predict");
   } catch (...) {
@@ -361,11 +450,12 @@ Trainer& TrainModule::trainer() const {
   KILN_CHECK(trainer_, "TrainModule: not attached to a Trainer (call trainer.fit/validate/test/predict)");
   return *trainer_;
 }
-std::vector<std::shared_ptr<optim::Optimizer>> TrainModule::optimizers() const {
-  std::vector<std::shared_ptr<optim::Optimizer>> out;
-  for (const auto& oc : trainer().optimizer_configs()) out.push_back(oc.optimizer);
+std::vector<TrainOptimizer> TrainModule::optimizers() const {
+  std::vector<TrainOptimizer> out;
+  for (const auto& oc : trainer().optimizer_configs()) out.emplace_back(trainer(), oc.optimizer);
   return out;
 }
+void TrainOptimizer::step() { trainer_->manual_optimizer_step(*optimizer_); }
 std::vector<std::shared_ptr<optim::LRScheduler>> TrainModule::lr_schedulers() const {
   std::vector<std::shared_ptr<optim::LRScheduler>> out;
   for (const auto& oc : trainer().optimizer_configs())

@@ -6,8 +6,8 @@
 //        [on_before_optimizer_step, clip, step, step-interval schedulers], on_train_batch_end,
 //        log, maybe validate, maybe stop → on_train_epoch_end → epoch schedulers
 //        → on_train_end → on_fit_end → teardown.
-// Callbacks' hooks run before the module's hook of the same name. Checkpoints hold everything a
-// bit-exact resume needs (checkpointing.cpp).
+// Callbacks' hooks run before the module's hook of the same name; setup and teardown run the
+// DataModule's first. Checkpoints hold everything a bit-exact resume needs (checkpointing.cpp).
 #pragma once
 
 #include <atomic>
@@ -62,7 +62,11 @@ class Trainer {
   // ---- state that callbacks and modules read
   const TrainerConfig& config() const { return config_; }
   int64_t current_epoch() const { return progress_.epochs.current.completed; }
+  // Optimizer steps: one per accumulation window (automatic), one per TrainOptimizer::step() (manual).
   int64_t global_step() const { return progress_.optimizer_steps; }
+  // The step metrics are logged at (Lightning's _batches_that_stepped): batches that ended an
+  // accumulation window, every batch under manual optimization; the current batch counts once it is over.
+  int64_t logging_step() const { return progress_.batches_that_stepped - (batch_stepped_ ? 1 : 0); }
   TrainerStage stage() const { return stage_; }
   bool sanity_checking() const { return stage_ == TrainerStage::sanity_checking; }
   bool should_stop = false;  // set by callbacks (EarlyStopping) or the module to end fit after this step
@@ -86,6 +90,8 @@ class Trainer {
   // Called by TrainModule::log.
   void log_from_module(const std::string& name, double value, const LogOptions& options);
   void manual_backward(const Tensor& loss);
+  // Called by TrainOptimizer::step(): hooks, the precision's step, one more global step.
+  void manual_optimizer_step(optim::Optimizer& optimizer);
   // True when the last fit() stopped early on SIGINT (the loggers were finalized as "interrupted").
   bool interrupted() const { return interrupted_; }
   double elapsed_seconds() const;
@@ -105,8 +111,14 @@ class Trainer {
   void optimizer_step(int64_t batch_idx);
   void step_schedulers(const std::string& interval);
   bool fit_done() const;
+  bool can_stop_early() const;  // min_epochs and min_steps are met
+  int64_t val_check_batches() const;
+  bool overfitting() const;
   bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
   void log_step_metrics();
+  void setup_fit_data();
+  void record_thread_count();
+  void check_thread_count() const;
   // ---- evaluation (evaluation_loop.cpp)
   void validation_loop(int64_t max_batches, bool sanity);
   std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
@@ -118,7 +130,9 @@ class Trainer {
   void send_to_loggers(const std::map<std::string, double>& metrics, int64_t step);
   void check_signals();
   void handle_stop_signal(int signal);
-  int64_t limit_batches(const BatchLimit& limit, int64_t available) const;
+  int64_t limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const;
+  int64_t train_batch_limit(int64_t available) const;
+  int64_t val_batch_limit(int64_t available) const;
   template <class F>
   void each_callback(F&& f) {
     for (auto& cb : callbacks_) f(*cb);
@@ -144,6 +158,8 @@ class Trainer {
   double restored_elapsed_ = 0;
   std::unique_ptr<SignalState> signals_;
   LogScope log_scope_ = LogScope::other;
+  bool batch_stepped_ = false;     // the batch being finished has counted in batches_that_stepped
+  int fit_threads_ = 0;            // the thread count at fit start (deterministic runs keep it)
   int64_t current_batch_size_ = 0;
   bool interrupted_ = false;
 };

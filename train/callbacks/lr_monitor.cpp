@@ -93,7 +93,7 @@ void LearningRateMonitor::on_train_start(Trainer& trainer, TrainModule&) {
 void LearningRateMonitor::on_train_batch_start(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
   // Lightning's should_update_logs, "+ 1" because the step about to run is the one logged.
   const int64_t every = std::max<int64_t>(trainer.config().log_every_n_steps, 1);
-  if ((trainer.global_step() + 1) % every != 0 && !trainer.should_stop) return;
+  if ((trainer.logging_step() + 1) % every != 0 && !trainer.should_stop) return;
   if (options_.logging_interval == "epoch") return;
   log_stats(trainer, options_.logging_interval ? "any" : "step");
 }
@@ -107,7 +107,7 @@ void LearningRateMonitor::log_stats(Trainer& trainer, const std::string& interva
   const Metrics stats = extract_stats(trainer.optimizer_configs(), interval);
   if (stats.empty()) return;
   for (const auto& [name, value] : stats) history_[name].push_back(value);
-  for (const auto& logger : trainer.loggers()) logger->log_metrics(stats, trainer.global_step());
+  for (const auto& logger : trainer.loggers()) logger->log_metrics(stats, trainer.logging_step());
 }
 
 }  // namespace kiln::callbacks
