@@ -55,8 +55,7 @@ void Trainer::train_epoch() {
     progress_.train_batches.reset_current();
   }
   const bool epoch_end_pending = progress_.epochs.total.processed > progress_.epochs.total.completed;
-  // overfit_batches replays the same first batches every epoch (see setup_fit_data).
-  train_loader_->set_epoch(overfitting() ? 0 : current_epoch());
+  train_loader_->set_epoch(current_epoch());
   module.train();
 
   if (!epoch_end_pending) {

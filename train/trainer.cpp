@@ -225,16 +225,19 @@ void Trainer::setup_fit_data() {
              "Kiln's Trainer needs a sized loader for now");
   num_train_batches_ = train_batch_limit(train_loader_->size());
   num_val_batches_ = val_loader_ ? val_batch_limit(val_loader_->size()) : 0;
-  // Lightning turns the train loader's shuffling off when overfitting. A DataLoader cannot be rebuilt
-  // over its data set here, so Kiln pins it to its first epoch's order instead (train_epoch): every
-  // epoch sees the same batches, which is what overfitting needs, though not the data set's first ones.
+  // Lightning turns the train loader's shuffling off when overfitting, so every epoch trains on the
+  // data set's first batches: the loader is rebuilt over the same data set, sequentially.
   const data::DataLoaderOptions& options = train_loader_->options();
   const bool sequential = options.sampler ? dynamic_cast<const data::SequentialSampler*>(options.sampler.get()) != nullptr
                                           : !options.shuffle;
-  if (overfitting() && !sequential)
-    std::fprintf(stderr, "warning: Trainer: you requested to overfit but enabled train dataloader shuffling; every "
-                         "epoch replays the first epoch's order, so training sees the same %lld batches each epoch\n",
-                 static_cast<long long>(num_train_batches_));
+  if (overfitting() && !sequential) {
+    std::fprintf(stderr, "warning: Trainer: you requested to overfit but enabled train dataloader shuffling; "
+                         "turning off the train dataloader shuffling for you\n");
+    data::DataLoaderOptions in_order = options;
+    in_order.shuffle = false;
+    in_order.sampler = nullptr;
+    train_loader_ = std::make_shared<data::DataLoader>(train_loader_->dataset(), std::move(in_order));
+  }
   if (const int64_t* every = std::get_if<int64_t>(&config_.val_check_interval))
     KILN_CHECK(!config_.check_val_every_n_epoch || num_val_batches_ == 0 || *every <= num_train_batches_,
                "fit: val_check_interval (", *every, ") must be less than or equal to the number of training batches (",

@@ -442,6 +442,7 @@ int64_t DataLoader::size() const { return impl_->num_batches(); }
 int64_t DataLoader::epoch() const { return impl_->epoch; }
 int64_t DataLoader::batches_consumed() const { return impl_->consumed; }
 const DataLoaderOptions& DataLoader::options() const { return impl_->options; }
+std::shared_ptr<const Dataset> DataLoader::dataset() const { return impl_->dataset; }
 
 void DataLoader::set_epoch(int64_t epoch) {
   KILN_CHECK(epoch >= 0, "DataLoader.set_epoch: epoch must be >= 0, got ", epoch);

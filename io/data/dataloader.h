@@ -101,6 +101,7 @@ class DataLoader {
   int64_t epoch() const;
   int64_t batches_consumed() const;  // of the current epoch
   const DataLoaderOptions& options() const;
+  std::shared_ptr<const Dataset> dataset() const;  // null for an IterableDataset
 
   void set_epoch(int64_t epoch);
   // {"epoch", "batches_consumed", "batch_size", "num_batches", "drop_last", "sampler": {...}}

@@ -103,6 +103,8 @@ TEST(DataLoader, CollatesFieldsIntoContiguousBatches) {
   }
   EXPECT_EQ(ys, (std::vector<std::vector<double>>{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
   EXPECT_EQ(xs[2], (std::vector<double>{8, 80, 9, 90}));
+  auto shared = std::make_shared<IndexDataset>(10);
+  EXPECT_EQ(DataLoader(shared, {.batch_size = 4}).dataset().get(), shared.get());
   DataLoader dropping(IndexDataset(10), {.batch_size = 4, .drop_last = true});
   EXPECT_EQ(dropping.size(), 2);
   EXPECT_EQ(one_pass(dropping).size(), 2u);
@@ -303,6 +305,7 @@ TEST(DataLoader, IterableDatasetsBatchInStreamOrderAndResume) {
     auto stream = std::make_shared<CountingStream>(10);
     DataLoader loader(stream, {.batch_size = 4, .num_workers = workers});
     EXPECT_EQ(loader.size(), -1);
+    EXPECT_EQ(loader.dataset(), nullptr);  // a stream has no data set to rebuild a loader over
     using Batches = std::vector<std::vector<double>>;
     EXPECT_EQ(first_fields(loader), (Batches{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
     EXPECT_EQ(first_fields(loader).front(), (std::vector<double>{100, 101, 102, 103}));  // epoch 1: restarted
