@@ -1,5 +1,6 @@
 // The native checkpoint writer. Layout first (offsets are known before any byte is written, and
-// checksums are printed with a fixed width), then data, then the header over the placeholder.
+// checksums are printed with a fixed width), then data, then the final header written over the
+// provisional one.
 #include "io/checkpoint/writer.h"
 
 #include <vector>
@@ -74,16 +75,17 @@ void save(const std::string& path, const State& state, const SaveOptions& option
     plan.push_back(std::move(p));
   }
 
-  // Checksums print as 8 hex digits, so the placeholder header has the final header's length.
-  const std::string placeholder = render_header(meta, plan, path);
+  // Checksums print as 8 hex digits, so the provisional header (zero checksums) has the final
+  // header's length.
+  const std::string provisional = render_header(meta, plan, path);
   // Whatever the writer produces, the reader must accept: same parser, same limits.
-  KILN_CHECK(placeholder.size() <= format::kMaxHeaderBytes, where, ": the JSON header would be ",
-             placeholder.size(), " bytes, more than the format's limit of ", format::kMaxHeaderBytes);
-  detail::parse_json(placeholder.data(), placeholder.size(), where);
+  KILN_CHECK(provisional.size() <= format::kMaxHeaderBytes, where, ": the JSON header would be ",
+             provisional.size(), " bytes, more than the format's limit of ", format::kMaxHeaderBytes);
+  detail::parse_json(provisional.data(), provisional.size(), where);
 
   format::FixedHeader fixed;
-  fixed.header_bytes = placeholder.size();
-  fixed.data_offset = format::align_up(format::kFixedHeaderBytes + placeholder.size());
+  fixed.header_bytes = provisional.size();
+  fixed.data_offset = format::align_up(format::kFixedHeaderBytes + provisional.size());
   fixed.data_bytes = end;
 
   AtomicFile file(path, options.fsync, "save");
@@ -104,7 +106,7 @@ void save(const std::string& path, const State& state, const SaveOptions& option
   }
 
   const std::string header = render_header(meta, plan, path);
-  KILN_ASSERT(header.size() == placeholder.size(), "checkpoint header changed length: ", placeholder.size(),
+  KILN_ASSERT(header.size() == provisional.size(), "checkpoint header changed length: ", provisional.size(),
               " -> ", header.size());
   fixed.header_crc = crc32c(header.data(), header.size());
   uint8_t fixed_bytes[format::kFixedHeaderBytes];

@@ -16,6 +16,7 @@
 
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/onednn_common.h"
 #include "tensor/dispatch.h"
 
 namespace kiln::cpu {
@@ -217,41 +218,11 @@ struct Plan {
   size_t scratch_bytes = 0;
 };
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+// See Note [Primitive cache] (onednn_common.h); a null plan means oneDNN refused the geometry.
+using ConvPlans = PlanCache<PlanKey, PlanKeyHash, Plan, 128>;
 
-// Plans by key in a bounded LRU; see matmul.cpp's Note [Primitive cache] for why.
-class PlanCache {
- public:
-  static constexpr size_t kCapacity = 128;
-
-  template <class Make>
-  std::shared_ptr<const Plan> get(const PlanKey& key, Make&& make) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (auto it = index_.find(key); it != index_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->second;
-    }
-    std::shared_ptr<const Plan> plan = make();  // null: oneDNN refused; remembered as such
-    lru_.emplace_front(key, plan);
-    index_[key] = lru_.begin();
-    if (lru_.size() > kCapacity) {
-      index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    return plan;
-  }
-
- private:
-  std::mutex mutex_;
-  std::list<std::pair<PlanKey, std::shared_ptr<const Plan>>> lru_;
-  std::unordered_map<PlanKey, decltype(lru_)::iterator, PlanKeyHash> index_;
-};
-
-PlanCache& plan_cache() {
-  static PlanCache cache;
+ConvPlans& plan_cache() {
+  static ConvPlans cache;
   return cache;
 }
 
@@ -322,23 +293,6 @@ std::shared_ptr<const Plan> plan_for(Pass pass, DType dtype, const Geometry& g, 
   });
 }
 
-// Per-thread scratch memory for the user scratchpad, grown on demand, 64-byte aligned.
-void* thread_scratch(size_t bytes) {
-  struct Buffer {
-    void* p = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(p); }
-  };
-  thread_local Buffer buf;
-  if (bytes > buf.size) {
-    std::free(buf.p);
-    buf.size = (bytes + 63) / 64 * 64;
-    buf.p = std::aligned_alloc(64, buf.size);
-    KILN_CHECK(buf.p != nullptr, "conv2d: out of memory for a ", bytes, "-byte oneDNN scratchpad");
-  }
-  return buf.p;
-}
-
 // Runs a plan on plain buffers: slots 0 src, 1 weights, 2 dst, 3 bias (may be null). `outputs`
 // says which of slots 0..2 the pass writes; those are reordered back after the run.
 void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> outputs, int src_arg, int weights_arg,
@@ -358,7 +312,7 @@ void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> o
   std::unordered_map<int, dnnl::memory> args{{src_arg, prim[0]}, {weights_arg, prim[1]}, {dst_arg, prim[2]}};
   if (data[3]) args[bias_arg] = dnnl::memory(plan.user_md[3], eng, data[3]);
   if (plan.scratch_bytes)
-    args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(plan.scratch_md, eng, thread_scratch(plan.scratch_bytes));
+    args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(plan.scratch_md, eng, thread_scratch(plan.scratch_bytes, "conv2d"));
   plan.prim.execute(stream, args);
   for (size_t k = 0; k < 3; ++k)
     if (outputs[k] && plan.reordered[k]) plan.from_prim[k].execute(stream, prim[k], user[k]);

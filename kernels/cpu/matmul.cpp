@@ -20,6 +20,7 @@
 
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/onednn_common.h"
 #include "tensor/dispatch.h"
 
 namespace kiln::cpu {
@@ -99,45 +100,11 @@ struct Plan {
   bool reference = false;                 // oneDNN chose its (slow) reference implementation
 };
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
+// See Note [Primitive cache] (onednn_common.h).
+using MatmulPlans = PlanCache<PlanKey, PlanKeyHash, Plan, 256>;
 
-// Note [Primitive cache]: creating a matmul primitive costs tens of microseconds, more than a small
-// product itself, so plans are kept by key in a bounded LRU shared by all threads. A plan is handed
-// out as a shared_ptr so that eviction never frees one that another thread is executing.
-// Primitives run with a user scratchpad (see run_plan): with oneDNN's default global scratchpad,
-// two threads executing one primitive at once would share its scratch memory.
-class PlanCache {
- public:
-  static constexpr size_t kCapacity = 256;
-
-  template <class Make>
-  std::shared_ptr<const Plan> get(const PlanKey& key, Make&& make) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (auto it = index_.find(key); it != index_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->second;
-    }
-    auto plan = std::make_shared<const Plan>(make());
-    lru_.emplace_front(key, plan);
-    index_[key] = lru_.begin();
-    if (lru_.size() > kCapacity) {
-      index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    return plan;
-  }
-
- private:
-  std::mutex mutex_;
-  std::list<std::pair<PlanKey, std::shared_ptr<const Plan>>> lru_;
-  std::unordered_map<PlanKey, decltype(lru_)::iterator, PlanKeyHash> index_;
-};
-
-PlanCache& plan_cache() {
-  static PlanCache cache;
+MatmulPlans& plan_cache() {
+  static MatmulPlans cache;
   return cache;
 }
 
@@ -192,23 +159,6 @@ Plan make_plan(const PlanSpec& s, bool dense_a, bool dense_b) {
   return p;
 }
 
-// Per-thread scratch memory for the user scratchpad, grown on demand, 64-byte aligned.
-void* thread_scratch(size_t bytes) {
-  struct Buffer {
-    void* p = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(p); }
-  };
-  thread_local Buffer buf;
-  if (bytes > buf.size) {
-    std::free(buf.p);
-    buf.size = (bytes + 63) / 64 * 64;
-    buf.p = std::aligned_alloc(64, buf.size);
-    KILN_CHECK(buf.p != nullptr, "matmul: out of memory for a ", bytes, "-byte oneDNN scratchpad");
-  }
-  return buf.p;
-}
-
 // Note [Bound memory objects]: creating a oneDNN memory object costs about as much as running a
 // tiny product, so each thread keeps the memory objects of the last few plans it ran and only
 // swaps their data pointers. A slot holds its plan alive, so a pointer match cannot be a new plan
@@ -249,7 +199,7 @@ void run_plan(const std::shared_ptr<const Plan>& plan, const Tensor& a, const Te
     args[n++] = {DNNL_ARG_BIAS, m.bias.get()};
   }
   if (plan->scratch_bytes) {
-    m.scratch.set_data_handle(thread_scratch(plan->scratch_bytes));
+    m.scratch.set_data_handle(thread_scratch(plan->scratch_bytes, "matmul"));
     args[n++] = {DNNL_ARG_SCRATCHPAD, m.scratch.get()};
   }
   dnnl::error::wrap_c_api(dnnl_primitive_execute(plan->prim.get(), stream.get(), n, args), "matmul: oneDNN execute");
@@ -293,16 +243,16 @@ void onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double 
   Tensor& c = is_plain(s.c) ? out : (c_tmp = make_tensor(out.shape(), out.dtype(), out.device()));
   if (!is_plain(s.c)) s.c = layout_of(c);
 
-  auto plan = plan_cache().get(s.key(), [&] {
+  auto plan = plan_cache().get(s.key(), [&]() -> std::shared_ptr<const Plan> {
     // Strides that look plain may still be ones oneDNN refuses, or takes only with its reference
     // kernel (e.g. overlapping batches), which is far slower than a copy.
     try {
       Plan p = make_plan(s, !is_plain(s.a), !is_plain(s.b));
-      if (!p.reference || (p.dense_a && p.dense_b)) return p;
+      if (!p.reference || (p.dense_a && p.dense_b)) return std::make_shared<const Plan>(std::move(p));
     } catch (const dnnl::error&) {
     }
     try {
-      return make_plan(s, true, true);
+      return std::make_shared<const Plan>(make_plan(s, true, true));
     } catch (const dnnl::error& e) {
       detail::throw_error("matmul: oneDNN cannot multiply shapes ", a.shape(), " and ", b.shape(), " of dtype ",
                           out.dtype(), ": ", e.what());

@@ -230,7 +230,7 @@ TEST_F(FashionMNISTFiles, TrainSplitMatchesPythonGzip) { check_split("train", tr
 
 TEST(FashionMNIST, MissingFilesAndBadOptionsAreClearErrors) {
   TempDir dir;
-  const std::string root = fs::path(dir.write("placeholder", {})).parent_path().string();
+  const std::string root = fs::path(dir.write("empty", {})).parent_path().string();
   kt::expect_error([&] { kiln::data::FashionMNIST({.root = root}); },
                    {"FashionMNIST", "train-images-idx3-ubyte.gz", "dataset-fashion-mnist", "options.root"});
   kt::expect_error([&] { kiln::data::FashionMNIST({.root = root, .dtype = kiln::DType::i64}); },

@@ -8,12 +8,14 @@
 #include <sstream>
 
 #include "autograd/ops/nn_ops.h"
+#include "nn_kernel_testing.h"
 #include "testing.h"
 
 namespace kiln {
 namespace {
 
 namespace kt = kiln::testing;
+using kt::numeric_grad;
 
 struct ConvCase {
   Dims x, w;
@@ -134,23 +136,6 @@ TEST(Conv, ForwardMatchesNaiveLoopsInEveryDtype) {
     }
 }
 
-// d/dt[i] of sum(f() * r) by central differences; t is f64 and contiguous, and is restored.
-std::vector<double> numeric_grad(Tensor t, const std::function<Tensor()>& f, const Tensor& r, double h = 1e-6) {
-  double* p = t.data_ptr<double>();
-  std::vector<double> g(static_cast<size_t>(t.numel()));
-  auto loss = [&] { return kiln::sum(f() * r).item<double>(); };
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    const double keep = p[i];
-    p[i] = keep + h;
-    const double up = loss();
-    p[i] = keep - h;
-    const double down = loss();
-    p[i] = keep;
-    g[static_cast<size_t>(i)] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
 TEST(Conv, F64BackwardMatchesFiniteDifferences) {
   for (const ConvCase& c : kCases) {
     const Tensor x = kt::random_tensor(c.x, DType::f64, -2, 2, 4), w = kt::random_tensor(c.w, DType::f64, -1, 1, 5);
@@ -253,26 +238,6 @@ TEST(Conv, EmptyBatch) {
 
 // ---- PyTorch fixture
 
-std::map<std::string, Tensor> load_fixture() {
-  std::ifstream in(std::string(KILN_TEST_FIXTURES) + "/nn_kernels/nn_kernels.txt");
-  EXPECT_TRUE(in.good()) << "missing tests/fixtures/nn_kernels/nn_kernels.txt";
-  std::map<std::string, Tensor> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string name;
-    int nd = 0;
-    ls >> name >> nd;
-    Dims shape;
-    for (int d = 0; d < nd; ++d) { int64_t s; ls >> s; shape.push_back(s); }
-    std::vector<double> v;
-    for (double x; ls >> x;) v.push_back(x);
-    out[name] = tensor(v, shape, {.dtype = DType::f32});
-  }
-  return out;
-}
-
 // Within 1e-5 relative to the tensor's largest magnitude.
 void expect_matches(const Tensor& got, const Tensor& want, const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;
@@ -282,7 +247,7 @@ void expect_matches(const Tensor& got, const Tensor& want, const std::string& wh
 }
 
 TEST(Conv, MatchesPyTorchFixture) {
-  auto f = load_fixture();
+  auto f = kt::load_nn_kernel_fixture();
   for (const std::string c : {"conv2d", "conv_transpose2d"}) {
     const Tensor x = f[c + ".x"], w = f[c + ".w"], b = f[c + ".b"], gy = f[c + ".gy"];
     const bool tr = c == "conv_transpose2d";

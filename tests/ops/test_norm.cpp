@@ -9,12 +9,14 @@
 #include <sstream>
 
 #include "autograd/ops/nn_ops.h"
+#include "nn_kernel_testing.h"
 #include "testing.h"
 
 namespace kiln {
 namespace {
 
 namespace kt = kiln::testing;
+using kt::numeric_grad;
 
 // y[i] = (x[i] - mean_s) / sqrt(var_s + eps) * w[a(i)] + b[a(i)], where s = set(i) and the
 // statistics are over each set (biased variance; rms: mean 0 and var = mean of squares).
@@ -120,22 +122,6 @@ TEST(Norm, RmsNormDefaultEpsIsTheDtypeEpsilon) {
   kt::expect_close(rms_norm(x64, {2}), {want64, want64}, 1e-12, 0, "f64 default eps");
 }
 
-// d/dt[i] of sum(f() * r) by central differences; t is f64 and contiguous, and is restored.
-std::vector<double> numeric_grad(Tensor t, const std::function<Tensor()>& f, const Tensor& r, double h = 1e-6) {
-  double* p = t.data_ptr<double>();
-  std::vector<double> g(static_cast<size_t>(t.numel()));
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    const double keep = p[i];
-    p[i] = keep + h;
-    const double up = kiln::sum(f() * r).item<double>();
-    p[i] = keep - h;
-    const double down = kiln::sum(f() * r).item<double>();
-    p[i] = keep;
-    g[static_cast<size_t>(i)] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
 // One normalisation with its backward, for the generic gradient tests.
 struct NormCase {
   std::string name;
@@ -208,21 +194,7 @@ TEST(Norm, F32BackwardsMatchF64AndTakeNonContiguousInputs) {
 }
 
 TEST(Norm, MatchesPyTorchBatchNormFixture) {
-  std::ifstream in(std::string(KILN_TEST_FIXTURES) + "/nn_kernels/nn_kernels.txt");
-  ASSERT_TRUE(in.good());
-  std::map<std::string, Tensor> f;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("batch_norm.", 0) != 0) continue;
-    std::istringstream ls(line);
-    std::string name;
-    int nd = 0;
-    ls >> name >> nd;
-    Dims shape;
-    for (int d = 0; d < nd; ++d) { int64_t s; ls >> s; shape.push_back(s); }
-    std::vector<double> v;
-    for (double x; ls >> x;) v.push_back(x);
-    f[name] = tensor(v, shape, {.dtype = DType::f32});
-  }
+  std::map<std::string, Tensor> f = kt::load_nn_kernel_fixture();
   const Tensor x = f["batch_norm.x"], w = f["batch_norm.w"], b = f["batch_norm.b"];
   Tensor rm = f["batch_norm.running_mean"].clone(), rv = f["batch_norm.running_var"].clone();
   const NormOutput o = batch_norm_forward(x, rm, rv, w, b, true, 0.1, 1e-5);

@@ -7,12 +7,14 @@
 #include <sstream>
 
 #include "autograd/ops/nn_ops.h"
+#include "nn_kernel_testing.h"
 #include "testing.h"
 
 namespace kiln {
 namespace {
 
 namespace kt = kiln::testing;
+using kt::numeric_grad;
 
 struct PoolCase {
   Dims x;
@@ -135,22 +137,6 @@ TEST(Pool, AdaptiveAvgPoolUsesTorchWindows) {
   ASSERT_EQ(y.shape(), (Dims{2, 3, 1, 1}));
 }
 
-// d/dx[i] of sum(f(x) * r) by central differences; x is f64 and contiguous, and is restored.
-std::vector<double> numeric_grad(Tensor x, const std::function<Tensor()>& f, const Tensor& r, double h = 1e-6) {
-  double* p = x.data_ptr<double>();
-  std::vector<double> g(static_cast<size_t>(x.numel()));
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const double keep = p[i];
-    p[i] = keep + h;
-    const double up = kiln::sum(f() * r).item<double>();
-    p[i] = keep - h;
-    const double down = kiln::sum(f() * r).item<double>();
-    p[i] = keep;
-    g[static_cast<size_t>(i)] = (up - down) / (2 * h);
-  }
-  return g;
-}
-
 TEST(Pool, BackwardsMatchFiniteDifferences) {
   for (const PoolCase& c : kCases) {
     const Tensor x = kt::random_tensor(c.x, DType::f64, -2, 2, 3);
@@ -185,21 +171,7 @@ TEST(Pool, NonContiguousUnbatchedAndF32) {
 }
 
 TEST(Pool, MatchesPyTorchFixture) {
-  std::ifstream in(std::string(KILN_TEST_FIXTURES) + "/nn_kernels/nn_kernels.txt");
-  ASSERT_TRUE(in.good());
-  std::map<std::string, Tensor> f;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream ls(line);
-    std::string name;
-    int nd = 0;
-    ls >> name >> nd;
-    Dims shape;
-    for (int d = 0; d < nd; ++d) { int64_t s; ls >> s; shape.push_back(s); }
-    std::vector<double> v;
-    for (double x; ls >> x;) v.push_back(x);
-    f[name] = tensor(v, shape, {.dtype = DType::f32});
-  }
+  std::map<std::string, Tensor> f = kt::load_nn_kernel_fixture();
   struct Case { std::string name; int64_t k, s, p, d; };
   for (const Case& c : {Case{"max_pool2d", 3, 2, 1, 1}, Case{"max_pool2d_dilated", 2, 1, 1, 2}}) {
     const Tensor x = f[c.name + ".x"];

@@ -24,14 +24,6 @@ using namespace kiln::test_trainer;
 
 namespace {
 
-TrainerConfig quiet(TrainerConfig c) {
-  c.enable_progress_bar = false;
-  c.enable_model_summary = false;
-  c.enable_checkpointing = false;
-  c.handle_signals = false;
-  return c;
-}
-
 Loaders two_batch_loaders() { return {.train = make_loader(20, false, 0), .val = make_loader(40, false, 0)}; }
 
 // ---- ModelSummary. The expected tables are Lightning 2.6.6's ModelSummary(model, max_depth) for

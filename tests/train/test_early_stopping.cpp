@@ -151,13 +151,9 @@ class Scripted : public TinyClassifier {
   std::vector<double> scores_;
 };
 
-TrainerConfig quiet(TrainerConfig c) {
-  c.enable_progress_bar = false;
-  c.enable_model_summary = false;
-  c.enable_checkpointing = false;
-  c.handle_signals = false;
+TrainerConfig quiet_unlogged(TrainerConfig c) {
   c.logger = false;
-  return c;
+  return quiet(std::move(c));
 }
 
 Loaders loaders() { return {.train = make_loader(20, false, 0), .val = make_loader(40, false, 0)}; }
@@ -165,7 +161,7 @@ Loaders loaders() { return {.train = make_loader(20, false, 0), .val = make_load
 TEST(EarlyStoppingFit, StopsAfterPatienceValidationsWithoutImprovement) {
   auto es = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_loss", .patience = 2});
   Scripted module({5, 4, 4.5, 4.2, 3, 2, 1});
-  Trainer trainer(quiet({.max_epochs = 10, .callbacks = {es}}));
+  Trainer trainer(quiet_unlogged({.max_epochs = 10, .callbacks = {es}}));
   trainer.fit(module, loaders());
   EXPECT_EQ(module.epochs_started, 4);  // epochs 0..3; the check after epoch 3 stops
   EXPECT_EQ(es->stopped_epoch(), 3);
@@ -176,7 +172,7 @@ TEST(EarlyStoppingFit, StopsAfterPatienceValidationsWithoutImprovement) {
 TEST(EarlyStoppingFit, MinEpochsKeepsTrainingAfterAStop) {
   auto es = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_loss", .patience = 1});
   Scripted module({1, 2, 2, 2, 2, 2});
-  Trainer trainer(quiet({.max_epochs = 10, .min_epochs = 4, .callbacks = {es}}));
+  Trainer trainer(quiet_unlogged({.max_epochs = 10, .min_epochs = 4, .callbacks = {es}}));
   trainer.fit(module, loaders());
   EXPECT_EQ(module.epochs_started, 4);
 }
@@ -185,7 +181,7 @@ TEST(EarlyStoppingFit, ChecksAfterEachValidationWhenValidatingMidEpoch) {
   // Two validations per epoch (val_check_interval = 1 batch): patience counts validations, not epochs.
   auto es = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_loss", .patience = 3});
   Scripted module({1, 1, 1});
-  Trainer trainer(quiet({.max_epochs = 10, .val_check_interval = int64_t{1}, .callbacks = {es}}));
+  Trainer trainer(quiet_unlogged({.max_epochs = 10, .val_check_interval = int64_t{1}, .callbacks = {es}}));
   trainer.fit(module, loaders());
   EXPECT_EQ(module.epochs_started, 2);  // validations 1 (best), 2, 3 (epoch 1), 4 stops, all within two epochs
   EXPECT_EQ(es->stopped_epoch(), 1);
@@ -194,13 +190,13 @@ TEST(EarlyStoppingFit, ChecksAfterEachValidationWhenValidatingMidEpoch) {
 TEST(EarlyStoppingFit, AMissingMetricIsAnErrorWhenStrict) {
   auto strict = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_acc"});
   Scripted module({1});
-  Trainer trainer(quiet({.max_epochs = 3, .callbacks = {strict}}));
+  Trainer trainer(quiet_unlogged({.max_epochs = 3, .callbacks = {strict}}));
   kt::expect_error([&] { trainer.fit(module, loaders()); },
                    {"EarlyStopping: conditioned on metric `val_acc` which is not available", "`val_loss`"});
 
   auto lax = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_acc", .strict = false});
   Scripted again({1});
-  Trainer lax_trainer(quiet({.max_epochs = 3, .callbacks = {lax}}));
+  Trainer lax_trainer(quiet_unlogged({.max_epochs = 3, .callbacks = {lax}}));
   lax_trainer.fit(again, loaders());
   EXPECT_EQ(again.epochs_started, 3);
   EXPECT_EQ(lax->wait_count(), 0);
@@ -210,7 +206,7 @@ TEST(EarlyStoppingFit, DoesNotCheckDuringSanityCheckOrValidate) {
   auto es = std::make_shared<EarlyStopping>(EarlyStoppingOptions{.monitor = "val_loss", .patience = 1,
                                                                  .stopping_threshold = 100});
   Scripted module({1});
-  Trainer trainer(quiet({.max_epochs = 2, .callbacks = {es}}));
+  Trainer trainer(quiet_unlogged({.max_epochs = 2, .callbacks = {es}}));
   trainer.validate(module, loaders());  // a value below the threshold, but not in a fit
   EXPECT_FALSE(trainer.should_stop);
   trainer.fit(module, loaders());  // the sanity check logs 1 too; the first real check stops

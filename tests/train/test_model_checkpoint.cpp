@@ -22,13 +22,6 @@ using callbacks::Metrics;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("kiln_ckpt_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
 std::set<std::string> files_in(const std::string& dir) {
   std::set<std::string> out;
   std::error_code ec;

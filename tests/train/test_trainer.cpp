@@ -27,21 +27,6 @@ using namespace kiln::test_trainer;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("kiln_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-TrainerConfig quiet(TrainerConfig c) {
-  c.enable_progress_bar = false;
-  c.enable_model_summary = false;
-  c.enable_checkpointing = false;
-  c.handle_signals = false;
-  return c;
-}
-
 // ---- hook order
 
 std::vector<std::string>* g_calls = nullptr;

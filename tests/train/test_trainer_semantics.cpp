@@ -23,21 +23,6 @@ using namespace kiln::test_trainer;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("kiln_semantics_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-TrainerConfig quiet(TrainerConfig c) {
-  c.enable_progress_bar = false;
-  c.enable_model_summary = false;
-  c.enable_checkpointing = false;
-  c.handle_signals = false;
-  return c;
-}
-
 std::vector<int64_t> row_steps(const RecordingLogger& logger) {
   std::vector<int64_t> steps;
   for (const auto& row : logger.rows) steps.push_back(row.first);

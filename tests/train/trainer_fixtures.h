@@ -2,6 +2,9 @@
 // that records what it receives.
 #pragma once
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,6 +18,25 @@
 #include "train/trainer.h"
 
 namespace kiln::test_trainer {
+
+// A fresh, empty folder under the temp dir, named after the test and this process (test binaries
+// run in parallel).
+inline std::string fresh_dir(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kiln_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// A Trainer that prints nothing, writes no checkpoints and leaves the signal handlers alone.
+inline TrainerConfig quiet(TrainerConfig c) {
+  c.enable_progress_bar = false;
+  c.enable_model_summary = false;
+  c.enable_checkpointing = false;
+  c.handle_signals = false;
+  return c;
+}
 
 // 40 samples of 4 features, 3 classes; fixed by the seed.
 inline std::shared_ptr<data::TensorDataset> make_dataset(int64_t n = 40, uint64_t seed = 7) {
