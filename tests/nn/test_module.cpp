@@ -4,7 +4,10 @@
 // torch's loss curve (tests/fixtures/nn/mlp.txt) within 1e-4 relative.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <limits>
+#include <tuple>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
@@ -248,6 +251,41 @@ TEST(Module, ContainersIndexAndChain) {
   nn::ModuleList list{make_shared<nn::ReLU>()};
   kt::expect_error([&] { list.at<nn::Linear>(0); }, {"ModuleList", "element 0 is a ReLU"});
   kt::expect_error([&] { list.forward(x); }, {"ModuleList", "no forward"});
+}
+
+// Note [Pooling before ReLU]: Sequential runs ReLU -> MaxPool2d as MaxPool2d -> ReLU; values and
+// input gradients must be those of the written order bit for bit, on windows that are all negative,
+// hold zeros, tie on positive values, hold NaN or -inf, and under padding and ceil mode.
+TEST(Module, SequentialPoolsBeforeReluBitForBit) {
+  Tensor x = kt::random_tensor({2, 3, 7, 6}, DType::f32, -2, 2, 11);
+  float* p = static_cast<float*>(x.data_ptr());
+  p[0] = p[1] = p[6] = p[7] = -1.5f;         // an all-negative window
+  p[2] = 0.0f, p[3] = -0.0f, p[8] = p[9] = -3.0f;  // zeros only
+  p[4] = p[5] = p[10] = 1.25f;                // a positive tie
+  p[12] = std::numeric_limits<float>::quiet_NaN();
+  p[13] = -std::numeric_limits<float>::infinity();
+  p[50] = std::numeric_limits<float>::quiet_NaN(), p[51] = 5.0f;
+  const std::vector<std::pair<std::string, F::MaxPool2dArgs>> pools = {
+      {"2x2", {}}, {"3x3 stride 2 pad 1 ceil", {.stride = F::IntPair{2}, .padding = 1, .ceil_mode = true}}};
+  for (const auto& [label, args] : pools) {
+    const F::IntPair kernel = label == "2x2" ? F::IntPair{2} : F::IntPair{3};
+    nn::Sequential seq(make_shared<nn::ReLU>(), make_shared<nn::MaxPool2d>(kernel, args));
+    const Tensor a = x.detach().requires_grad_(), b = x.detach().requires_grad_();
+    const Tensor got = seq.forward(a);
+    ASSERT_TRUE(got.grad_fn());
+    EXPECT_EQ(got.grad_fn()->name(), "relu") << label << ": the pool should run first";
+    const Tensor want = F::max_pool2d(b.relu(), kernel, args);
+    ASSERT_EQ(got.shape(), want.shape()) << label;
+    const Tensor g = kt::random_tensor(want.shape(), DType::f32, -1, 1, 12);
+    got.backward(g);
+    want.backward(g);
+    for (const auto& [what, u, v] : {std::tuple{"output", got, want}, std::tuple{"grad", a.grad(), b.grad()}})
+      for (int64_t i = 0; i < u.numel(); ++i) {
+        const double s = kt::at(u, i), t = kt::at(v, i);
+        EXPECT_TRUE(std::isnan(s) ? std::isnan(t) : s == t) << label << " " << what << " element " << i << ": " << s
+                                                            << " vs " << t;
+      }
+  }
 }
 
 std::vector<std::string> torch_reprs() {
