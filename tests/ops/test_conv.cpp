@@ -110,6 +110,10 @@ const std::vector<ConvCase> kCases = {
     {{2, 16, 5, 6}, {16, 16, 3, 3}, true, {1, 1}, {1, 1}},
     {{1, 16, 7, 6}, {24, 16, 3, 2}, false, {2, 1}, {1, 0}, {1, 2}},
     {{1, 16, 4, 3}, {16, 20, 3, 3}, true, {2, 2}, {1, 1}, {1, 1}, {1, 0}, 1, true},
+    // Stride 1: the input gradient (and a transposed forward) runs as a flipped forward
+    // convolution (Note [Backward data as a forward convolution]).
+    {{2, 16, 6, 7}, {20, 16, 2, 3}, false, {1, 1}, {0, 1}},
+    {{1, 16, 5, 4}, {16, 24, 3, 3}, true, {1, 1}, {1, 0}, {1, 1}, {0, 0}, 1, true},
 };
 
 std::string name_of(const ConvCase& c) {
