@@ -150,7 +150,8 @@ def main():
     parser.add_argument("--which", choices=("training", "lightning", "all"), default="all")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the table shows medians")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=50, help="training: timed steps per model")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="training: timed steps per model (fewer leave the figures to the machine's drift)")
     parser.add_argument("--warmup", type=int, default=5, help="training: untimed steps before them")
     parser.add_argument("--epochs", type=int, default=1, help="fit: epochs")
     parser.add_argument("--limit-batches", type=int, default=-1, help="fit: batches per epoch; -1: all")
