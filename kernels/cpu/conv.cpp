@@ -241,9 +241,9 @@ std::shared_ptr<const Plan> make_plan(Pass pass, DType dtype, const Geometry& g,
   auto plan = std::make_shared<Plan>();
   plan->user_md = {md(src_dims, dt, tag::nchw), md(w_dims, dt, g.groups > 1 ? tag::goihw : tag::oihw),
                    md(dst_dims, dt, tag::nchw), md(bias_dims, dt, tag::x)};
-  // Note [Convolution layouts]: with a dozen channels or more, oneDNN's fastest kernels read
-  // channels-last activations (its brgemm convolutions: about 1.3x its blocked kernels forward and
-  // backward-weights on the demo CNN's 32->64 layer); with fewer, the channel-blocked ones it picks
+  // Note [Convolution layouts]: with 16 channels or more on both sides, oneDNN's fastest kernels
+  // read channels-last activations (on the demo CNN's 32->64 layer: about 1.3x its blocked kernels
+  // forward, 1.5x backward-weights); with fewer (its 1->32 layer), the channel-blocked ones it picks
   // itself ("any") are faster. Weights always take the layout the primitive asks for.
   const tag act = channels_last_pays(g) ? tag::nhwc : tag::any;
   const md src_any(src_dims, dt, act), w_any(w_dims, dt, tag::any), dst_any(dst_dims, dt, act);
@@ -300,27 +300,19 @@ std::shared_ptr<const Plan> plan_for(Pass pass, DType dtype, const Geometry& g, 
   });
 }
 
-// An input already in a primitive's layout: the backward passes share one reorder of diff_dst.
+// A reordered copy of one input slot, kept for a later pass of the same backward: the data and
+// weights passes share one reorder of diff_dst.
 struct Staged {
   dnnl::memory::desc md;
   Tensor data;
 };
 
-// `user`'s bytes (plain layout) in the layout `plan` wants for slot k.
-Staged stage(const Plan& plan, size_t k, void* user) {
-  thread_local dnnl::stream stream(cpu_engine());
-  Staged s{plan.prim_md[k], make_tensor({static_cast<int64_t>(plan.prim_md[k].get_size())}, DType::u8, Device::cpu())};
-  dnnl::memory from(plan.user_md[k], cpu_engine(), user), to(s.md, cpu_engine(), s.data.data_ptr());
-  plan.to_prim[k].execute(stream, from, to);
-  stream.wait();
-  return s;
-}
-
 // Runs a plan on plain buffers: slots 0 src, 1 weights, 2 dst, 3 bias (may be null). `outputs`
-// says which of slots 0..2 the pass writes; those are reordered back after the run. `staged`, when
-// it holds data in this plan's layout for an input slot, is read instead of reordering that slot.
+// says which of slots 0..2 the pass writes; those are reordered back after the run. With `shared`,
+// input slot `shared_slot` reads shared's copy when it is in this plan's layout, and otherwise
+// leaves its own reordered copy there.
 void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> outputs, int src_arg, int weights_arg,
-              int dst_arg, int bias_arg, const Staged* staged = nullptr, size_t staged_slot = 0) {
+              int dst_arg, int bias_arg, Staged* shared = nullptr, size_t shared_slot = 0) {
   thread_local dnnl::stream stream(cpu_engine());
   dnnl::engine& eng = cpu_engine();
   std::array<dnnl::memory, 3> user, prim;
@@ -328,14 +320,16 @@ void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> o
   for (size_t k = 0; k < 3; ++k) {
     user[k] = dnnl::memory(plan.user_md[k], eng, data[k]);
     if (!plan.reordered[k]) { prim[k] = user[k]; continue; }
-    if (staged && k == staged_slot && !outputs[k] && staged->md == plan.prim_md[k]) {
-      prim[k] = dnnl::memory(staged->md, eng, staged->data.data_ptr());
+    Staged* share = shared && k == shared_slot && !outputs[k] ? shared : nullptr;
+    if (share && share->data.defined() && share->md == plan.prim_md[k]) {
+      prim[k] = dnnl::memory(share->md, eng, share->data.data_ptr());
       continue;
     }
     const int64_t bytes = static_cast<int64_t>(plan.prim_md[k].get_size());
     staging[k] = make_tensor({bytes}, DType::u8, Device::cpu());
     prim[k] = dnnl::memory(plan.prim_md[k], eng, staging[k].data_ptr());
     if (!outputs[k]) plan.to_prim[k].execute(stream, user[k], prim[k]);
+    if (share && !share->data.defined()) *share = {plan.prim_md[k], staging[k]};
   }
   std::unordered_map<int, dnnl::memory> args{{src_arg, prim[0]}, {weights_arg, prim[1]}, {dst_arg, prim[2]}};
   if (data[3]) args[bias_arg] = dnnl::memory(plan.user_md[3], eng, data[3]);
@@ -407,35 +401,30 @@ Tensor flipped_weight(const Tensor& weight) {
   return out;
 }
 
-// Returns diff_dst as this pass's primitive read it (reordered), for the weights pass to reuse.
-Staged pass_backward_data(const Geometry& g, const Tensor& diff_dst, const Tensor& weight, Tensor& diff_src) {
+// `staged`, when given, receives diff_dst as this pass's primitive read it, for the weights pass.
+void pass_backward_data(const Geometry& g, const Tensor& diff_dst, const Tensor& weight, Tensor& diff_src,
+                        Staged* staged = nullptr) {
   const DType t = diff_src.dtype();
   if (onednn_dtype(t) && runs_as_forward(g))
     if (auto plan = plan_for(Pass::forward, t, flipped(g), false)) {
       const Tensor w = flipped_weight(weight);
-      Staged staged = plan->reordered[0] ? stage(*plan, 0, diff_dst.data_ptr()) : Staged{};
-      run_plan(*plan, {diff_dst.data_ptr(), w.data_ptr(), diff_src.data_ptr(), nullptr}, {false, false, true},
-               DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, 0, &staged, 0);
-      return staged;
+      return run_plan(*plan, {diff_dst.data_ptr(), w.data_ptr(), diff_src.data_ptr(), nullptr}, {false, false, true},
+                      DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, 0, staged, 0);
     }
   if (onednn_dtype(t))
-    if (auto plan = plan_for(Pass::backward_data, t, g, false)) {
-      Staged staged = plan->reordered[2] ? stage(*plan, 2, diff_dst.data_ptr()) : Staged{};
-      run_plan(*plan, {diff_src.data_ptr(), weight.data_ptr(), diff_dst.data_ptr(), nullptr}, {true, false, false},
-               DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST, 0, &staged, 2);
-      return staged;
-    }
+    if (auto plan = plan_for(Pass::backward_data, t, g, false))
+      return run_plan(*plan, {diff_src.data_ptr(), weight.data_ptr(), diff_dst.data_ptr(), nullptr}, {true, false, false},
+                      DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST, 0, staged, 2);
   visit_floating(t, "conv2d", [&]<class T>() {
     loop_backward_data<T>(g, static_cast<const T*>(diff_dst.data_ptr()), static_cast<const T*>(weight.data_ptr()),
                           static_cast<T*>(diff_src.data_ptr()));
   });
-  return {};
 }
 
 // diff_bias is filled too when defined (fused into oneDNN's pass).
 // `staged` may hold diff_dst already reordered by the data pass.
 void pass_backward_weights(const Geometry& g, const Tensor& src, const Tensor& diff_dst, Tensor& diff_weight,
-                           Tensor& diff_bias, const Staged& staged = {}) {
+                           Tensor& diff_bias, Staged* staged = nullptr) {
   const DType t = diff_weight.dtype();
   if (onednn_dtype(t))
     if (auto plan = plan_for(Pass::backward_weights, t, g, diff_bias.defined()))
@@ -443,7 +432,7 @@ void pass_backward_weights(const Geometry& g, const Tensor& src, const Tensor& d
                       {src.data_ptr(), diff_weight.data_ptr(), diff_dst.data_ptr(),
                        diff_bias.defined() ? diff_bias.data_ptr() : nullptr},
                       {false, true, false}, DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_BIAS,
-                      &staged, 2);
+                      staged, 2);
   visit_floating(t, "conv2d", [&]<class T>() {
     loop_backward_weights<T>(g, static_cast<const T*>(src.data_ptr()), static_cast<const T*>(diff_dst.data_ptr()),
                              static_cast<T*>(diff_weight.data_ptr()));
@@ -499,12 +488,12 @@ void conv2d_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tensor& 
   Staged diff_dst;  // a plain convolution's grad_out, reordered once for both passes
   if (grad_x.defined()) {
     if (p.transposed) pass_forward(g, grad_out, weight, Tensor(), grad_x);
-    else diff_dst = pass_backward_data(g, grad_out, weight, grad_x);
+    else pass_backward_data(g, grad_out, weight, grad_x, &diff_dst);
   }
   // A plain convolution's bias gradient fuses into the weights pass; a transposed one's is the sum
   // of grad_out, which is the plain src there.
   Tensor fused_bias = p.transposed ? Tensor() : grad_bias;
-  if (grad_weight.defined()) pass_backward_weights(g, src, dst, grad_weight, fused_bias, diff_dst);
+  if (grad_weight.defined()) pass_backward_weights(g, src, dst, grad_weight, fused_bias, &diff_dst);
   if (grad_bias.defined() && (p.transposed || !grad_weight.defined()))
     visit_floating(grad_out.dtype(), "conv2d", [&]<class T>() {
       bias_grad<T>(static_cast<const T*>(grad_out.data_ptr()), grad_out.size(0), grad_out.size(1),

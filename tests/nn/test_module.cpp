@@ -7,8 +7,8 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
 #include "autograd/grad_mode.h"
 #include "nn/containers.h"
@@ -261,7 +261,7 @@ TEST(Module, SequentialPoolsBeforeReluBitForBit) {
   float* p = static_cast<float*>(x.data_ptr());
   p[0] = p[1] = p[6] = p[7] = -1.5f;         // an all-negative window
   p[2] = 0.0f, p[3] = -0.0f, p[8] = p[9] = -3.0f;  // zeros only
-  p[4] = p[5] = p[10] = 1.25f;                // a positive tie
+  p[4] = p[5] = p[10] = 1.25f, p[11] = -0.5f;  // a positive tie
   p[12] = std::numeric_limits<float>::quiet_NaN();
   p[13] = -std::numeric_limits<float>::infinity();
   p[50] = std::numeric_limits<float>::quiet_NaN(), p[51] = 5.0f;
