@@ -5,8 +5,12 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/record.h"
+#include "tensor/object_pool.h"
 
 namespace kiln::autograd {
+
+void* AutogradMeta::operator new(size_t bytes) { return detail::ObjectPool<AutogradMeta>::allocate(bytes); }
+void AutogradMeta::operator delete(void* p, size_t bytes) { detail::ObjectPool<AutogradMeta>::release(p, bytes); }
 
 void MetaDeleter::operator()(AutogradMeta* meta) const { delete meta; }
 
@@ -41,7 +45,7 @@ void attach(Node& node, std::span<const Tensor> inputs, std::span<Tensor> output
       continue;
     }
     node.next_edges.push_back(gradient_edge(in));
-    node.input_meta.push_back(input_meta_of(in));
+    node.input_meta.emplace_back(in.shape(), in.dtype(), in.device());
   }
   node.sequence_nr_ = next_sequence_nr();
   for (size_t i = 0; i < outputs.size(); ++i) {

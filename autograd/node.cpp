@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/meta.h"
+#include "tensor/object_pool.h"
 
 namespace kiln::autograd {
 
@@ -34,6 +35,11 @@ Node::~Node() {
   }
   worklist = nullptr;
 }
+
+// Nodes differ in size by what their backward captures: one free list per 64 bytes, up to 512.
+using NodePool = detail::SizeClassPool<Node, 64, 8>;
+void* Node::operator new(size_t bytes) { return NodePool::allocate(bytes); }
+void Node::operator delete(void* p, size_t bytes) { NodePool::release(p, bytes); }
 
 Tensor* Node::retained_grad(uint32_t output_nr) {
   for (auto& [nr, grad] : retained_grads)
@@ -73,7 +79,7 @@ const Tensor& SavedTensor::get() const {
   return data_;
 }
 
-AccumulateGrad::AccumulateGrad(Ref<TensorImpl> leaf) : leaf_(std::move(leaf)) {}
+AccumulateGrad::AccumulateGrad(Ref<TensorImpl> leaf) : leaf_(std::move(leaf)) { is_accumulator_ = true; }
 
 AccumulateGrad::~AccumulateGrad() {
   if (leaf_ && leaf_->autograd && leaf_->autograd->grad_accumulator == this) leaf_->autograd->grad_accumulator = nullptr;
@@ -82,7 +88,7 @@ AccumulateGrad::~AccumulateGrad() {
 // A first gradient is stolen when nothing else refers to it (saves a copy per parameter per step),
 // otherwise copied, because later accumulation adds in place and must not write into a tensor that
 // another node or the user still reads.
-TensorList AccumulateGrad::apply(TensorList&& grads) {
+TensorList AccumulateGrad::apply(std::span<Tensor> grads) {
   Tensor leaf{leaf_};
   AutogradMeta& meta = meta_of(leaf);
   Tensor g = std::move(grads[0]);

@@ -13,11 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include "tensor/small_vector.h"
 #include "tensor/tensor.h"
 
 namespace kiln::autograd {
 
 class Node;
+class AccumulateGrad;
 using TensorList = std::vector<Tensor>;
 
 // Where the gradient for one input of an op goes: input `input_nr` of `node`. Empty when that input
@@ -66,21 +68,26 @@ class Node : public RefCounted {
  public:
   Node() = default;
   virtual ~Node();  // iterative: a long chain of nodes is torn down without deep recursion
+  static void* operator new(size_t bytes);  // recycled per thread (tensor/object_pool.h)
+  static void operator delete(void* p, size_t bytes);
 
-  // grads: one per output of the forward op (this node's inputs). Returns one gradient per edge in
-  // next_edges (undefined where the input needs none).
-  virtual TensorList apply(TensorList&& grads) = 0;
+  // grads: one per output of the forward op (this node's inputs), which apply may move from.
+  // Returns one gradient per edge in next_edges (undefined where the input needs none).
+  virtual TensorList apply(std::span<Tensor> grads) = 0;
   virtual std::string name() const = 0;
   // Frees what backward needed; called after backward unless retain_graph.
   virtual void release_saved() {}
 
   uint32_t num_outputs() const { return num_outputs_; }
+  // The leaf accumulator this node is, or null (the engine asks for every node it runs, so this is
+  // a flag rather than a dynamic_cast).
+  AccumulateGrad* as_accumulator();
   uint64_t sequence_nr() const { return sequence_nr_; }
   bool needs_input_grad(size_t i) const { return i < next_edges.size() && next_edges[i].valid(); }
 
-  std::vector<Edge> next_edges;      // one per input of the forward op
-  std::vector<InputMeta> input_meta; // shape/dtype/device of each such input
-  std::shared_ptr<HookList> hooks;   // hooks registered on this node's output tensors
+  SmallVector<Edge, 2> next_edges;       // one per input of the forward op
+  SmallVector<InputMeta, 2> input_meta;  // shape/dtype/device of each such input
+  std::shared_ptr<HookList> hooks;       // hooks registered on this node's output tensors
   // The .grad of output tensors that asked retain_grad(), by output_nr. Kept here rather than in
   // the tensor so the engine needs no pointer back to tensors that may have died.
   std::vector<std::pair<uint32_t, Tensor>> retained_grads;
@@ -88,6 +95,7 @@ class Node : public RefCounted {
 
  protected:
   uint32_t num_outputs_ = 1;
+  bool is_accumulator_ = false;
 
  private:
   friend void attach(Node&, std::span<const Tensor>, std::span<Tensor>);
@@ -104,13 +112,17 @@ class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(Ref<TensorImpl> leaf);
   ~AccumulateGrad() override;
-  TensorList apply(TensorList&& grads) override;
+  TensorList apply(std::span<Tensor> grads) override;
   std::string name() const override { return "AccumulateGrad"; }
   TensorImpl* leaf() const { return leaf_.get(); }
 
  private:
   Ref<TensorImpl> leaf_;
 };
+
+inline AccumulateGrad* Node::as_accumulator() {
+  return is_accumulator_ ? static_cast<AccumulateGrad*>(this) : nullptr;
+}
 
 // Note [Saved tensor versioning]: a tensor saved for backward remembers the version of its storage
 // at save time. If an in-place op changes the storage before backward, unpacking it fails with an

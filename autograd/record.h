@@ -19,6 +19,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -69,7 +70,7 @@ class LambdaNode final : public Node {
     num_outputs_ = num_outputs;
   }
 
-  TensorList apply(TensorList&& grads) override {
+  TensorList apply(std::span<Tensor> grads) override {
     KILN_CHECK(fn_.has_value(), "backward through '", op_, "' a second time: its saved tensors were freed "
                "after the first backward; pass retain_graph = true to the first backward to keep them");
     Needs needs;
@@ -79,7 +80,8 @@ class LambdaNode final : public Node {
       if (!grads[0].defined()) return TensorList(next_edges.size());
       return as_list((*fn_)(grads[0], needs));
     } else {
-      return as_list((*fn_)(static_cast<const TensorList&>(grads), needs));
+      const TensorList list(std::make_move_iterator(grads.begin()), std::make_move_iterator(grads.end()));
+      return as_list((*fn_)(list, needs));
     }
   }
   std::string name() const override { return op_; }

@@ -3,17 +3,6 @@
 
 namespace kiln {
 
-size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::f32: case DType::i32: return 4;
-    case DType::f64: case DType::i64: return 8;
-    case DType::f16: case DType::bf16: return 2;
-    case DType::u8: case DType::boolean: return 1;
-  }
-  KILN_ASSERT(false, "unknown dtype code ", static_cast<int>(t));
-  return 0;
-}
-
 std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::f32: return "float32";

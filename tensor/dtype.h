@@ -15,7 +15,13 @@ namespace kiln {
 enum class DType : uint8_t { f32, f64, f16, bf16, i64, i32, u8, boolean };
 inline constexpr int kNumDTypes = 8;
 
-size_t dtype_size(DType t);
+// Inline: every op computes its output's byte size, and every data_ptr() its offset.
+inline size_t dtype_size(DType t) {
+  // A table indexed by the enum; an out-of-range code (memory corruption) reads as 0 bytes.
+  constexpr size_t kSizes[kNumDTypes] = {4, 8, 2, 2, 8, 4, 1, 1};
+  const auto code = static_cast<size_t>(t);
+  return code < kNumDTypes ? kSizes[code] : 0;
+}
 std::string_view dtype_name(DType t);  // "float32", "int64", "bool", ... as torch names them
 std::ostream& operator<<(std::ostream& os, DType t);
 

@@ -132,6 +132,7 @@ void check_sub_operands(const Tensor& a, const Tensor& b, const char* name) {
 Tensor times_alpha(const Tensor& a, const Tensor& b, const Scalar& alpha, const char* name) {
   check_defined(a, name);
   check_defined(b, name);
+  if (alpha.is_integral() && alpha.to_int() == 1) return b;  // the default: passes both checks below
   const DType t = result_type(a, b);
   KILN_CHECK(!alpha.is_bool() || t == DType::boolean, name, ": a bool alpha is only supported for bool results, got ",
              t);
@@ -312,14 +313,21 @@ Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Scalar> m
 }
 
 // ---- binary
-Tensor add(const Tensor& a, const Tensor& b, const Scalar& alpha) {
-  const Tensor scaled = times_alpha(a, b, alpha, "add");
-  Tensor out = binary_promote<Op::add>(a, scaled, "add");
-  if (autograd::needs_grad(a, scaled))
-    autograd::record("add", out, {a, scaled}, [](const Tensor& g, Needs need) {
+namespace {
+Tensor add_unscaled(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_promote<Op::add>(a, b, "add");
+  if (autograd::needs_grad(a, b))
+    autograd::record("add", out, {a, b}, [](const Tensor& g, Needs need) {
       return TensorList{need[0] ? g : Tensor(), need[1] ? g : Tensor()};
     });
   return out;
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b, const Scalar& alpha) {
+  // The default alpha (an integer 1) skips times_alpha, and with it a copy of the handle.
+  if (alpha.is_integral() && alpha.to_int() == 1) return add_unscaled(a, b);
+  return add_unscaled(a, times_alpha(a, b, alpha, "add"));
 }
 Tensor sub(const Tensor& a, const Tensor& b, const Scalar& alpha) {
   check_sub_operands(a, b, "sub");

@@ -44,6 +44,56 @@ TEST(Autograd, LeafUsedTwiceSumsBothPaths) {
   kt::expect_close(x.grad(), {12}, 0, 0);
 }
 
+// Note [Gradient buffers]: the engine adds later contributions into a buffered gradient in place
+// when nothing else refers to it. A gradient that is also delivered elsewhere, seen by a hook, or
+// an expanded (stride-0) view must not be written into.
+TEST(Autograd, ManyUsesOfALeafSumWithoutTouchingSharedGradients) {
+  Tensor w = leaf({1, 2, 3});
+  Tensor h = w * 1.0;
+  std::vector<Tensor> seen;  // handles on the gradients the hook got, read after backward
+  h.register_hook([&](const Tensor& g) { seen.push_back(g); return Tensor(); });
+  Tensor loss = (w * 2.0).sum() + (h * 4.0).sum();
+  for (int i = 0; i < 20; ++i) loss = loss + (w * 0.5).sum();
+  // Backward runs newest first, so sum()'s gradient reaches w first: an expanded view of a fresh
+  // 1-element tensor (3 * 1), which the products' gradients must not be added into.
+  loss = loss + w.sum() * 3.0;
+  loss.backward();
+  kt::expect_close(w.grad(), {19, 19, 19}, 0, 0);  // 2 + 4 + 20 * 0.5 + 3
+  ASSERT_EQ(seen.size(), 1u);
+  kt::expect_close(seen[0], {4, 4, 4}, 0, 0);
+
+  // A chain y = y + w: each add hands the same gradient tensor to w and to the previous add.
+  Tensor v = leaf({1});
+  Tensor y = kiln::zeros({1}, {.dtype = DType::f64});
+  std::vector<Tensor> chain_grads;
+  for (int i = 0; i < 5; ++i) {
+    y = y + v;
+    y.register_hook([&](const Tensor& g) { chain_grads.push_back(g); return Tensor(); });
+  }
+  (y * 3.0).sum().backward();
+  kt::expect_close(v.grad(), {15}, 0, 0);
+  ASSERT_EQ(chain_grads.size(), 5u);
+  for (const Tensor& g : chain_grads) kt::expect_close(g, {3}, 0, 0);
+}
+
+// The engine keeps its buffers per thread between backwards; a backward started from a hook while
+// another runs gets buffers of its own.
+TEST(Autograd, BackwardInsideAHookRunsOnItsOwnBuffers) {
+  Tensor x = leaf({1, 2});
+  Tensor other = leaf({5});
+  Tensor h = x * 2.0;
+  h.register_hook([&](const Tensor& g) {
+    EnableGradGuard record;  // hooks run with grad mode off, as backward formulas do
+    (other * other).sum().backward();  // d/dother = 2 * other
+    return Tensor();
+  });
+  (h * h).sum().backward();  // d/dx = 8x
+  kt::expect_close(x.grad(), {8, 16}, 0, 0);
+  kt::expect_close(other.grad(), {10}, 0, 0);
+  (x * 3.0).sum().backward();  // the buffers, reused, start empty
+  kt::expect_close(x.grad(), {11, 19}, 0, 0);
+}
+
 TEST(Autograd, BackwardWithExplicitGradient) {
   Tensor x = leaf({1, 2, 3});
   Tensor y = x * 2.0;
