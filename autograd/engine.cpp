@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -68,9 +67,7 @@ Tensor root_gradient(const Tensor& out, const Tensor& given, size_t i) {
 
 class GraphTask {
  public:
-  GraphTask(bool keep_graph, bool accumulate)
-      : keep_graph_(keep_graph), accumulate_(accumulate), buffers_(take_buffers()), pending_(buffers_->pending),
-        table_(buffers_->table), ready_(buffers_->ready) {}
+  GraphTask(bool keep_graph, bool accumulate) : keep_graph_(keep_graph), accumulate_(accumulate) {}
   ~GraphTask() { give_back(std::move(buffers_)); }
   GraphTask(const GraphTask&) = delete;
   GraphTask& operator=(const GraphTask&) = delete;
@@ -104,21 +101,21 @@ class GraphTask {
   }
 
   void run(TensorList* captured) {
-    while (!ready_.empty()) {
-      std::pop_heap(ready_.begin(), ready_.end());
-      const uint32_t index = ready_.back().second;
-      ready_.pop_back();
-      // Moved out: executing may add entries to pending_ and move it.
-      GradSlots grads = std::move(pending_[index].grads);
-      execute(*pending_[index].node, std::move(grads), captured);
+    while (!buffers_.ready.empty()) {
+      std::pop_heap(buffers_.ready.begin(), buffers_.ready.end());
+      const uint32_t index = buffers_.ready.back().second;
+      buffers_.ready.pop_back();
+      // Moved out: executing may add entries to the pending vector and move it.
+      GradSlots grads = std::move(buffers_.pending[index].grads);
+      execute(*buffers_.pending[index].node, std::move(grads), captured);
     }
   }
 
  private:
   using GradSlots = SmallVector<Tensor, 2>;
-  // Note [Gradient buffers]: every node that a backward reaches gets one entry in pending_, which
-  // holds the node alive (even if its tensors die meanwhile) and sums the gradients arriving for each
-  // of its outputs until it runs. Entries are found through a flat open-addressing table keyed by
+  // Note [Gradient buffers]: every node that a backward reaches gets one Pending entry, which holds
+  // the node alive (even if its tensors die meanwhile) and sums the gradients arriving for each of
+  // its outputs until it runs. Entries are found through a flat open-addressing table keyed by
   // the node's address, and nothing is erased during a backward, so an entry costs no allocation of
   // its own. A later gradient is added into the buffered one in place when nothing else refers to
   // that (owned_here), so a weight used by many ops costs no new tensor per use. The engine's
@@ -134,36 +131,38 @@ class GraphTask {
     return static_cast<size_t>((h * 0x9E3779B97F4A7C15ull) >> 32);
   }
 
-  // The index in pending_ of node's entry; a new entry is queued to run.
+  // The index of node's Pending entry; a new entry is queued to run.
   uint32_t entry_of(const Edge& edge) {
+    auto& [pending, table, ready] = buffers_;
     Node* node = edge.node.get();
-    if (2 * (pending_.size() + 1) > table_.size()) rehash(std::max<size_t>(64, 2 * table_.size()));
-    const size_t mask = table_.size() - 1;
+    if (2 * (pending.size() + 1) > table.size()) rehash(std::max<size_t>(64, 2 * table.size()));
+    const size_t mask = table.size() - 1;
     for (size_t i = hash(node) & mask;; i = (i + 1) & mask) {
-      if (table_[i] == 0) {
-        const auto index = static_cast<uint32_t>(pending_.size());
-        table_[i] = index + 1;
-        pending_.push_back({edge.node, GradSlots(node->num_outputs())});
-        ready_.push_back({node->sequence_nr(), index});
-        std::push_heap(ready_.begin(), ready_.end());
+      if (table[i] == 0) {
+        const auto index = static_cast<uint32_t>(pending.size());
+        table[i] = index + 1;
+        pending.push_back({edge.node, GradSlots(node->num_outputs())});
+        ready.push_back({node->sequence_nr(), index});
+        std::push_heap(ready.begin(), ready.end());
         return index;
       }
-      if (pending_[table_[i] - 1].node.get() == node) return table_[i] - 1;
+      if (pending[table[i] - 1].node.get() == node) return table[i] - 1;
     }
   }
 
   void rehash(size_t capacity) {
-    table_.assign(capacity, 0);
-    for (uint32_t index = 0; index < pending_.size(); ++index) {
-      size_t i = hash(pending_[index].node.get()) & (capacity - 1);
-      while (table_[i] != 0) i = (i + 1) & (capacity - 1);
-      table_[i] = index + 1;
+    auto& [pending, table, ready] = buffers_;
+    table.assign(capacity, 0);
+    for (uint32_t index = 0; index < pending.size(); ++index) {
+      size_t i = hash(pending[index].node.get()) & (capacity - 1);
+      while (table[i] != 0) i = (i + 1) & (capacity - 1);
+      table[i] = index + 1;
     }
   }
 
   void deliver(const Edge& edge, Tensor grad) {
     if (needed_ && !needed_->count(edge.node.get())) return;
-    Tensor& slot = pending_[entry_of(edge)].grads[edge.input_nr];
+    Tensor& slot = buffers_.pending[entry_of(edge)].grads[edge.input_nr];
     if (!slot.defined()) slot = std::move(grad);
     else if (owned_here(slot)) add_into(slot, grad);
     else slot = slot + grad;
@@ -240,29 +239,26 @@ class GraphTask {
   };
   // A graph larger than this leaves its table to be freed rather than cleared by every later backward.
   static constexpr size_t kMaxKeptTable = size_t{1} << 14;
-  static std::vector<std::unique_ptr<Buffers>>& spare() {
-    thread_local std::vector<std::unique_ptr<Buffers>> buffers;  // several while backwards nest (hooks)
+  static std::vector<Buffers>& spare() {
+    thread_local std::vector<Buffers> buffers;  // several while backwards nest (from hooks)
     return buffers;
   }
-  static std::unique_ptr<Buffers> take_buffers() {
-    auto& buffers = spare();
-    if (buffers.empty()) return std::make_unique<Buffers>();
-    std::unique_ptr<Buffers> b = std::move(buffers.back());
+  static Buffers take_buffers() {
+    std::vector<Buffers>& buffers = spare();
+    if (buffers.empty()) return {};
+    Buffers b = std::move(buffers.back());
     buffers.pop_back();
     return b;
   }
-  static void give_back(std::unique_ptr<Buffers> b) {
-    b->pending.clear();  // releases the nodes this backward held
-    b->ready.clear();
-    if (b->table.size() > kMaxKeptTable) return;
-    std::fill(b->table.begin(), b->table.end(), 0);
+  static void give_back(Buffers&& b) {
+    b.pending.clear();  // releases the nodes this backward held
+    b.ready.clear();
+    if (b.table.size() > kMaxKeptTable) return;
+    std::fill(b.table.begin(), b.table.end(), 0);
     spare().push_back(std::move(b));
   }
 
-  std::unique_ptr<Buffers> buffers_;
-  std::vector<Pending>& pending_;
-  std::vector<uint32_t>& table_;
-  std::vector<std::pair<uint64_t, uint32_t>>& ready_;
+  Buffers buffers_ = take_buffers();
   std::unordered_map<Node*, std::vector<std::pair<uint32_t, size_t>>> captures_;
   std::optional<std::unordered_set<Node*>> needed_;
 };

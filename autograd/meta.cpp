@@ -45,7 +45,7 @@ void attach(Node& node, std::span<const Tensor> inputs, std::span<Tensor> output
       continue;
     }
     node.next_edges.push_back(gradient_edge(in));
-    node.input_meta.emplace_back(in.shape(), in.dtype(), in.device());
+    node.input_meta.push_back(input_meta_of(in));
   }
   node.sequence_nr_ = next_sequence_nr();
   for (size_t i = 0; i < outputs.size(); ++i) {

@@ -17,10 +17,10 @@ inline constexpr int kNumDTypes = 8;
 
 // Inline: every op computes its output's byte size, and every data_ptr() its offset.
 inline size_t dtype_size(DType t) {
-  // A table indexed by the enum; an out-of-range code (memory corruption) reads as 0 bytes.
-  constexpr size_t kSizes[kNumDTypes] = {4, 8, 2, 2, 8, 4, 1, 1};
+  constexpr size_t kSizes[kNumDTypes] = {4, 8, 2, 2, 8, 4, 1, 1};  // in the enum's order
   const auto code = static_cast<size_t>(t);
-  return code < kNumDTypes ? kSizes[code] : 0;
+  KILN_ASSERT(code < kNumDTypes, "unknown dtype code ", code);
+  return kSizes[code];
 }
 std::string_view dtype_name(DType t);  // "float32", "int64", "bool", ... as torch names them
 std::ostream& operator<<(std::ostream& os, DType t);

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstddef>
-#include <initializer_list>
 #include <memory>
 #include <new>
 #include <utility>
@@ -18,10 +17,6 @@ class SmallVector {
  public:
   SmallVector() = default;
   explicit SmallVector(size_t n) { resize(n); }
-  SmallVector(std::initializer_list<T> items) {
-    reserve(items.size());
-    for (const T& x : items) new (data_ + size_++) T(x);
-  }
   SmallVector(SmallVector&& o) noexcept { take(std::move(o)); }
   SmallVector& operator=(SmallVector&& o) noexcept {
     if (this != &o) {
@@ -44,7 +39,6 @@ class SmallVector {
   T* end() { return data_ + size_; }
   const T* begin() const { return data_; }
   const T* end() const { return data_ + size_; }
-  T& back() { return data_[size_ - 1]; }
 
   void reserve(size_t n) {
     if (n <= capacity_) return;

@@ -47,12 +47,14 @@ TEST(SmallVector, StaysInlineUpToItsCapacityThenSpillsToTheHeap) {
 
 TEST(SmallVector, MovesInlineAndHeapContents) {
   {
-    SmallVector<Counted, 2> small{Counted("x")};
+    SmallVector<Counted, 2> small;
+    small.emplace_back("x");
     SmallVector<Counted, 2> moved(std::move(small));
     EXPECT_EQ(joined(moved), "x,");
     EXPECT_TRUE(small.empty());  // NOLINT: moved-from is specified as empty
 
-    SmallVector<Counted, 2> big{Counted("1"), Counted("2"), Counted("3")};
+    SmallVector<Counted, 2> big;
+    for (const char* v : {"1", "2", "3"}) big.emplace_back(v);
     const Counted* heap = big.data();
     moved = std::move(big);  // steals the heap block, destroys "x"
     EXPECT_EQ(moved.data(), heap);
