@@ -18,6 +18,7 @@ namespace kiln::nn::functional {
 using kiln::gelu;
 using kiln::leaky_relu;
 using kiln::linear;
+using kiln::linear_relu;
 using kiln::log_softmax;
 using kiln::relu;
 using kiln::sigmoid;

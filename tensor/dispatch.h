@@ -41,6 +41,9 @@ using ReduceIndexKernel = void (*)(const Tensor& x, int dim, Tensor& values, Ten
 
 // out = beta * bias + alpha * (a @ b); a (M,K), b (K,N), bias broadcast to (M,N).
 using AddmmKernel = void (*)(const Tensor& bias, const Tensor& a, const Tensor& b, double beta, double alpha, Tensor& out);
+// The backward of relu(linear) in one pass: g and y (R,C) contiguous, grad (R,C) = g where y > 0
+// else 0, column_sum (C) = grad summed over the rows (the bias's gradient).
+using ReluBackwardColsumKernel = void (*)(const Tensor& g, const Tensor& y, Tensor& grad, Tensor& column_sum);
 using DimKernel = void (*)(const Tensor& x, int dim, Tensor& out);
 using SortKernel = void (*)(const Tensor& x, int dim, bool descending, bool stable, Tensor& values, Tensor& indices);
 using TopkKernel = void (*)(const Tensor& x, int64_t k, int dim, bool largest, bool sorted, Tensor& values, Tensor& indices);
@@ -135,6 +138,12 @@ typename OpKernel<op>::type kernel_for(Device d) {
   auto fn = detail::g_kernels[static_cast<int>(op)][static_cast<int>(d.type)];
   if (__builtin_expect(fn == nullptr, 0)) detail::throw_no_kernel(op, d);
   return reinterpret_cast<typename OpKernel<op>::type>(fn);
+}
+
+// Whether device d has a kernel for op: a fused op falls back to its composition where it has none.
+template <Op op>
+bool has_kernel(Device d) {
+  return detail::g_kernels[static_cast<int>(op)][static_cast<int>(d.type)] != nullptr;
 }
 
 // Runs op's kernel for device d. The only place kernels are called from.

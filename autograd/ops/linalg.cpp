@@ -209,18 +209,35 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out.view(shape);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_defined(x, "linear");
-  check_defined(weight, "linear");
-  KILN_CHECK(weight.dim() == 2, "linear: expected a 2-d weight (out_features, in_features), got shape ",
+namespace {
+void check_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const char* op) {
+  check_defined(x, op);
+  check_defined(weight, op);
+  KILN_CHECK(weight.dim() == 2, op, ": expected a 2-d weight (out_features, in_features), got shape ",
              weight.shape());
-  KILN_CHECK(x.dim() >= 1, "linear: expected an input with at least 1 dim, got shape ", x.shape());
-  KILN_CHECK(x.size(-1) == weight.size(1), "linear: input of shape ", x.shape(), " and weight of shape ",
+  KILN_CHECK(x.dim() >= 1, op, ": expected an input with at least 1 dim, got shape ", x.shape());
+  KILN_CHECK(x.size(-1) == weight.size(1), op, ": input of shape ", x.shape(), " and weight of shape ",
              weight.shape(), " cannot be multiplied (", x.size(-1), " != ", weight.size(1),
              "; weight is (out_features, in_features))");
-  if (bias.defined() && bias.dim() > 1) return matmul(x, weight.t()) + bias;  // a bias with batch dims of its own
+  if (!bias.defined()) return;
+  KILN_CHECK(bias.dtype() == x.dtype(), op, ": expected bias to have the input's dtype ", x.dtype(), ", got ",
+             bias.dtype());
+  KILN_CHECK(bias.dim() == 0 || bias.size(-1) == 1 || bias.size(-1) == weight.size(0), op, ": bias of shape ",
+             bias.shape(), " does not match the ", weight.size(0), " output features of weight ", weight.shape());
+}
+
+// x's shape with its last dim replaced by the layer's output features.
+Dims linear_shape(const Tensor& x, const Tensor& weight) {
   Dims shape = x.shape();
   shape[shape.size() - 1] = weight.size(0);
+  return shape;
+}
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear(x, weight, bias, "linear");
+  if (bias.defined() && bias.dim() > 1) return matmul(x, weight.t()) + bias;  // a bias with batch dims of its own
+  const Dims shape = linear_shape(x, weight);
   Tensor out;
   {
     NoGradGuard untracked;  // one node for the whole op, recorded below
@@ -243,6 +260,50 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
           }
           if (need[2]) gb = g2.sum({0});
           return TensorList{gx, gw, gb};
+        });
+  return out;
+}
+
+// Note [Fused linear and ReLU]: relu(linear(x)) is the most common pair in a network. As two ops
+// it writes the product, then reads it back and writes a new tensor for the ReLU, and backward
+// reads the gradient once for relu's mask and again for the bias's sum. Fused, the ReLU runs in
+// place on the product while it is still in cache, and backward makes relu's gradient and the
+// bias's gradient in one pass (Note [ReLU backward with column sums]). Values and the gradients of
+// x and weight are the composition's bit for bit; the bias's gradient is summed in double, row by
+// row, where sum() adds groups of four rows in float first, so the two can differ in the last bit.
+// (oneDNN's ReLU post-op is not used: it turns NaN into 0, where torch's relu keeps it.) A device
+// without the backward kernel, a dtype other than f32/f64 and a bias with batch dims take the
+// composition.
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear(x, weight, bias, "linear_relu");
+  const DType t = x.dtype();
+  const bool fused = (t == DType::f32 || t == DType::f64) && (!bias.defined() || bias.dim() <= 1) &&
+                     has_kernel<Op::relu_backward_colsum>(x.device());
+  if (!fused) return relu(linear(x, weight, bias));
+  Tensor out;
+  {
+    NoGradGuard untracked;  // one node for the whole op, recorded below
+    out = linear(x, weight, bias);
+  }
+  if (out.numel()) dispatch<Op::relu>(out.device(), out, out);
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(
+        "linear_relu", out, {x, weight, bias},
+        [sx = save_if(autograd::requires_grad_of(weight), x), sw = save_if(autograd::requires_grad_of(x), weight),
+         sy = SavedTensor(out), x_shape = x.shape()](const Tensor& g, Needs need) {
+          const Tensor y = fold_rows(sy.get().dim() == 1 ? sy.get().unsqueeze(0) : sy.get());
+          const Tensor g2 = fold_rows(g.dim() == 1 ? g.unsqueeze(0) : g).contiguous();
+          Tensor masked = make_tensor(y.shape(), y.dtype(), y.device());
+          Tensor gb = make_tensor({y.size(1)}, y.dtype(), y.device());
+          if (masked.numel()) dispatch<Op::relu_backward_colsum>(y.device(), g2, y, masked, gb);
+          else gb.zero_();
+          Tensor gx, gw;
+          if (need[0]) gx = mm(masked, sw.get()).view(x_shape);
+          if (need[1]) {
+            const Tensor& x = sx.get();
+            gw = mm(masked.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
+          }
+          return TensorList{gx, gw, need[2] ? gb : Tensor()};
         });
   return out;
 }

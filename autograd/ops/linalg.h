@@ -10,6 +10,7 @@ Tensor bmm(const Tensor& a, const Tensor& b);   // (B,M,K) @ (B,K,N)
 Tensor matmul(const Tensor& a, const Tensor& b);  // torch.matmul: 1-d, 2-d and batched with broadcasting
 Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar& beta = 1, const Scalar& alpha = 1);
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});  // x @ weight^T + bias
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = {});  // relu(linear(x, weight, bias)), fused
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 

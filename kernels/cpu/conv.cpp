@@ -18,6 +18,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/onednn_common.h"
 #include "tensor/dispatch.h"
+#include "tensor/parallel.h"
 
 namespace kiln::cpu {
 namespace {
@@ -185,7 +186,7 @@ void add_bias(T* out, const T* bias, int64_t n, int64_t o, int64_t plane) {
 enum class Pass : int64_t { forward, backward_data, backward_weights };
 
 struct PlanKey {
-  static constexpr int kSize = 20;
+  static constexpr int kSize = 21;
   std::array<int64_t, kSize> v{};
   bool operator==(const PlanKey&) const = default;
 };
@@ -202,7 +203,9 @@ PlanKey key_of(Pass pass, DType dtype, const Geometry& g, bool with_bias) {
   k.v = {static_cast<int64_t>(pass), static_cast<int64_t>(dtype), with_bias, g.n, g.c, g.h, g.w, g.o, g.ho, g.wo, g.kh,
          g.kw, g.groups, g.stride[0], g.stride[1], g.dilation[0], g.dilation[1], g.pad_l[0], g.pad_l[1],
          // pad_r follows from the rest, except through output_padding, which only changes src's size
-         g.pad_r[0] * 1000003 + g.pad_r[1]};
+         g.pad_r[0] * 1000003 + g.pad_r[1],
+         // oneDNN splits a primitive's work for the threads it sees when the primitive is made
+         get_num_threads()};
   return k;
 }
 

@@ -22,6 +22,7 @@
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/onednn_common.h"
 #include "tensor/dispatch.h"
+#include "tensor/parallel.h"
 
 namespace kiln::cpu {
 namespace {
@@ -80,7 +81,7 @@ enum class BiasMode : int64_t { none, fused_row, sum };
 
 // Everything a primitive depends on, flattened into integers so it hashes and compares bytewise.
 struct PlanKey {
-  static constexpr int kSize = 23;
+  static constexpr int kSize = 24;
   std::array<int64_t, kSize> v{};
   bool operator==(const PlanKey&) const = default;
 };
@@ -126,6 +127,9 @@ struct PlanSpec {
     put(static_cast<int64_t>(bias));
     put(std::bit_cast<int32_t>(alpha));
     put(std::bit_cast<int32_t>(beta));
+    // oneDNN sizes a primitive's work split for the threads it sees when the primitive is made, so
+    // a plan made at 1 thread would keep running on 1 after set_num_threads(2).
+    put(get_num_threads());
     KILN_ASSERT(i == PlanKey::kSize, "matmul plan key has ", i, " words");
     return k;
   }
