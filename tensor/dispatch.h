@@ -45,6 +45,16 @@ using AddmmKernel = void (*)(const Tensor& bias, const Tensor& a, const Tensor& 
 // else 0, column_sum (C) = grad summed over the rows (the bias's gradient).
 using ReluBackwardColsumKernel = void (*)(const Tensor& g, const Tensor& y, Tensor& grad, Tensor& column_sum);
 using DimKernel = void (*)(const Tensor& x, int dim, Tensor& out);
+// Cross-entropy over class indices, log_softmax and the pick in one pass: logits (N,C) and target
+// (N, int64) contiguous; loss (N) = -log_softmax(row)[target], 0 where target == ignore_index;
+// stats (N,2) each row's max and log of its sum of exp(x - max), kept for backward. A target out
+// of [0, C) that is not ignore_index is a kiln::Error.
+using CrossEntropyKernel = void (*)(const Tensor& logits, const Tensor& target, int64_t ignore_index, Tensor& loss,
+                                    Tensor& stats);
+// grad_logits (N,C) = grad_loss[r] * (softmax(row) - onehot(target)), 0 on ignored rows; grad_loss
+// (N) may be expanded (stride 0).
+using CrossEntropyBackwardKernel = void (*)(const Tensor& logits, const Tensor& target, int64_t ignore_index,
+                                            const Tensor& stats, const Tensor& grad_loss, Tensor& grad_logits);
 using SortKernel = void (*)(const Tensor& x, int dim, bool descending, bool stable, Tensor& values, Tensor& indices);
 using TopkKernel = void (*)(const Tensor& x, int64_t k, int dim, bool largest, bool sorted, Tensor& values, Tensor& indices);
 using TriKernel = void (*)(const Tensor& x, int64_t diagonal, bool lower, Tensor& out);

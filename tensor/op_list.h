@@ -37,6 +37,7 @@
   X(mm, BinaryKernel) X(bmm, BinaryKernel) X(addmm, AddmmKernel)                            \
   /* along one dim */                                                                      \
   X(softmax, DimKernel) X(log_softmax, DimKernel) X(cumsum, DimKernel)                      \
+  X(cross_entropy, CrossEntropyKernel) X(cross_entropy_backward, CrossEntropyBackwardKernel) \
   X(sort, SortKernel) X(topk, TopkKernel) X(tril, TriKernel) X(triu, TriKernel)             \
   /* indexing */                                                                           \
   X(cat, CatKernel) X(gather, IndexKernel) X(index_select, IndexKernel)                     \

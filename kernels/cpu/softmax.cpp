@@ -1,4 +1,5 @@
-// CPU softmax and log_softmax along one dim: x and out have one shape, any strides; f32 and f64
+// CPU softmax and log_softmax along one dim, and cross_entropy over class indices (log_softmax and
+// the pick fused): x and out have one shape, any strides; f32 and f64
 // compute in their own type, f16/bf16 in float. Numerically stable: each row's max is subtracted
 // before exp, so huge inputs do not overflow; a row of all -inf gives NaN, as in torch.
 #include <algorithm>
@@ -42,17 +43,31 @@ inline float exp_float(float x) {
 inline double exp_c(double x) { return std::exp(x); }
 inline float exp_c(float x) { return exp_float(x); }
 
-// One contiguous row of n elements in the compute type C; y may alias x.
-template <class C, bool kLog>
-void softmax_row(const C* x, C* y, int64_t n) {
+template <class C>
+C row_max(const C* x, int64_t n) {
   C m = -std::numeric_limits<C>::infinity();
 #pragma omp simd reduction(max : m)
   for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// log(sum(exp(x - m))): log_softmax(x) = (x - m) - this. cross_entropy shares it with log_softmax,
+// so the two agree bit for bit.
+template <class C>
+C row_log_sum(const C* x, int64_t n, C m) {
+  C sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += exp_c(x[i] - m);
+  return std::log(sum);
+}
+
+// One contiguous row of n elements in the compute type C; y may alias x.
+template <class C, bool kLog>
+void softmax_row(const C* x, C* y, int64_t n) {
+  const C m = row_max(x, n);
   C sum = 0;
   if constexpr (kLog) {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += exp_c(x[i] - m);
-    const C log_sum = std::log(sum);
+    const C log_sum = row_log_sum(x, n, m);
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m) - log_sum;
   } else {
@@ -166,9 +181,77 @@ void softmax_kernel(const Tensor& x, int dim, Tensor& out) {
 void softmax_cpu(const Tensor& x, int dim, Tensor& out) { softmax_kernel<false>(x, dim, out); }
 void log_softmax_cpu(const Tensor& x, int dim, Tensor& out) { softmax_kernel<true>(x, dim, out); }
 
+// ---- cross_entropy over class indices (Note [Fused cross-entropy], autograd/ops/linalg.cpp).
+
+void check_targets(const int64_t* t, int64_t rows, int64_t classes, int64_t ignore_index) {
+  for (int64_t r = 0; r < rows; ++r)
+    KILN_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < classes), "cross_entropy: target ", t[r],
+               " is out of bounds for ", classes, " classes");
+}
+
+template <class F>
+void visit_f32_f64(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f.template operator()<float>();
+    case DType::f64: return f.template operator()<double>();
+    default: detail::throw_error(op, ": expected float32 or float64 logits, got ", t);
+  }
+}
+
+void cross_entropy_cpu(const Tensor& logits, const Tensor& target, int64_t ignore_index, Tensor& loss,
+                       Tensor& stats) {
+  const int64_t rows = logits.size(0), classes = logits.size(1);
+  const int64_t* t = target.data_ptr<int64_t>();
+  check_targets(t, rows, classes, ignore_index);
+  visit_f32_f64(logits.dtype(), "cross_entropy", [&]<class T>() {
+    const T* x = logits.data_ptr<T>();
+    T* out = loss.data_ptr<T>();
+    T* st = stats.data_ptr<T>();
+    parallel_for(rows, row_grain(classes), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = x + r * classes;
+        const T m = row_max(row, classes), log_sum = row_log_sum(row, classes, m);
+        st[2 * r] = m;
+        st[2 * r + 1] = log_sum;
+        // -log_softmax(row)[t], written as log_softmax writes it.
+        out[r] = t[r] == ignore_index ? T(0) : -((row[t[r]] - m) - log_sum);
+      }
+    });
+  });
+}
+
+void cross_entropy_backward_cpu(const Tensor& logits, const Tensor& target, int64_t ignore_index,
+                                const Tensor& stats, const Tensor& grad_loss, Tensor& grad_logits) {
+  const int64_t rows = logits.size(0), classes = logits.size(1), gs = grad_loss.stride(0);
+  const int64_t* t = target.data_ptr<int64_t>();
+  visit_f32_f64(logits.dtype(), "cross_entropy", [&]<class T>() {
+    const T* x = logits.data_ptr<T>();
+    const T* st = stats.data_ptr<T>();
+    const T* gl = grad_loss.data_ptr<T>();
+    T* gx = grad_logits.data_ptr<T>();
+    parallel_for(rows, row_grain(classes), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T* out = gx + r * classes;
+        if (t[r] == ignore_index) {
+          std::fill(out, out + classes, T(0));
+          continue;
+        }
+        const T* row = x + r * classes;
+        const T m = st[2 * r], log_sum = st[2 * r + 1], g = gl[r * gs];
+#pragma omp simd
+        for (int64_t c = 0; c < classes; ++c) out[c] = g * exp_c((row[c] - m) - log_sum);
+        out[t[r]] -= g;
+      }
+    });
+  });
+}
+
+
 }  // namespace
 
 KILN_REGISTER_KERNEL(Op::softmax, DeviceType::cpu, softmax_cpu);
 KILN_REGISTER_KERNEL(Op::log_softmax, DeviceType::cpu, log_softmax_cpu);
+KILN_REGISTER_KERNEL(Op::cross_entropy, DeviceType::cpu, cross_entropy_cpu);
+KILN_REGISTER_KERNEL(Op::cross_entropy_backward, DeviceType::cpu, cross_entropy_backward_cpu);
 
 }  // namespace kiln::cpu

@@ -6,6 +6,7 @@
 #include "autograd/ops/indexing.h"
 #include "autograd/ops/reduce.h"
 #include "nn/functional.h"
+#include "tensor/dispatch.h"
 #include "tensor/factories.h"
 
 namespace kiln::nn::functional {
@@ -87,6 +88,20 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
   KILN_CHECK(args.label_smoothing >= 0 && args.label_smoothing <= 1, op,
              ": label_smoothing must be between 0.0 and 1.0, got ", args.label_smoothing);
   KILN_CHECK(input.is_floating(), op, ": expected floating logits, got ", input.dtype());
+  // Note [Fused cross-entropy] (autograd/ops/linalg.cpp): the common case in one kernel.
+  const bool fused_case = input.dim() == 2 && !target.is_floating() && !args.weight.defined() &&
+                          args.label_smoothing == 0 && (input.dtype() == DType::f32 || input.dtype() == DType::f64) &&
+                          has_kernel<Op::cross_entropy>(input.device()) &&
+                          has_kernel<Op::cross_entropy_backward>(input.device());
+  if (fused_case) {
+    check_index_target(input, target, class_dim, op);
+    KILN_CHECK(args.reduction != Reduction::batchmean, op, ": reduction 'batchmean' is only valid for kl_div");
+    const Tensor loss = cross_entropy_rows(input, target, args.ignore_index);
+    if (args.reduction == Reduction::none) return loss;
+    if (args.reduction == Reduction::sum) return loss.sum();
+    // The mean over the targets not ignored: 0/0 = nan when all are, as torch.
+    return loss.sum() / (target != args.ignore_index).sum().to(input.dtype());
+  }
   const Tensor logp = log_softmax(input, class_dim);
   const double eps = args.label_smoothing;
   const Tensor class_weight =
