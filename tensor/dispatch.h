@@ -41,9 +41,6 @@ using ReduceIndexKernel = void (*)(const Tensor& x, int dim, Tensor& values, Ten
 
 // out = beta * bias + alpha * (a @ b); a (M,K), b (K,N), bias broadcast to (M,N).
 using AddmmKernel = void (*)(const Tensor& bias, const Tensor& a, const Tensor& b, double beta, double alpha, Tensor& out);
-// The backward of relu(linear) in one pass: g and y (R,C) contiguous, grad (R,C) = g where y > 0
-// else 0, column_sum (C) = grad summed over the rows (the bias's gradient).
-using ReluBackwardColsumKernel = void (*)(const Tensor& g, const Tensor& y, Tensor& grad, Tensor& column_sum);
 using DimKernel = void (*)(const Tensor& x, int dim, Tensor& out);
 // Cross-entropy over class indices, log_softmax and the pick in one pass: logits (N,C) and target
 // (N, int64) contiguous; loss (N) = -log_softmax(row)[target], 0 where target == ignore_index;

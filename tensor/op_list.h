@@ -27,7 +27,6 @@
   /* activation backward: (gradient, saved input or output) -> gradient */                 \
   X(relu_backward, BinaryKernel) X(silu_backward, BinaryKernel)                              \
   X(gelu_tanh_backward, BinaryKernel) X(gelu_erf_backward, BinaryKernel)                     \
-  X(relu_backward_colsum, ReluBackwardColsumKernel)                                          \
   /* reductions */                                                                         \
   X(sum, ReduceKernel) X(mean, ReduceKernel) X(prod, ReduceKernel) X(amax, ReduceKernel)    \
   X(amin, ReduceKernel) X(var, ReduceKernel) X(norm, ReduceKernel) X(logsumexp, ReduceKernel) \

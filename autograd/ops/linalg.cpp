@@ -265,21 +265,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 }
 
 // Note [Fused linear and ReLU]: relu(linear(x)) is the most common pair in a network. As two ops
-// it writes the product, then reads it back and writes a new tensor for the ReLU, and backward
-// reads the gradient once for relu's mask and again for the bias's sum. Fused, the ReLU runs in
-// place on the product while it is still in cache, and backward makes relu's gradient and the
-// bias's gradient in one pass (Note [ReLU backward with column sums]). Values and the gradients of
-// x and weight are the composition's bit for bit; the bias's gradient is summed in double, row by
-// row, where sum() adds groups of four rows in float first, so the two can differ in the last bit.
-// (oneDNN's ReLU post-op is not used: it turns NaN into 0, where torch's relu keeps it.) A device
-// without the backward kernel, a dtype other than f32/f64 and a bias with batch dims take the
+// it writes the product, then reads it back and writes a new tensor for the ReLU, and records two
+// nodes. Fused, the ReLU runs in place on the product while it is still in cache (in the MLP
+// benchmark's loop 7-10 us instead of 13-15 us for 128x512), and one node does both backwards:
+// relu_backward, then the bias's sum and the two products. Values and gradients are the
+// composition's, bit for bit. (oneDNN's ReLU post-op is not used: it turns NaN into 0, where
+// torch's relu keeps it. A one-pass relu_backward with column sums, tried for the bias's gradient,
+// was faster alone, 11.5 against 19.9 us, but slower in the training loop, 30 against 26 us, where
+// its inputs arrive cold from memory.) A non-floating dtype or a bias with batch dims takes the
 // composition.
 Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_linear(x, weight, bias, "linear_relu");
-  const DType t = x.dtype();
-  const bool fused = (t == DType::f32 || t == DType::f64) && (!bias.defined() || bias.dim() <= 1) &&
-                     has_kernel<Op::relu_backward_colsum>(x.device());
-  if (!fused) return relu(linear(x, weight, bias));
+  if (!is_floating(x.dtype()) || (bias.defined() && bias.dim() > 1)) return relu(linear(x, weight, bias));
   Tensor out;
   {
     NoGradGuard untracked;  // one node for the whole op, recorded below
@@ -291,30 +288,22 @@ Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         "linear_relu", out, {x, weight, bias},
         [sx = save_if(autograd::requires_grad_of(weight), x), sw = save_if(autograd::requires_grad_of(x), weight),
          sy = SavedTensor(out), x_shape = x.shape()](const Tensor& g, Needs need) {
-          const Tensor y = fold_rows(sy.get().dim() == 1 ? sy.get().unsqueeze(0) : sy.get());
-          const Tensor g2 = fold_rows(g.dim() == 1 ? g.unsqueeze(0) : g).contiguous();
+          const Tensor& y = sy.get();
           Tensor masked = make_tensor(y.shape(), y.dtype(), y.device());
-          Tensor gb = make_tensor({y.size(1)}, y.dtype(), y.device());
-          if (masked.numel()) dispatch<Op::relu_backward_colsum>(y.device(), g2, y, masked, gb);
-          else gb.zero_();
-          Tensor gx, gw;
-          if (need[0]) gx = mm(masked, sw.get()).view(x_shape);
+          if (masked.numel()) dispatch<Op::relu_backward>(y.device(), g, y, masked);
+          const Tensor m2 = fold_rows(masked.dim() == 1 ? masked.unsqueeze(0) : masked);
+          Tensor gx, gw, gb;
+          if (need[0]) gx = mm(m2, sw.get()).view(x_shape);
           if (need[1]) {
             const Tensor& x = sx.get();
-            gw = mm(masked.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
+            gw = mm(m2.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
           }
-          return TensorList{gx, gw, need[2] ? gb : Tensor()};
+          if (need[2]) gb = m2.sum({0});
+          return TensorList{gx, gw, gb};
         });
   return out;
 }
 
-// Note [Fused cross-entropy]: cross_entropy with class indices as a composition runs log_softmax,
-// then about a dozen small ops to check, pick and mask the targets, each a dispatch and a node,
-// and as many again in backward; for a batch of 128 rows of 10 classes those cost more than the
-// arithmetic. Fused, one kernel makes each row's loss and keeps its max and log-sum for backward,
-// which writes softmax(row) - onehot(target) scaled by the row's gradient in one pass. Losses are
-// log_softmax's values bit for bit (one shared row routine). nn::functional::cross_entropy uses it
-// for (N,C) logits of f32/f64 without class weights or label smoothing, on devices with the kernels.
 Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ignore_index) {
   const char* op = "cross_entropy";
   check_defined(logits, op);

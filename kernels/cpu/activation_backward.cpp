@@ -2,7 +2,6 @@
 // pass, where composing the derivative from elementwise ops would take two to eight passes and as
 // many temporaries. g, the saved tensor and out share one shape and one floating dtype. Float math
 // runs in double, eight lanes at a time for contiguous f32 (Note [Vectorized float math]).
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -113,68 +112,8 @@ void gelu_erf_backward_cpu(const Tensor& g, const Tensor& x, Tensor& out) {
   backward_map(g, x, out, "gelu backward", GeluErfBackward{});
 }
 
-// Note [ReLU backward with column sums]: the backward of relu(linear(x)) needs relu's gradient and
-// its column sums (the bias's gradient); one pass over g and y gives both, where relu_backward and
-// then sum(0) read the gradient twice. Threads split the columns and each column is summed in row
-// order in double, as sum() does, so the sums equal sum()'s bit for bit at any thread count.
-template <class T> struct EightLanes;
-template <> struct EightLanes<float> { using type = wide::f32x8; };
-template <> struct EightLanes<double> { using type = wide::f64x8; };
-
-template <class T>
-void relu_backward_colsum_rows(const T* g, const T* y, T* grad, T* column_sum, int64_t rows, int64_t cols) {
-  using Lanes = typename EightLanes<T>::type;
-  constexpr int64_t kBlock = 256;  // columns per block of accumulators: 2 KB of doubles, held in L1
-  const int64_t grain = std::max<int64_t>(kBlock, kElementwiseGrain / std::max<int64_t>(rows, 1));
-  parallel_for(cols, grain, [=](int64_t c0, int64_t c1) {
-    wide::f64x8 acc[kBlock / 8];
-    for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
-      const int64_t width = std::min(kBlock, c1 - b0), full = width / 8 * 8;
-      for (auto& a : acc) a = wide::f64x8{};
-      double tail[8] = {};
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t at = r * cols + b0;
-        // GCC vectorises these loops only as written with vector types: its autovectoriser kept
-        // the column loop scalar (0.24 ms for 128x512, against 0.02 ms here).
-        for (int64_t j = 0; j < full; j += 8) {
-          Lanes vg, vy;
-          std::memcpy(&vg, g + at + j, sizeof vg);
-          std::memcpy(&vy, y + at + j, sizeof vy);
-          const Lanes v = vy <= T(0) ? Lanes{} : vg;  // as ReluBackward: a NaN output passes g
-          std::memcpy(grad + at + j, &v, sizeof v);
-          acc[j / 8] += __builtin_convertvector(v, wide::f64x8);
-        }
-        for (int64_t j = full; j < width; ++j) {
-          const T v = y[at + j] <= T(0) ? T(0) : g[at + j];
-          grad[at + j] = v;
-          tail[j - full] += static_cast<double>(v);
-        }
-      }
-      for (int64_t j = 0; j < full; ++j) column_sum[b0 + j] = static_cast<T>(acc[j / 8][j % 8]);
-      for (int64_t j = full; j < width; ++j) column_sum[b0 + j] = static_cast<T>(tail[j - full]);
-    }
-  });
-}
-
-void relu_backward_colsum_cpu(const Tensor& g, const Tensor& y, Tensor& grad, Tensor& column_sum) {
-  KILN_ASSERT(g.dim() == 2 && g.is_contiguous() && y.is_contiguous() && grad.is_contiguous() &&
-                  column_sum.is_contiguous(),
-              "relu_backward_colsum takes contiguous (rows, cols) tensors");
-  const int64_t rows = g.size(0), cols = g.size(1);
-  auto run = [&]<class T>() {
-    relu_backward_colsum_rows<T>(g.data_ptr<T>(), y.data_ptr<T>(), grad.data_ptr<T>(), column_sum.data_ptr<T>(),
-                                 rows, cols);
-  };
-  switch (g.dtype()) {
-    case DType::f32: return run.template operator()<float>();
-    case DType::f64: return run.template operator()<double>();
-    default: detail::throw_error("relu_backward_colsum: expected float32 or float64, got ", g.dtype());
-  }
-}
-
 }  // namespace
 
-KILN_REGISTER_KERNEL(Op::relu_backward_colsum, DeviceType::cpu, relu_backward_colsum_cpu);
 KILN_REGISTER_KERNEL(Op::relu_backward, DeviceType::cpu, relu_backward_cpu);
 KILN_REGISTER_KERNEL(Op::silu_backward, DeviceType::cpu, silu_backward_cpu);
 KILN_REGISTER_KERNEL(Op::gelu_tanh_backward, DeviceType::cpu, gelu_tanh_backward_cpu);
