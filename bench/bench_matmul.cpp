@@ -1,13 +1,16 @@
 // Kiln's mm against oneDNN called directly, side by side in one binary: dnnl_sgemm (f32) and a
 // matmul primitive created once outside the timed loop (f32 and bf16). Kiln's figure includes
 // what a user pays per call: the output allocation, the primitive-cache lookup and the memory
-// objects. Reports GFLOP/s. Runs on 2 threads (KILN_BENCH_THREADS overrides):
+// objects. Reports GFLOP/s. Then the skinny products of an MLP's 10-wide last layer, in the layouts
+// autograd passes them, where Kiln's mm takes its own kernel (kernels/cpu/small_matmul.cpp), beside
+// a oneDNN matmul primitive on the same layouts. Runs on 2 threads (KILN_BENCH_THREADS overrides):
 //   ./bench_matmul --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -84,6 +87,59 @@ void BM_dnnl_matmul_primitive(benchmark::State& state) {
   set_flops(state);
 }
 
+// Skinny products (M, K, N, a column-major, b column-major, fused row bias): the last layer of a
+// 784-512-512-10 MLP at batch 128 (forward x @ W.t() with and without its bias, grad input g @ W,
+// grad weight g.t() @ h; at 10 wide Kiln leaves them to oneDNN), the same layer 8 wide (Kiln's own
+// kernel), and M or N of 1 and 4 around them.
+const std::vector<std::array<int64_t, 6>> kSkinny = {
+    {128, 512, 10, 0, 1, 1}, {128, 512, 10, 0, 1, 0}, {128, 10, 512, 0, 0, 0}, {10, 128, 512, 1, 0, 0},
+    {128, 512, 8, 0, 1, 1},  {8, 128, 512, 1, 0, 0},  {128, 512, 1, 0, 1, 0},  {1, 512, 512, 0, 0, 0},
+    {4, 512, 512, 0, 0, 0},  {1024, 512, 8, 0, 1, 0}};
+
+// A (rows, cols) operand, column-major (a transposed contiguous buffer) when col is set.
+Tensor skinny_operand(int64_t rows, int64_t cols, bool col) {
+  return col ? kiln::randn({cols, rows}).t() : kiln::randn({rows, cols});
+}
+
+void BM_kiln_skinny(benchmark::State& state) {
+  kiln::set_num_threads(bench_threads());
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const Tensor a = skinny_operand(M, K, state.range(3)), b = skinny_operand(K, N, state.range(4));
+  const Tensor bias = kiln::randn({N});
+  auto run = [&] { return state.range(5) ? kiln::addmm(bias, a, b) : kiln::mm(a, b); };
+  benchmark::DoNotOptimize(run());
+  for (auto _ : state) benchmark::DoNotOptimize(run());
+  set_flops(state);
+}
+
+void BM_dnnl_skinny(benchmark::State& state) {
+  kiln::set_num_threads(bench_threads());
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const bool fused_bias = state.range(5);
+  const Tensor a = skinny_operand(M, K, state.range(3)), b = skinny_operand(K, N, state.range(4));
+  const Tensor bias = kiln::randn({1, N});
+  Tensor c = kiln::empty({M, N});
+  using dt = dnnl::memory::data_type;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(eng);
+  const dnnl::memory::desc a_md({M, K}, dt::f32, {a.stride(0), a.stride(1)}),
+      b_md({K, N}, dt::f32, {b.stride(0), b.stride(1)}), c_md({M, N}, dt::f32, {N, 1}), bias_md({1, N}, dt::f32, {N, 1});
+  const dnnl::matmul::desc desc = fused_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
+  const dnnl::matmul prim(dnnl::matmul::primitive_desc(desc, eng));
+  dnnl::memory ma(a_md, eng, a.data_ptr()), mb(b_md, eng, b.data_ptr()), mc(c_md, eng, c.data_ptr()),
+      mbias(bias_md, eng, bias.data_ptr());
+  std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+  if (fused_bias) args[DNNL_ARG_BIAS] = mbias;
+  prim.execute(stream, args);
+  stream.wait();
+  for (auto _ : state) {
+    prim.execute(stream, args);
+    stream.wait();
+    benchmark::ClobberMemory();
+  }
+  set_flops(state);
+}
+
 }  // namespace
 
 // Registered shape by shape, Kiln next to oneDNN, so that both sides of each ratio run close in time.
@@ -103,6 +159,14 @@ int main(int argc, char** argv) {
           ->ArgNames({"M", "K", "N"})
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();  // oneDNN works on OpenMP threads: the main thread's CPU time is not the cost
+  for (const auto& shape : kSkinny)
+    for (const auto& [name, fn] : std::vector<std::pair<const char*, Fn>>{{"kiln_mm_skinny/f32", BM_kiln_skinny},
+                                                                         {"dnnl_matmul_skinny/f32", BM_dnnl_skinny}})
+      benchmark::RegisterBenchmark(name, fn)
+          ->Args({shape.begin(), shape.end()})
+          ->ArgNames({"M", "K", "N", "a_col", "b_col", "bias"})
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
