@@ -432,6 +432,8 @@ TEST(Softmax, EveryDTypeDimAndLayout) {
   const std::vector<std::pair<Dims, std::vector<int64_t>>> shapes = {
       {{7}, {0, -1}},          {{4, 33}, {0, 1, -1}}, {{3, 4, 5}, {0, 1, 2}}, {{2, 1000}, {1}},
       {{4, 50, 70}, {1, 0}},   {{}, {0, -1}},         {{0, 5}, {0, 1}},       {{3, 0}, {1}},
+      // Rows of at most 16 go 16 at a time (Note [Narrow rows]): partial blocks, 1..16 and 17 wide.
+      {{37, 10}, {1, -1}},     {{130, 16}, {1}},      {{33, 1}, {1}},         {{20, 17}, {1}},
   };
   for (const SoftmaxCase& op : kSoftmaxOps)
     for (DType t : testing::kFloatDTypes)
@@ -461,6 +463,17 @@ TEST(Softmax, Gradcheck) {
         expect_gradcheck([&](const TensorList& in) { return TensorList{op.run(in[0].transpose(0, -1), dim)}; },
                          {grad_input(t, 8)}, what + " transposed");
       }
+}
+
+// A NaN in one narrow row makes that row NaN and leaves the other rows of its block alone.
+TEST(Softmax, NaNStaysInItsNarrowRow) {
+  Tensor x = testing::random_tensor({40, 10}, DType::f32, -3, 3, 9);
+  x.view({-1}).narrow(0, 17 * 10 + 3, 1).fill_(testing::kNaN);
+  for (const SoftmaxCase& op : kSoftmaxOps) {
+    const Tensor y = op.run(x, 1);
+    for (int64_t i = 0; i < y.numel(); ++i)
+      EXPECT_EQ(std::isnan(at(y, i)), i / 10 == 17) << op.name << " element " << i;
+  }
 }
 
 TEST(Softmax, HugeAndInfiniteInputs) {
