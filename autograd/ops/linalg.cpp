@@ -232,6 +232,29 @@ Dims linear_shape(const Tensor& x, const Tensor& weight) {
   shape[shape.size() - 1] = weight.size(0);
   return shape;
 }
+
+// t as a matrix: a vector is one row, leading dims fold into the rows.
+Tensor as_rows(const Tensor& t) { return fold_rows(t.dim() == 1 ? t.unsqueeze(0) : t); }
+
+// What the gradients of x and weight read: each side saved only when the other needs a gradient.
+struct LinearSaved {
+  SavedTensor x, weight;
+  Dims x_shape;
+};
+LinearSaved save_linear(const Tensor& x, const Tensor& weight) {
+  return {save_if(autograd::requires_grad_of(weight), x), save_if(autograd::requires_grad_of(x), weight), x.shape()};
+}
+
+// linear's gradients from its output's gradient g. With rows = x folded to (R, in) and g to
+// (R, out): dx = g w, dw = g^T x (contiguous), db = sum_R g.
+TensorList linear_grads(const Tensor& g, const LinearSaved& s, Needs need) {
+  const Tensor g2 = as_rows(g);
+  Tensor gx, gw, gb;
+  if (need[0]) gx = mm(g2, s.weight.get()).view(s.x_shape);
+  if (need[1]) gw = mm(g2.t(), as_rows(s.x.get()));
+  if (need[2]) gb = g2.sum({0});
+  return TensorList{gx, gw, gb};
+}
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -241,26 +264,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor out;
   {
     NoGradGuard untracked;  // one node for the whole op, recorded below
-    const Tensor x2 = fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x);
+    const Tensor x2 = as_rows(x);
     const Tensor wt = weight.t();  // a transposed view: oneDNN reads it in place
     out = (bias.defined() ? addmm(bias, x2, wt) : mm(x2, wt)).view(shape);
   }
-  // With rows = x folded to (R, in) and g to (R, out): dx = g w, dw = g^T x (contiguous), db = sum_R g.
   if (autograd::needs_grad(x, weight, bias))
-    autograd::record(
-        "linear", out, {x, weight, bias},
-        [sx = save_if(autograd::requires_grad_of(weight), x), sw = save_if(autograd::requires_grad_of(x), weight),
-         x_shape = x.shape()](const Tensor& g, Needs need) {
-          const Tensor g2 = fold_rows(g.dim() == 1 ? g.unsqueeze(0) : g);
-          Tensor gx, gw, gb;
-          if (need[0]) gx = mm(g2, sw.get()).view(x_shape);
-          if (need[1]) {
-            const Tensor& x = sx.get();
-            gw = mm(g2.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
-          }
-          if (need[2]) gb = g2.sum({0});
-          return TensorList{gx, gw, gb};
-        });
+    autograd::record("linear", out, {x, weight, bias},
+                     [s = save_linear(x, weight)](const Tensor& g, Needs need) { return linear_grads(g, s, need); });
   return out;
 }
 
@@ -284,23 +294,13 @@ Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   if (out.numel()) dispatch<Op::relu>(out.device(), out, out);
   if (autograd::needs_grad(x, weight, bias))
-    autograd::record(
-        "linear_relu", out, {x, weight, bias},
-        [sx = save_if(autograd::requires_grad_of(weight), x), sw = save_if(autograd::requires_grad_of(x), weight),
-         sy = SavedTensor(out), x_shape = x.shape()](const Tensor& g, Needs need) {
-          const Tensor& y = sy.get();
-          Tensor masked = make_tensor(y.shape(), y.dtype(), y.device());
-          if (masked.numel()) dispatch<Op::relu_backward>(y.device(), g, y, masked);
-          const Tensor m2 = fold_rows(masked.dim() == 1 ? masked.unsqueeze(0) : masked);
-          Tensor gx, gw, gb;
-          if (need[0]) gx = mm(m2, sw.get()).view(x_shape);
-          if (need[1]) {
-            const Tensor& x = sx.get();
-            gw = mm(m2.t(), fold_rows(x.dim() == 1 ? x.unsqueeze(0) : x));
-          }
-          if (need[2]) gb = m2.sum({0});
-          return TensorList{gx, gw, gb};
-        });
+    autograd::record("linear_relu", out, {x, weight, bias},
+                     [s = save_linear(x, weight), sy = SavedTensor(out)](const Tensor& g, Needs need) {
+                       const Tensor& y = sy.get();
+                       Tensor masked = make_tensor(y.shape(), y.dtype(), y.device());
+                       if (masked.numel()) dispatch<Op::relu_backward>(y.device(), g, y, masked);
+                       return linear_grads(masked, s, need);
+                     });
   return out;
 }
 

@@ -1,6 +1,6 @@
 // CPU softmax and log_softmax along one dim, and cross_entropy over class indices (log_softmax and
-// the pick fused): x and out have one shape, any strides; f32 and f64
-// compute in their own type, f16/bf16 in float. Numerically stable: each row's max is subtracted
+// the pick fused). softmax: x and out have one shape, any strides; f32 and f64 compute in their own
+// type, f16/bf16 in float. Numerically stable: each row's max is subtracted
 // before exp, so huge inputs do not overflow; a row of all -inf gives NaN, as in torch.
 #include <algorithm>
 #include <bit>
@@ -312,7 +312,6 @@ void cross_entropy_backward_cpu(const Tensor& logits, const Tensor& target, int6
     });
   });
 }
-
 
 }  // namespace
 

@@ -93,8 +93,7 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
                           args.label_smoothing == 0 && (input.dtype() == DType::f32 || input.dtype() == DType::f64) &&
                           has_kernel<Op::cross_entropy>(input.device()) &&
                           has_kernel<Op::cross_entropy_backward>(input.device());
-  if (fused_case) {
-    check_index_target(input, target, class_dim, op);
+  if (fused_case) {  // cross_entropy_rows checks the target itself
     KILN_CHECK(args.reduction != Reduction::batchmean, op, ": reduction 'batchmean' is only valid for kl_div");
     const Tensor loss = cross_entropy_rows(input, target, args.ignore_index);
     if (args.reduction == Reduction::none) return loss;
