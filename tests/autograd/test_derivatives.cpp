@@ -147,9 +147,9 @@ TEST(Derivatives, CompositesNeedNoNodeOfTheirOwn) {
   expect_gradcheck([](const TensorList& in) { return TensorList{kiln::pow(2.5, in[0])}; }, {x}, "pow(scalar, x)");
 }
 
-// The activations' backward kernels: contiguous f32 runs eight double lanes with a ragged tail,
-// strided f32 and f64 run one element at a time; all agree with the f64 derivative (which the
-// op table's gradcheck checks against finite differences) to float rounding.
+// The activations' backward kernels: contiguous f32 runs eight double lanes with a ragged tail (relu:
+// a select in f32), strided f32 and f64 run one element at a time; all agree with the f64
+// derivative (which the op table's gradcheck checks against finite differences) to float rounding.
 TEST(Derivatives, ActivationBackwardKernelsMatchF64) {
   const Tensor x64 = kt::random_tensor({3, 37}, DType::f64, -6, 6, 11);  // 111 elements: 13 vectors + 7
   const Tensor g64 = kt::random_tensor({3, 37}, DType::f64, -1, 1, 12);
@@ -174,6 +174,27 @@ TEST(Derivatives, ActivationBackwardKernelsMatchF64) {
   // torch's threshold_backward: a NaN output passes its gradient through.
   const Tensor n = leaf({std::nan(""), -1, 1});
   kt::expect_close(autograd::grad({n.relu().sum()}, {n})[0], {1, 0, 1}, 0, 0, "relu at NaN");
+}
+
+// relu's backward is a select run in the tensor's own dtype: over a size that spans both threads'
+// chunks with a ragged end, every element is g where the output is > 0 or NaN, else +0.
+TEST(Derivatives, ReluBackwardSelectOverThreadChunks) {
+  kiln::set_num_threads(2);
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    const int64_t n = 2 * kElementwiseGrain + 77;
+    Tensor x = kt::random_tensor({n}, dtype, -1, 1, 21);
+    x.select(0, 5).fill_(std::nan(""));
+    x.select(0, n - 1).fill_(-0.0);
+    const Tensor g = kt::random_tensor({n}, dtype, -1, 1, 22);
+    const Tensor xg = x.detach().requires_grad_();
+    const std::vector<double> got = kt::values(autograd::grad({xg.relu()}, {xg}, {.grad_outputs = {g}})[0]);
+    const std::vector<double> xv = kt::values(x), gv = kt::values(g);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = (xv[i] > 0 || std::isnan(xv[i])) ? gv[i] : 0.0;
+      ASSERT_EQ(got[i], want) << dtype << " at " << i;
+      ASSERT_FALSE(std::signbit(got[i]) && want == 0.0) << dtype << " at " << i << ": -0";
+    }
+  }
 }
 
 // torch's conventions at the points where a derivative is not unique, by hand.
