@@ -167,11 +167,64 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
   });
 }
 
+// Note [Dense 2x2 max-pool backward]: when the input tiles exactly into 2x2 windows (H = 2 Ho,
+// W = 2 Wo, the CNN case), each input position belongs to one window, so its gradient is g where
+// the window's index points at it and 0 elsewhere: one streaming write per position, where the
+// general path fills the plane and then scatters into it (in the CNN's loop 128x32x28x28 took
+// 1.1 ms that way). The indices carry no kernel size, so each is checked to lie in its own window;
+// a plane where one does not (indices from overlapping windows of the same output size, or bad
+// ones) returns false and is redone by the general path, which also reports bad indices.
+#ifdef __AVX512F__
+bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, float* gx, int64_t Wo, int64_t Ho) {
+  const int64_t W = 2 * Wo;
+  // Lane i of a pair of 16-float rows takes element i/2 of the even (top-left or bottom-left)
+  // vector for even i and of the odd vector for odd i.
+  const __m512i interleave_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i interleave_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m512i one = _mm512_set1_epi64(1), below = _mm512_set1_epi64(W), below_right = _mm512_set1_epi64(W + 1);
+  const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    float* r0 = gx + 2 * oh * W;
+    float* r1 = r0 + W;
+    for (int64_t ow = 0; ow < Wo; ow += 16) {
+      const int64_t n = std::min<int64_t>(16, Wo - ow);
+      const __mmask16 in = low_bits(n);
+      const __m512 g = _mm512_maskz_loadu_ps(in, go + oh * Wo + ow);
+      // Offsets of each index from its window's top-left corner, eight int64 lanes at a time.
+      const __m512i corner = _mm512_add_epi64(_mm512_set1_epi64(2 * oh * W + 2 * ow), lane2);
+      const __m512i off_a = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in), ix + oh * Wo + ow), corner);
+      const __m512i off_b = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in >> 8), ix + oh * Wo + ow + 8),
+                                             _mm512_add_epi64(corner, _mm512_set1_epi64(16)));
+      const auto at = [&](__m512i value) {
+        return static_cast<__mmask16>(_mm512_cmpeq_epi64_mask(off_a, value) |
+                                      (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(off_b, value)) << 8));
+      };
+      const __mmask16 top_left = at(_mm512_setzero_si512()), top_right = at(one), bottom_left = at(below),
+                      bottom_right = at(below_right);
+      if (static_cast<__mmask16>(top_left | top_right | bottom_left | bottom_right) != in) return false;
+      const __m512 tl = _mm512_maskz_mov_ps(top_left, g), tr = _mm512_maskz_mov_ps(top_right, g);
+      const __m512 bl = _mm512_maskz_mov_ps(bottom_left, g), br = _mm512_maskz_mov_ps(bottom_right, g);
+      const __mmask16 first = low_bits(2 * n), second = low_bits(2 * n - 16 > 0 ? 2 * n - 16 : 0);
+      _mm512_mask_storeu_ps(r0 + 2 * ow, first, _mm512_permutex2var_ps(tl, interleave_lo, tr));
+      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, second, _mm512_permutex2var_ps(tl, interleave_hi, tr));
+      _mm512_mask_storeu_ps(r1 + 2 * ow, first, _mm512_permutex2var_ps(bl, interleave_lo, br));
+      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, second, _mm512_permutex2var_ps(bl, interleave_hi, br));
+    }
+  }
+  return true;
+}
+#endif
+
 // grad_x plane = 0, then grad_out scattered to the recorded positions (windows may overlap, so
 // one position can collect several gradients).
 void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
   const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
+  // Below 8 outputs a row, the plane fits in L1 and the masked vector work per row outweighs the
+  // fill + scatter (128x64x14x14: 577 us dense against 529 us scattered).
+  [[maybe_unused]] const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) &&
+                                          grad_x.size(3) == 2 * grad_out.size(3) && grad_out.size(3) >= 8;
   visit_floating(grad_x.dtype(), "max_pool2d_backward", [&]<class T>() {
     using C = compute_t<T>;
     const T* pg = static_cast<const T*>(grad_out.data_ptr());
@@ -184,6 +237,10 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tens
         T* gx = px + k * plane;
         const T* go = pg + k * out_plane;
         const int64_t* ix = pi + k * out_plane;
+#ifdef __AVX512F__
+        if constexpr (std::is_same_v<T, float>)
+          if (tiles_2x2 && max_pool_backward_plane_2x2_f32(go, ix, gx, grad_out.size(3), grad_out.size(2))) continue;
+#endif
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
           const int64_t at = ix[j];

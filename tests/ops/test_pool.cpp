@@ -190,6 +190,46 @@ TEST(Pool, MatchesPyTorchFixture) {
                    kt::values(f["avg_pool2d.grad_x"]), 1e-5, 1e-6, "avg_pool2d grad");
 }
 
+// Scatter-add reference of max_pool2d_backward for f32: each gradient added at its recorded
+// position, in float and in output order (as torch sums where windows overlap).
+std::vector<double> ref_max_pool_backward(const Tensor& g, const Tensor& indices, const Dims& x_shape) {
+  const int64_t plane = x_shape[2] * x_shape[3], out_plane = g.size(2) * g.size(3);
+  const std::vector<double> gv = kt::values(g), iv = kt::values(indices);
+  std::vector<float> out(static_cast<size_t>(x_shape[0] * x_shape[1] * plane), 0.0f);
+  for (size_t j = 0; j < gv.size(); ++j)
+    out[j / out_plane * plane + static_cast<size_t>(iv[j])] += static_cast<float>(gv[j]);
+  return {out.begin(), out.end()};
+}
+
+// Inputs that tile into 2x2 windows with at least 8 outputs a row take the dense backward (Note
+// [Dense 2x2 max-pool backward]); a plane whose indices leave their windows takes the scatter.
+TEST(Pool, MaxPoolBackwardOverTiledPlanesMatchesScatter) {
+  for (const int64_t Wo : {8, 14, 16, 17, 33}) {
+    const Dims shape{2, 3, 6, 2 * Wo};
+    Tensor x = kt::random_tensor(shape, DType::f32, -2, 2, 30 + Wo);
+    x.select(0, 1).select(0, 2).select(0, 3).select(0, 5).fill_(kt::kNaN);  // a NaN wins its window
+    const TensorPair m = max_pool2d_with_indices(x, {2});
+    const Tensor g = kt::random_tensor(m.values.shape(), DType::f32, -1, 1, 40 + Wo);
+    const std::string what = "Wo " + std::to_string(Wo);
+    kt::expect_close(max_pool2d_backward(g, m.indices, shape), ref_max_pool_backward(g, m.indices, shape), 0, 0, what);
+    // Overlapping 3x3 windows (stride 2, padding 1) give the same output size; where two windows
+    // share a maximum, that position collects both gradients.
+    const TensorPair o = max_pool2d_with_indices(x, {3}, {2}, {1});
+    ASSERT_EQ(o.indices.shape(), m.indices.shape());
+    kt::expect_close(max_pool2d_backward(g, o.indices, shape), ref_max_pool_backward(g, o.indices, shape), 0, 0,
+                     what + " overlapping windows");
+    // One index moved outside its window, in plane (1, 2) only: the other planes stay dense.
+    Tensor moved = m.indices.clone();
+    moved.select(0, 1).select(0, 2).select(0, 1).select(0, 1).fill_(0);
+    kt::expect_close(max_pool2d_backward(g, moved, shape), ref_max_pool_backward(g, moved, shape), 0, 0,
+                     what + " one index outside its window");
+  }
+  const Tensor g = ones({1, 1, 2, 8});
+  Tensor bad = max_pool2d_with_indices(zeros({1, 1, 4, 16}), {2}).indices;
+  bad.select(0, 0).select(0, 0).select(0, 1).select(0, 7).fill_(64);
+  kt::expect_error([&] { max_pool2d_backward(g, bad, {1, 1, 4, 16}); }, {"max_pool2d_backward", "index 64", "4x16"});
+}
+
 TEST(Pool, ErrorsNameTheOpAndValues) {
   const Tensor x = zeros({2, 3, 4, 4});
   kt::expect_error([&] { max_pool2d(zeros({4, 4}), {2}); }, {"max_pool2d", "3-d (C,H,W) or 4-d", "[4, 4]"});
