@@ -8,12 +8,14 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/onednn_common.h"
@@ -349,8 +351,23 @@ void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> o
 
 bool onednn_dtype(DType t) { return t == DType::f32 || t == DType::bf16; }
 
+// Note [Few-channel convolution] (conv_direct.cpp): f32, stride 1, no dilation, one group and
+// fewer than 16 input channels, where oneDNN would take channel-blocked layouts and reorders.
+std::optional<DirectConvShape> direct_shape(const Geometry& g, DType t) {
+  if (t != DType::f32 || g.groups != 1 || g.c >= 16) return std::nullopt;
+  for (int d = 0; d < 2; ++d)
+    if (g.stride[d] != 1 || g.dilation[d] != 1) return std::nullopt;
+  const DirectConvShape s{g.n, g.c, g.h, g.w, g.o, g.ho, g.wo, g.kh, g.kw, g.pad_l[0], g.pad_l[1]};
+  if (!direct_conv_takes(s)) return std::nullopt;
+  return s;
+}
+
 void pass_forward(const Geometry& g, const Tensor& src, const Tensor& weight, const Tensor& bias, Tensor& dst) {
   const DType t = dst.dtype();
+  if (const auto s = direct_shape(g, t))
+    return direct_conv_forward_f32(*s, static_cast<const float*>(src.data_ptr()), static_cast<const float*>(weight.data_ptr()),
+                                   bias.defined() ? static_cast<const float*>(bias.data_ptr()) : nullptr,
+                                   static_cast<float*>(dst.data_ptr()));
   if (onednn_dtype(t))
     if (auto plan = plan_for(Pass::forward, t, g, bias.defined()))
       return run_plan(*plan, {src.data_ptr(), weight.data_ptr(), dst.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr},
@@ -429,6 +446,11 @@ void pass_backward_data(const Geometry& g, const Tensor& diff_dst, const Tensor&
 void pass_backward_weights(const Geometry& g, const Tensor& src, const Tensor& diff_dst, Tensor& diff_weight,
                            Tensor& diff_bias, Staged* staged = nullptr) {
   const DType t = diff_weight.dtype();
+  if (const auto s = direct_shape(g, t))
+    return direct_conv_backward_weights_f32(*s, static_cast<const float*>(src.data_ptr()),
+                                            static_cast<const float*>(diff_dst.data_ptr()),
+                                            static_cast<float*>(diff_weight.data_ptr()),
+                                            diff_bias.defined() ? static_cast<float*>(diff_bias.data_ptr()) : nullptr);
   if (onednn_dtype(t))
     if (auto plan = plan_for(Pass::backward_weights, t, g, diff_bias.defined()))
       return run_plan(*plan,

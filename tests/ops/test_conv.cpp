@@ -114,6 +114,14 @@ const std::vector<ConvCase> kCases = {
     // convolution (Note [Backward data as a forward convolution]).
     {{2, 16, 6, 7}, {20, 16, 2, 3}, false, {1, 1}, {0, 1}},
     {{1, 16, 5, 4}, {16, 24, 3, 3}, true, {1, 1}, {1, 0}, {1, 1}, {0, 0}, 1, true},
+    // f32 with stride 1, few input channels and outputs at least 16 wide: the direct kernels (Note
+    // [Few-channel convolution]), with ragged row ends; one and three channels of 3x3 have their
+    // own compiled layouts, the rest the general one.
+    {{2, 1, 6, 20}, {5, 1, 3, 3}, true, {1, 1}, {1, 1}},
+    {{1, 3, 5, 33}, {4, 3, 3, 3}, true, {1, 1}, {1, 1}},
+    {{2, 1, 7, 21}, {3, 1, 5, 5}, false, {1, 1}, {2, 1}},
+    {{1, 2, 4, 17}, {3, 2, 2, 1}, true},
+    {{1, 4, 5, 18}, {4, 2, 3, 3}, true, {1, 1}, {1, 1}, {1, 1}, {0, 0}, 1, true},  // its input gradient
 };
 
 std::string name_of(const ConvCase& c) {
@@ -146,9 +154,10 @@ TEST(Conv, ForwardMatchesNaiveLoopsInEveryDtype) {
 
 TEST(Conv, F64BackwardMatchesFiniteDifferences) {
   for (const ConvCase& c : kCases) {
-    // The f64 loops are the same at any channel count, and central differences of a sum over
-    // hundreds of outputs lose ~1e-8 to round-off: the wide cases are checked against f64 below.
-    if (c.x[1] >= 16) continue;
+    // The f64 loops are the same at any channel count and size, and central differences of a sum
+    // over hundreds of outputs lose ~1e-8 to round-off: the wide and the long cases are checked
+    // against f64 below.
+    if (c.x[1] >= 16 || checked_numel(out_shape_of(c), "conv test") > 400) continue;
     const Tensor x = kt::random_tensor(c.x, DType::f64, -2, 2, 4), w = kt::random_tensor(c.w, DType::f64, -1, 1, 5);
     const Dims os = out_shape_of(c);
     const Tensor b = kt::random_tensor({os[1]}, DType::f64, -1, 1, 6);
@@ -174,6 +183,23 @@ TEST(Conv, OnednnBackwardMatchesF64) {
       kt::expect_close(got.weight, kt::values(want.weight), rtol, atol, name_of(c) + " grad_weight");
       kt::expect_close(got.bias, kt::values(want.bias), rtol, atol, name_of(c) + " grad_bias");
     }
+}
+
+// The direct kernels split forward rows and backward output channels over threads; each sum runs
+// in one order whatever the split.
+TEST(Conv, FewChannelResultsDoNotDependOnThreadCount) {
+  const ConvCase c{{3, 1, 9, 28}, {7, 1, 3, 3}, true, {1, 1}, {1, 1}};
+  const Tensor x = kt::random_tensor(c.x, DType::f32, -2, 2, 11), w = kt::random_tensor(c.w, DType::f32, -1, 1, 12);
+  const Tensor b = kt::random_tensor({7}, DType::f32, -1, 1, 13), r = kt::random_tensor(out_shape_of(c), DType::f32, -1, 1, 14);
+  std::vector<std::vector<double>> runs;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    const LayerGrads g = run_conv_backward(c, r, x, w);
+    runs.push_back(kt::values(run_conv(c, x, w, b)));
+    for (const Tensor& t : {g.weight, g.bias}) runs.push_back(kt::values(t));
+  }
+  set_num_threads(2);
+  for (size_t k = 0; k < 3; ++k) EXPECT_EQ(runs[k], runs[k + 3]) << "result " << k;
 }
 
 TEST(Conv, MaskSkipsUnwantedGradients) {
