@@ -3,6 +3,9 @@
 // Trainer, on synthetic Fashion-MNIST-shaped batches made before the clock starts. Prints one
 // `RESULT bench=training side=kiln model=...` line per model; bench/training_torch.py is the same
 // loop in PyTorch, and bench/vs_torch.py runs both side by side. Not a test: nothing is checked.
+// After the MLP it also prints a `# mlp floor` line: the same step's matrix products and optimizer
+// step alone, called in sequence without autograd or elementwise ops, which no MLP step on this
+// library can beat; the step's ratio to it is the overhead left to remove.
 //
 //   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N]
 #include <chrono>
@@ -22,6 +25,7 @@
 #include "nn/layers/pool.h"
 #include "nn/optim/adam.h"
 #include "nn/optim/sgd.h"
+#include "autograd/grad_mode.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"
 #include "tensor/generator.h"
@@ -111,12 +115,39 @@ void report(const std::string& model, const RunResult& r, const Options& options
              " after ", options.warmup + options.steps, " steps");
 }
 
+// ms per repetition of the MLP step's eight products (forward, input and weight gradients; the
+// first layer's input gets none) and its optimizer step, on the trained model's parameters.
+double mlp_floor_ms(nn::Sequential& model, optim::Optimizer& optimizer, const std::vector<Batch>& batches,
+                    const Options& options) {
+  NoGradGuard no_grad;
+  const std::vector<Tensor> p = model.parameters();  // w1, b1, w2, b2, w3, b3
+  const Tensor& x = batches[0].x;
+  const Tensor h1 = addmm(p[1], x, p[0].t()).relu(), h2 = addmm(p[3], h1, p[2].t()).relu();
+  const Tensor g3 = randn({options.batch, 10}), g2 = randn({options.batch, 512}), g1 = randn({options.batch, 512});
+  auto products_and_step = [&] {
+    const Tensor outs[] = {addmm(p[1], x, p[0].t()), addmm(p[3], h1, p[2].t()), addmm(p[5], h2, p[4].t()),
+                           mm(g3, p[4]), mm(g3.t(), h2), mm(g2, p[2]), mm(g2.t(), h1), mm(g1.t(), x)};
+    optimizer.step();
+  };
+  for (int64_t i = 0; i < options.warmup; ++i) products_and_step();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.steps; ++i) products_and_step();
+  return 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+         static_cast<double>(options.steps);
+}
+
 void run_mlp(const Options& options) {
   seed_everything(0);
   auto model = build_mlp();
   optim::SGD optimizer(model->parameters(), {.lr = 0.01, .momentum = 0.9});
   const auto batches = synthetic_batches({784}, options.batch, 1);
-  report("mlp", train(*model, optimizer, batches, options), options);
+  const RunResult r = train(*model, optimizer, batches, options);
+  report("mlp", r, options);
+  const double step_ms = 1e3 * r.seconds / static_cast<double>(options.steps);
+  const double floor_ms = mlp_floor_ms(*model, optimizer, batches, options);
+  std::printf("# mlp floor: products + optimizer step alone %.4f ms, the training step %.4f ms (%.3fx the floor)\n",
+              floor_ms, step_ms, step_ms / floor_ms);
+  std::fflush(stdout);
 }
 
 void run_cnn(const Options& options) {

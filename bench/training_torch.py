@@ -68,6 +68,29 @@ def report(model_name, seconds, loss, args):
         sys.exit(f"training_torch.py: the {model_name} loss is {loss} after {args.warmup + args.steps} steps")
 
 
+def mlp_floor_ms(model, optimizer, batches, args):
+    """ms per repetition of the MLP step's eight products and its optimizer step, called alone in
+    sequence without autograd, as bench_training's `# mlp floor` line."""
+    w1, b1, w2, b2, w3, b3 = model.parameters()
+    x = batches[0][0]
+    with torch.no_grad():
+        h1 = torch.addmm(b1, x, w1.t()).relu()
+        h2 = torch.addmm(b2, h1, w2.t()).relu()
+        g3, g2, g1 = torch.randn(args.batch, 10), torch.randn(args.batch, 512), torch.randn(args.batch, 512)
+
+        def products_and_step():
+            torch.addmm(b1, x, w1.t()), torch.addmm(b2, h1, w2.t()), torch.addmm(b3, h2, w3.t())
+            g3 @ w3, g3.t() @ h2, g2 @ w2, g2.t() @ h1, g1.t() @ x
+            optimizer.step()
+
+        for _ in range(args.warmup):
+            products_and_step()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            products_and_step()
+        return 1e3 * (time.perf_counter() - start) / args.steps
+
+
 def run(model_name, args):
     torch.manual_seed(0)
     if model_name == "mlp":
@@ -79,6 +102,10 @@ def run(model_name, args):
     batches = synthetic_batches(image_shape, args.batch, seed)
     seconds, loss = train(model, optimizer, batches, args.warmup, args.steps)
     report(model_name, seconds, loss, args)
+    if model_name == "mlp":
+        floor, step = mlp_floor_ms(model, optimizer, batches, args), 1e3 * seconds / args.steps
+        print(f"# mlp floor: products + optimizer step alone {floor:.4f} ms, the training step {step:.4f} ms "
+              f"({step / floor:.3f}x the floor)", flush=True)
 
 
 def positive(minimum):
