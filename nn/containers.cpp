@@ -40,12 +40,15 @@ Sequential::Sequential(const NamedModules& named_modules) : Module("Sequential")
   for (const auto& [name, m] : named_modules) add_child(name, m);
 }
 
-// Note [Pooling before ReLU]: ReLU then MaxPool2d equals MaxPool2d then ReLU, values and gradients
-// bit for bit. ReLU is monotone, so max(relu(window)) = relu(max(window)), NaN included (both keep
-// it); a positive maximum is the same element of the window, found first among the same ties;
-// otherwise both orders give it a zero gradient (ReLU's mask is its output > 0). Pooling first
-// runs ReLU, forward and backward, on a quarter of the elements under a 2x2 pool and keeps the
-// smaller tensor for backward (ReLU took 3.5 ms of the demo CNN's 33 ms step). Only the exact
+// Note [Pooling before ReLU]: ReLU then MaxPool2d equals MaxPool2d then ReLU, values and gradients,
+// up to the sign of a zero. ReLU is monotone, so max(relu(window)) = relu(max(window)), NaN
+// included (both keep it); a positive maximum is the same element of the window, found first among
+// the same ties; otherwise both orders give it a zero gradient (ReLU's mask is its output > 0).
+// The zero's sign differs for a window like (-1, -0): the written order gives +0 (the first of two
+// zeros), pool-then-relu -0. Pooling first runs ReLU on a quarter of the elements under a 2x2 pool
+// and keeps the smaller tensor for backward (ReLU took 3.5 ms of the demo CNN's 33 ms step); the
+// two run as one op (Note [Fused pooling and ReLU] in nn/functional/layers.cpp) whose kernel also
+// restores the written order's zero, so the result is that order's bit for bit. Only the exact
 // layer types qualify: a subclass may compute something else.
 // A Linear followed by a ReLU runs as one fused op (Note [Fused linear and ReLU] in
 // autograd/ops/linalg.cpp), with the same values and gradients.
@@ -65,7 +68,8 @@ Tensor Sequential::forward(const Tensor& x) {
     Module& m = *children[i].second;
     Module* next = i + 1 < children.size() ? children[i + 1].second.get() : nullptr;
     if (next && pools_before_relu(m, *next)) {
-      y = m.forward(next->forward(y));
+      const auto& pool = static_cast<const MaxPool2d&>(*next);
+      y = F::max_pool2d_relu(y, pool.kernel_size, pool.options);
       ++i;
     } else if (next && linear_then_relu(m, *next)) {
       const auto& linear = static_cast<const Linear&>(m);

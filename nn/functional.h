@@ -71,6 +71,9 @@ struct AvgPool2dArgs {
   std::optional<int64_t> divisor_override;
 };
 Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& args = {});
+// max_pool2d(relu(x)) in one op that pools first, with the same values and gradients (Sequential's
+// ReLU -> MaxPool2d).
+Tensor max_pool2d_relu(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& args = {});
 Tensor avg_pool2d(const Tensor& x, IntPair kernel_size, const AvgPool2dArgs& args = {});
 Tensor adaptive_avg_pool2d(const Tensor& x, IntPair output_size);
 

@@ -78,13 +78,16 @@ struct PoolParams {
   bool ceil_mode = false;
   bool count_include_pad = true;  // avg_pool2d
   int64_t divisor_override = 0;   // avg_pool2d; 0: none
+  bool relu = false;              // max_pool2d: each maximum goes through ReLU (the fused pool + ReLU)
 };
 // x (N,C,H,W), out (N,C,Ho,Wo); adaptive pooling reads its output size from out and ignores p.
 using PoolKernel = void (*)(const Tensor& x, const PoolParams& p, Tensor& out);
 using PoolBackwardKernel = void (*)(const Tensor& grad_out, const PoolParams& p, Tensor& grad_x);  // writes all of grad_x
 // indices: i64, out's shape, the flat h * W + w position of each max within its (H,W) plane.
 using MaxPoolKernel = void (*)(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices);
-using MaxPoolBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& indices, Tensor& grad_x);
+// relu_output, when defined, is the fused pool + ReLU's output: grad_out counts as 0 where it is <= 0.
+using MaxPoolBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& indices, const Tensor& relu_output,
+                                       Tensor& grad_x);
 
 struct NormParams {
   double eps = 1e-5;

@@ -47,8 +47,14 @@ TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, con
                                    const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
 Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},
                   const Dims& dilation = {1}, bool ceil_mode = false);
-// grad_x of input_shape: each grad_out element added at its index.
-Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape);
+// max_pool2d(relu(x))'s values in one pass over x, with the maxima's indices (see Note [Fused
+// pooling and ReLU] in nn/functional/layers.cpp).
+TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride = {},
+                                        const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
+// grad_x of input_shape: each grad_out element added at its index. With relu_output (the fused
+// op's values), grad_out counts as 0 where that output is <= 0, as ReLU's backward.
+Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape,
+                           const Tensor& relu_output = {});
 Tensor avg_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},
                   bool ceil_mode = false, bool count_include_pad = true,
                   std::optional<int64_t> divisor_override = std::nullopt);

@@ -89,17 +89,30 @@ Dims batched_shape(const Dims& s) {
 
 }  // namespace
 
-TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
-                                   const Dims& dilation, bool ceil_mode) {
-  const char* op = "max_pool2d";
+namespace {
+TensorPair max_pool_values_and_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
+                                       const Dims& dilation, bool ceil_mode, bool relu) {
+  const char* op = relu ? "max_pool2d_relu" : "max_pool2d";
   check_input(x, op);
   Dims out_shape;
-  const PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, dilation, ceil_mode, op, out_shape);
+  PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, dilation, ceil_mode, op, out_shape);
+  p.relu = relu;
   const Dims out4 = batched_shape(out_shape);
   Tensor values = make_tensor(out4, x.dtype(), x.device());
   Tensor indices = make_tensor(out4, DType::i64, x.device());
   dispatch<Op::max_pool2d>(x.device(), as_batched(x), p, values, indices);
   return {values.view(out_shape), indices.view(out_shape)};
+}
+}  // namespace
+
+TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
+                                   const Dims& dilation, bool ceil_mode) {
+  return max_pool_values_and_indices(x, kernel_size, stride, padding, dilation, ceil_mode, false);
+}
+
+TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride,
+                                        const Dims& padding, const Dims& dilation, bool ceil_mode) {
+  return max_pool_values_and_indices(x, kernel_size, stride, padding, dilation, ceil_mode, true);
 }
 
 Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
@@ -107,7 +120,8 @@ Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride, 
   return max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode).values;
 }
 
-Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape) {
+Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape,
+                           const Tensor& relu_output) {
   const char* op = "max_pool2d_backward";
   check_input_shape(input_shape, op);
   KILN_CHECK(grad_out.defined() && indices.defined(), op, ": got an undefined grad_out or indices");
@@ -119,8 +133,15 @@ Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const 
   for (int d = 0; d < input_shape.size() - 2; ++d)
     KILN_CHECK(grad_out.size(d) == input_shape[d], op, ": grad_out of shape ", grad_out.shape(),
                " does not match the batch and channel dims of the input shape ", input_shape);
+  KILN_CHECK(!relu_output.defined() || (relu_output.shape() == grad_out.shape() &&
+                                        relu_output.dtype() == grad_out.dtype() &&
+                                        relu_output.device() == grad_out.device()),
+             op, ": relu_output ", relu_output.defined() ? relu_output.shape() : Dims{}, " ",
+             relu_output.defined() ? relu_output.dtype() : grad_out.dtype(), " does not match grad_out ",
+             grad_out.shape(), " ", grad_out.dtype());
   Tensor grad_x = make_tensor(batched_shape(input_shape), grad_out.dtype(), grad_out.device());
-  dispatch<Op::max_pool2d_backward>(grad_out.device(), as_batched(grad_out), as_batched(indices), grad_x);
+  const Tensor mask = relu_output.defined() ? as_batched(relu_output) : Tensor();
+  dispatch<Op::max_pool2d_backward>(grad_out.device(), as_batched(grad_out), as_batched(indices), mask, grad_x);
   return grad_x.view(input_shape);
 }
 

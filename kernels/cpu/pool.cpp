@@ -39,6 +39,17 @@ inline Window max_window(int64_t o, int64_t size, int64_t k, int64_t s, int64_t 
 // ---------------------------------------------------------------------------------------------
 // max_pool2d
 
+// The fused pool + ReLU's value for a window whose maximum is `best` and whose first element (in
+// scan order) is `first`, as the written order relu-then-pool computes it: a positive or NaN
+// maximum is kept; otherwise every element is a zero after ReLU, the first one wins the tie, and
+// it is -0 only where `first` is -0 (ReLU keeps -0 and turns negatives into +0). Taking
+// relu(best) instead would give -0 for a window (-1, -0) where the written order gives +0.
+template <class C>
+inline C pooled_relu(C best, C first) {
+  if (best > C(0) || std::isnan(best)) return best;
+  return first == C(0) && std::signbit(first) ? -C(0) : C(0);
+}
+
 // One plane; ties keep the first maximum in row-major order and a NaN wins, as in torch.
 template <class T>
 void max_pool_plane(const T* x, int64_t H, int64_t W, T* out, int64_t* idx, int64_t Ho, int64_t Wo, const PoolParams& p) {
@@ -54,6 +65,7 @@ void max_pool_plane(const T* x, int64_t H, int64_t W, T* out, int64_t* idx, int6
           const C v = static_cast<C>(x[h * W + w]);
           if (v > best || std::isnan(v)) { best = v; best_at = h * W + w; }
         }
+      if (p.relu) best = pooled_relu(best, static_cast<C>(x[wh.start * W + ww.start]));
       out[oh * Wo + ow] = convert<T>(best);
       idx[oh * Wo + ow] = best_at;
     }
@@ -65,7 +77,7 @@ void max_pool_plane(const T* x, int64_t H, int64_t W, T* out, int64_t* idx, int6
 // selects, tracking the winner as a 2-bit code (bit 0: right column, bit 1: lower row) whose width
 // matches the values', and turning it into a flat index only at the store.
 template <class T>
-void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho, int64_t Wo) {
+void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho, int64_t Wo, bool relu) {
   using C = compute_t<T>;
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const T* r0 = x + 2 * oh * W;
@@ -89,7 +101,7 @@ void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho,
       const bool take_d = (d > best) | (d != d);
       best = take_d ? d : best;
       code = take_d ? 3 : code;
-      o[ow] = convert<T>(best);
+      o[ow] = convert<T>(relu ? pooled_relu(best, a) : best);
       io[ow] = base + 2 * ow + (code & 1) + (code >> 1) * W;
     }
   }
@@ -100,7 +112,15 @@ void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho,
 // mostly its scalar tail. Sixteen outputs per step, even and odd columns split by permutes, and
 // the last step masked, so every width stays vectorised. Flat indices are built in int32 (the
 // caller checks that a plane fits) and widened at the store.
-void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo) {
+// pooled_relu, sixteen lanes: best where it is > 0 or NaN, else a zero with `first`'s sign where
+// `first` is -0 (fpclass 0x04) and +0 otherwise.
+inline __m512 pooled_relu(__m512 best, __m512 first) {
+  const __mmask16 keep = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_NLE_UQ);
+  const __m512 zero = _mm512_maskz_mov_ps(_mm512_fpclass_ps_mask(first, 0x04), _mm512_set1_ps(-0.0f));
+  return _mm512_mask_mov_ps(zero, keep, best);
+}
+
+void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo, bool relu) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -117,7 +137,8 @@ void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx,
       const __m512 r1a = _mm512_maskz_loadu_ps(lo, r1 + 2 * ow), r1b = _mm512_maskz_loadu_ps(hi, r1 + 2 * ow + 16);
       const __m512 candidates[3] = {_mm512_permutex2var_ps(r0a, odd, r0b), _mm512_permutex2var_ps(r1a, even, r1b),
                                     _mm512_permutex2var_ps(r1a, odd, r1b)};
-      __m512 best = _mm512_permutex2var_ps(r0a, even, r0b);
+      const __m512 first = _mm512_permutex2var_ps(r0a, even, r0b);
+      __m512 best = first;
       __m512i offset = _mm512_add_epi32(_mm512_set1_epi32(base + static_cast<int32_t>(2 * ow)),
                                         _mm512_add_epi32(lane, lane));
       const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
@@ -129,13 +150,14 @@ void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx,
         step = _mm512_mask_mov_epi32(step, take, steps[c]);
       }
       offset = _mm512_add_epi32(offset, step);
+      if (relu) best = pooled_relu(best, first);
       _mm512_mask_storeu_ps(out + oh * Wo + ow, out_mask, best);
       // Zero-masked forms of the widening intrinsics: GCC 12 warns on the plain ones' undefined pass-through.
-      const __m512i first = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0));
-      const __m512i second = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 1));
+      const __m512i low = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0));
+      const __m512i high = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 1));
       int64_t* io = idx + oh * Wo + ow;
-      _mm512_mask_storeu_epi64(io, static_cast<__mmask8>(out_mask), first);
-      _mm512_mask_storeu_epi64(io + 8, static_cast<__mmask8>(out_mask >> 8), second);
+      _mm512_mask_storeu_epi64(io, static_cast<__mmask8>(out_mask), low);
+      _mm512_mask_storeu_epi64(io + 8, static_cast<__mmask8>(out_mask >> 8), high);
     }
   }
 }
@@ -143,7 +165,8 @@ void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx,
 // Outputs at most 8 wide (the CNN's 14x14 -> 7x7) would leave most of a 16-lane vector idle: two
 // output rows share one, lanes 0-7 for row oh and 8-15 for row oh + 1 (in the CNN's loop the
 // one-row kernel took 0.74 ms for 128x64x14x14, for a 6.4 MB input).
-void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo) {
+void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo,
+                                   bool relu) {
   // Lane k < 8 takes column 2k (+1) of the first vector, lane 8 + k column 2k (+1) of the second.
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -159,7 +182,8 @@ void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_
     const __m512 b1 = pair ? _mm512_maskz_loadu_ps(row, r0 + 3 * W) : _mm512_setzero_ps();
     const __m512 candidates[3] = {_mm512_permutex2var_ps(t0, odd, t1), _mm512_permutex2var_ps(b0, even, b1),
                                   _mm512_permutex2var_ps(b0, odd, b1)};
-    __m512 best = _mm512_permutex2var_ps(t0, even, t1);
+    const __m512 first = _mm512_permutex2var_ps(t0, even, t1);
+    __m512 best = first;
     const __m512i corner = _mm512_add_epi32(
         column, _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(static_cast<int32_t>(2 * oh * W)),
                                         _mm512_set1_epi32(static_cast<int32_t>(2 * (oh + 1) * W))));
@@ -172,6 +196,7 @@ void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_
       step = _mm512_mask_mov_epi32(step, take, steps[c]);
     }
     const __m512i offset = _mm512_add_epi32(corner, step);
+    if (relu) best = pooled_relu(best, first);
     _mm256_mask_storeu_ps(out + oh * Wo, outputs, _mm512_maskz_extractf32x8_ps(0xFF, best, 0));
     _mm512_mask_storeu_epi64(idx + oh * Wo, outputs,
                              _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0)));
@@ -198,12 +223,12 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
 #ifdef __AVX512F__
         if constexpr (std::is_same_v<T, float>)
           if (two_by_two && H * W <= std::numeric_limits<int32_t>::max()) {
-            if (Wo <= 8) max_pool_plane_2x2_f32_narrow(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
-            else max_pool_plane_2x2_f32(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
+            if (Wo <= 8) max_pool_plane_2x2_f32_narrow(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
+            else max_pool_plane_2x2_f32(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
             continue;
           }
 #endif
-        if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo);
+        if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
         else max_pool_plane<T>(px + k * H * W, H, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p);
       }
     });
@@ -218,7 +243,12 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
 // a plane where one does not (indices from overlapping windows of the same output size, or bad
 // ones) returns false and is redone by the general path, which also reports bad indices.
 #ifdef __AVX512F__
-bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, float* gx, int64_t Wo, int64_t Ho) {
+// ReLU's backward mask on its output: not (y <= 0), so a NaN passes its gradient, as relu_backward.
+inline __mmask16 relu_passes(__m512 y) { return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ); }
+
+// y, when not null, is the fused pool + ReLU's output: g counts as 0 where y <= 0 (NaN passes).
+bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
+                                     int64_t Ho) {
   const int64_t W = 2 * Wo;
   // Lane i of a pair of 16-float rows takes element i/2 of the even (top-left or bottom-left)
   // vector for even i and of the odd vector for odd i.
@@ -233,7 +263,8 @@ bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, float* 
     for (int64_t ow = 0; ow < Wo; ow += 16) {
       const int64_t n = std::min<int64_t>(16, Wo - ow);
       const __mmask16 in = low_bits(n);
-      const __m512 g = _mm512_maskz_loadu_ps(in, go + oh * Wo + ow);
+      __m512 g = _mm512_maskz_loadu_ps(in, go + oh * Wo + ow);
+      if (y) g = _mm512_maskz_mov_ps(relu_passes(_mm512_maskz_loadu_ps(in, y + oh * Wo + ow)), g);
       // Offsets of each index from its window's top-left corner, eight int64 lanes at a time.
       const __m512i corner = _mm512_add_epi64(_mm512_set1_epi64(2 * oh * W + 2 * ow), lane2);
       const __m512i off_a = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in), ix + oh * Wo + ow), corner);
@@ -260,7 +291,8 @@ bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, float* 
 
 // Outputs at most 8 wide: two output rows per vector, as max_pool_plane_2x2_f32_narrow (in the
 // CNN's loop the fill + scatter took 0.67 ms for 128x64x14x14).
-bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, float* gx, int64_t Wo, int64_t Ho) {
+bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
+                                            int64_t Ho) {
   const int64_t W = 2 * Wo;
   const __m512i interleave_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i interleave_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -272,8 +304,12 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
     const bool pair = oh + 1 < Ho;
     const __mmask8 second = pair ? outputs : 0;
     // Lanes 0-7: output row oh; lanes 8-15: row oh + 1.
-    const __m512 g = _mm512_insertf32x8(_mm512_insertf32x8(_mm512_setzero_ps(), _mm256_maskz_loadu_ps(outputs, go + oh * Wo), 0),
-                                        _mm256_maskz_loadu_ps(second, go + (oh + 1) * Wo), 1);
+    const auto two_rows = [&](const float* p) {
+      return _mm512_insertf32x8(_mm512_insertf32x8(_mm512_setzero_ps(), _mm256_maskz_loadu_ps(outputs, p + oh * Wo), 0),
+                                _mm256_maskz_loadu_ps(second, p + (oh + 1) * Wo), 1);
+    };
+    __m512 g = two_rows(go);
+    if (y) g = _mm512_maskz_mov_ps(relu_passes(two_rows(y)), g);
     const __m512i off_a = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(outputs, ix + oh * Wo),
                                            _mm512_add_epi64(column, _mm512_set1_epi64(2 * oh * W)));
     const __m512i off_b = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(second, ix + (oh + 1) * Wo),
@@ -301,7 +337,8 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
 
 // grad_x plane = 0, then grad_out scattered to the recorded positions (windows may overlap, so
 // one position can collect several gradients).
-void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tensor& grad_x) {
+void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, const Tensor& relu_output,
+                             Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
   const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
   [[maybe_unused]] const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3);
@@ -309,6 +346,7 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tens
     using C = compute_t<T>;
     const T* pg = static_cast<const T*>(grad_out.data_ptr());
     const int64_t* pi = static_cast<const int64_t*>(indices.data_ptr());
+    const T* py = relu_output.defined() ? static_cast<const T*>(relu_output.data_ptr()) : nullptr;
     T* px = static_cast<T*>(grad_x.data_ptr());
     constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
     std::atomic<int64_t> bad_index{kNone};  // an index outside its plane: reported after the loop
@@ -317,18 +355,22 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, Tens
         T* gx = px + k * plane;
         const T* go = pg + k * out_plane;
         const int64_t* ix = pi + k * out_plane;
+        const T* y = py ? py + k * out_plane : nullptr;
 #ifdef __AVX512F__
         if constexpr (std::is_same_v<T, float>)
           if (tiles_2x2 && (grad_out.size(3) <= 8
-                                ? max_pool_backward_plane_2x2_f32_narrow(go, ix, gx, grad_out.size(3), grad_out.size(2))
-                                : max_pool_backward_plane_2x2_f32(go, ix, gx, grad_out.size(3), grad_out.size(2))))
+                                ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, grad_out.size(3), grad_out.size(2))
+                                : max_pool_backward_plane_2x2_f32(go, ix, y, gx, grad_out.size(3), grad_out.size(2))))
             continue;
 #endif
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
           const int64_t at = ix[j];
           if (at < 0 || at >= plane) { bad_index.store(at, std::memory_order_relaxed); continue; }
-          gx[at] = convert<T>(static_cast<C>(gx[at]) + static_cast<C>(go[j]));
+          // ReLU's mask (a NaN output passes); a masked gradient is still added as +0, as relu_backward's
+          // output would be, so a -0 already there becomes +0 as in the composition.
+          const C g = y && static_cast<C>(y[j]) <= C(0) ? C(0) : static_cast<C>(go[j]);
+          gx[at] = convert<T>(static_cast<C>(gx[at]) + g);
         }
       }
     });

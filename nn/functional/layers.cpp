@@ -83,6 +83,30 @@ Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) 
   return r.values;
 }
 
+// Note [Fused pooling and ReLU]: max_pool2d(relu(x)) as one op that pools first, the order
+// Sequential runs a ReLU followed by a MaxPool2d in (Note [Pooling before ReLU] in
+// nn/containers.cpp). The pooling kernel passes each maximum through ReLU as it stores it (a
+// window with no positive or NaN element gives the zero relu(x) would put first in it), and its
+// backward applies ReLU's mask (output <= 0, NaN passing) to grad_out as it scatters, so the pooled
+// tensor is neither read again forward nor masked in a pass of its own backward (in the demo CNN
+// those two passes profiled at 0.8 ms of a 27.5 ms step; end to end the step gained 0.25 ms).
+// Values and gradients are max_pool2d(relu(x))'s, bit for bit.
+Tensor max_pool2d_relu(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) {
+  const Dims kernel = kernel_size.dims(), stride = a.stride.value_or(kernel_size).dims();
+  if (!x.defined() || !is_floating(x.dtype())) return max_pool2d(x, kernel_size, a).relu();  // its errors
+  TensorPair r;
+  {
+    NoGradGuard no_grad;
+    r = kiln::max_pool2d_relu_with_indices(x, kernel, stride, a.padding.dims(), a.dilation.dims(), a.ceil_mode);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record("max_pool2d_relu", r.values, {x},
+                     [indices = r.indices, sy = SavedTensor(r.values), shape = x.shape()](const Tensor& g, Needs) {
+                       return kiln::max_pool2d_backward(g, indices, shape, sy.get());
+                     });
+  return r.values;
+}
+
 Tensor avg_pool2d(const Tensor& x, IntPair kernel_size, const AvgPool2dArgs& a) {
   const Dims kernel = kernel_size.dims(), stride = a.stride.value_or(kernel_size).dims(), padding = a.padding.dims();
   Tensor out;

@@ -253,39 +253,53 @@ TEST(Module, ContainersIndexAndChain) {
   kt::expect_error([&] { list.forward(x); }, {"ModuleList", "no forward"});
 }
 
-// Note [Pooling before ReLU]: Sequential runs ReLU -> MaxPool2d as MaxPool2d -> ReLU; values and
-// input gradients must be those of the written order bit for bit, on windows that are all negative,
-// hold zeros, tie on positive values, hold NaN or -inf, and under padding and ceil mode.
+// Note [Pooling before ReLU]: Sequential runs ReLU -> MaxPool2d as one fused MaxPool2d -> ReLU op
+// (Note [Fused pooling and ReLU]); values and input gradients must be those of the written order
+// bit for bit, sign of zero included, on windows that are all negative, hold zeros, tie on
+// positive values, hold NaN or -inf, under padding and ceil mode, on inputs that tile into 2x2
+// windows (the dense backward, one and two output rows per vector) and in bf16.
 TEST(Module, SequentialPoolsBeforeReluBitForBit) {
-  Tensor x = kt::random_tensor({2, 3, 7, 6}, DType::f32, -2, 2, 11);
-  float* p = static_cast<float*>(x.data_ptr());
-  p[0] = p[1] = p[6] = p[7] = -1.5f;         // an all-negative window
-  p[2] = 0.0f, p[3] = -0.0f, p[8] = p[9] = -3.0f;  // zeros only
-  p[4] = p[5] = p[10] = 1.25f, p[11] = -0.5f;  // a positive tie
-  p[12] = std::numeric_limits<float>::quiet_NaN();
-  p[13] = -std::numeric_limits<float>::infinity();
-  p[50] = std::numeric_limits<float>::quiet_NaN(), p[51] = 5.0f;
   const std::vector<std::pair<std::string, F::MaxPool2dArgs>> pools = {
       {"2x2", {}}, {"3x3 stride 2 pad 1 ceil", {.stride = F::IntPair{2}, .padding = 1, .ceil_mode = true}}};
-  for (const auto& [label, args] : pools) {
-    const F::IntPair kernel = label == "2x2" ? F::IntPair{2} : F::IntPair{3};
-    nn::Sequential seq(make_shared<nn::ReLU>(), make_shared<nn::MaxPool2d>(kernel, args));
-    const Tensor a = x.detach().requires_grad_(), b = x.detach().requires_grad_();
-    const Tensor got = seq.forward(a);
-    ASSERT_TRUE(got.grad_fn());
-    EXPECT_EQ(got.grad_fn()->name(), "relu") << label << ": the pool should run first";
-    const Tensor want = F::max_pool2d(b.relu(), kernel, args);
-    ASSERT_EQ(got.shape(), want.shape()) << label;
-    const Tensor g = kt::random_tensor(want.shape(), DType::f32, -1, 1, 12);
-    got.backward(g);
-    want.backward(g);
-    for (const auto& [what, u, v] : {std::tuple{"output", got, want}, std::tuple{"grad", a.grad(), b.grad()}})
-      for (int64_t i = 0; i < u.numel(); ++i) {
-        const double s = kt::at(u, i), t = kt::at(v, i);
-        EXPECT_TRUE(std::isnan(s) ? std::isnan(t) : s == t) << label << " " << what << " element " << i << ": " << s
-                                                            << " vs " << t;
+  for (const Dims& shape : {Dims{2, 3, 7, 6}, Dims{2, 3, 8, 40}, Dims{1, 2, 6, 12}})
+    for (const DType dtype : {DType::f32, DType::bf16}) {
+      Tensor x = kt::random_tensor(shape, DType::f32, -2, 2, 11);
+      float* p = static_cast<float*>(x.data_ptr());
+      const int64_t W = shape[3];
+      const auto at = [&](int64_t h, int64_t w) -> float& { return p[h * W + w]; };
+      at(0, 0) = at(0, 1) = at(1, 0) = at(1, 1) = -1.5f;               // an all-negative window
+      at(0, 2) = 0.0f, at(0, 3) = -0.0f, at(1, 2) = at(1, 3) = -3.0f;  // zeros only
+      at(0, 4) = at(0, 5) = at(1, 4) = 1.25f, at(1, 5) = -0.5f;        // a positive tie
+      at(2, 2) = -0.0f, at(2, 3) = 0.0f, at(3, 2) = -1.0f, at(3, 3) = -2.0f;  // -0 first: its max, kept by ReLU
+      at(2, 4) = -1.0f, at(2, 5) = -0.0f, at(3, 4) = -2.0f, at(3, 5) = -3.0f;  // max -0, not first: +0 after ReLU
+      at(2, 0) = std::numeric_limits<float>::quiet_NaN();
+      at(2, 1) = -std::numeric_limits<float>::infinity();
+      at(4, 2) = std::numeric_limits<float>::quiet_NaN(), at(4, 3) = 5.0f;
+      x = x.to(dtype);
+      for (const auto& [label, args] : pools) {
+        std::ostringstream what;
+        what << label << " " << shape << " " << dtype;
+        const F::IntPair kernel = label == "2x2" ? F::IntPair{2} : F::IntPair{3};
+        nn::Sequential seq(make_shared<nn::ReLU>(), make_shared<nn::MaxPool2d>(kernel, args));
+        const Tensor a = x.detach().requires_grad_(), b = x.detach().requires_grad_();
+        const Tensor got = seq.forward(a);
+        ASSERT_TRUE(got.grad_fn());
+        EXPECT_EQ(got.grad_fn()->name(), "max_pool2d_relu") << what.str();
+        const Tensor want = F::max_pool2d(b.relu(), kernel, args);
+        ASSERT_EQ(got.shape(), want.shape()) << what.str();
+        Tensor g = kt::random_tensor(want.shape(), DType::f32, -1, 1, 12);
+        static_cast<float*>(g.data_ptr())[1] = -0.0f;  // a -0 gradient keeps its sign where it passes
+        g = g.to(dtype);
+        got.backward(g);
+        want.backward(g);
+        for (const auto& [part, u, v] : {std::tuple{"output", got, want}, std::tuple{"grad", a.grad(), b.grad()}})
+          for (int64_t i = 0; i < u.numel(); ++i) {
+            const double s = kt::at(u, i), t = kt::at(v, i);
+            EXPECT_TRUE(std::isnan(s) ? std::isnan(t) : s == t && std::signbit(s) == std::signbit(t))
+                << what.str() << " " << part << " element " << i << ": " << s << " vs " << t;
+          }
       }
-  }
+    }
 }
 
 std::vector<std::string> torch_reprs() {
