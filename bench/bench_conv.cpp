@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <unordered_map>
 
 #include <kiln/kiln.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -54,7 +55,8 @@ void conv_backward(benchmark::State& state, ConvLayer l, bool input_grad) {
   report_ms(state);
 }
 
-// oneDNN on its own: primitives made once, each call reorders NCHW in, runs, reorders out.
+// oneDNN on its own: the convolution and its reorders made once, outside the timed loop; each
+// call reorders the caller's NCHW/OIHW buffers in, runs, and reorders the result out.
 struct OnednnConv1 {
   using md = dnnl::memory::desc;
   using tag = dnnl::memory::format_tag;
@@ -73,24 +75,35 @@ struct OnednnConv1 {
                                                md(wei, f32, tag::any), md(bia, f32, tag::x), md(dst, f32, tag::any),
                                                one, one, one),
       eng, fwd};
-  // A plain NCHW/OIHW buffer in, the primitive's layout out (or back).
-  dnnl::memory plain(const dnnl::memory::dims& d, tag t, void* p) { return dnnl::memory(md(d, f32, t), eng, p); }
-  void reorder(dnnl::memory from, dnnl::memory to) { dnnl::reorder(from, to).execute(stream, from, to); }
+  dnnl::memory plain(const dnnl::memory::dims& d, tag t, const Tensor& data) {
+    return dnnl::memory(md(d, f32, t), eng, data.data_ptr());
+  }
+  // A reorder made once, run by each call.
+  struct Reorder {
+    dnnl::reorder prim;
+    dnnl::memory from, to;
+    void run(dnnl::stream& s) { prim.execute(s, from, to); }
+  };
+  static Reorder reorder(dnnl::memory from, dnnl::memory to) { return {dnnl::reorder(from, to), from, to}; }
 };
 
 void onednn_conv1_forward(benchmark::State& state) {
   kiln::set_num_threads(bench_threads());
   OnednnConv1 c;
+  using tag = OnednnConv1::tag;
   const Tensor x = kiln::randn({kBatch, 1, 28, 28}), w = kiln::randn({32, 1, 3, 3}) * 0.1, b = kiln::randn({32});
+  const Tensor y = kiln::empty({kBatch, 32, 28, 28});
   const dnnl::memory src(c.fwd.src_desc(), c.eng), wei(c.fwd.weights_desc(), c.eng), dst(c.fwd.dst_desc(), c.eng);
+  auto to_src = c.reorder(c.plain(c.src, tag::nchw, x), src), to_wei = c.reorder(c.plain(c.wei, tag::oihw, w), wei);
+  auto from_dst = c.reorder(dst, c.plain(c.dst, tag::nchw, y));
   const dnnl::primitive prim(c.fwd);
+  const std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, c.plain(c.bia, tag::x, b)}, {DNNL_ARG_DST, dst}};
   for (auto _ : state) {
-    Tensor y = kiln::empty({kBatch, 32, 28, 28});
-    c.reorder(c.plain(c.src, OnednnConv1::tag::nchw, x.data_ptr()), src);
-    c.reorder(c.plain(c.wei, OnednnConv1::tag::oihw, w.data_ptr()), wei);
-    prim.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, c.plain(c.bia, OnednnConv1::tag::x, b.data_ptr())},
-                            {DNNL_ARG_DST, dst}});
-    c.reorder(dst, c.plain(c.dst, OnednnConv1::tag::nchw, y.data_ptr()));
+    to_src.run(c.stream);
+    to_wei.run(c.stream);
+    prim.execute(c.stream, args);
+    from_dst.run(c.stream);
     c.stream.wait();
     benchmark::DoNotOptimize(y.data_ptr());
   }
@@ -100,17 +113,23 @@ void onednn_conv1_forward(benchmark::State& state) {
 void onednn_conv1_backward_weights(benchmark::State& state) {
   kiln::set_num_threads(bench_threads());
   OnednnConv1 c;
+  using tag = OnednnConv1::tag;
   const Tensor x = kiln::randn({kBatch, 1, 28, 28}), gy = kiln::randn({kBatch, 32, 28, 28});
+  const Tensor gw = kiln::empty({32, 1, 3, 3}), gb = kiln::empty({32});
   const dnnl::memory src(c.bwd.src_desc(), c.eng), diff_dst(c.bwd.diff_dst_desc(), c.eng),
       diff_wei(c.bwd.diff_weights_desc(), c.eng);
+  auto to_src = c.reorder(c.plain(c.src, tag::nchw, x), src), to_diff_dst = c.reorder(c.plain(c.dst, tag::nchw, gy), diff_dst);
+  auto from_diff_wei = c.reorder(diff_wei, c.plain(c.wei, tag::oihw, gw));
   const dnnl::primitive prim(c.bwd);
+  const std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src},
+                                                   {DNNL_ARG_DIFF_DST, diff_dst},
+                                                   {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
+                                                   {DNNL_ARG_DIFF_BIAS, c.plain(c.bia, tag::x, gb)}};
   for (auto _ : state) {
-    Tensor gw = kiln::empty({32, 1, 3, 3}), gb = kiln::empty({32});
-    c.reorder(c.plain(c.src, OnednnConv1::tag::nchw, x.data_ptr()), src);
-    c.reorder(c.plain(c.dst, OnednnConv1::tag::nchw, gy.data_ptr()), diff_dst);
-    prim.execute(c.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
-                            {DNNL_ARG_DIFF_BIAS, c.plain(c.bia, OnednnConv1::tag::x, gb.data_ptr())}});
-    c.reorder(diff_wei, c.plain(c.wei, OnednnConv1::tag::oihw, gw.data_ptr()));
+    to_src.run(c.stream);
+    to_diff_dst.run(c.stream);
+    prim.execute(c.stream, args);
+    from_diff_wei.run(c.stream);
     c.stream.wait();
     benchmark::DoNotOptimize(gw.data_ptr());
   }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "nn/containers.h"
 #include "nn/functional.h"
 #include "nn/layers/activation.h"
@@ -25,7 +26,6 @@
 #include "nn/layers/pool.h"
 #include "nn/optim/adam.h"
 #include "nn/optim/sgd.h"
-#include "autograd/grad_mode.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"
 #include "tensor/generator.h"

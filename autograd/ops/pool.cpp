@@ -136,9 +136,8 @@ Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const 
   KILN_CHECK(!relu_output.defined() || (relu_output.shape() == grad_out.shape() &&
                                         relu_output.dtype() == grad_out.dtype() &&
                                         relu_output.device() == grad_out.device()),
-             op, ": relu_output ", relu_output.defined() ? relu_output.shape() : Dims{}, " ",
-             relu_output.defined() ? relu_output.dtype() : grad_out.dtype(), " does not match grad_out ",
-             grad_out.shape(), " ", grad_out.dtype());
+             op, ": relu_output ", relu_output.shape(), " ", relu_output.dtype(), " on ", relu_output.device(),
+             " does not match grad_out ", grad_out.shape(), " ", grad_out.dtype(), " on ", grad_out.device());
   Tensor grad_x = make_tensor(batched_shape(input_shape), grad_out.dtype(), grad_out.device());
   const Tensor mask = relu_output.defined() ? as_batched(relu_output) : Tensor();
   dispatch<Op::max_pool2d_backward>(grad_out.device(), as_batched(grad_out), as_batched(indices), mask, grad_x);

@@ -6,7 +6,9 @@
 // computed straight in NCHW, sixteen columns per AVX-512 vector, as bias plus one FMA per weight
 // over a zero-padded copy of the image's input planes; the backward-weights pass is the same walk
 // with one vector accumulator per weight, added lane-wise into doubles once per (image, output
-// channel). Both come close to the cost of writing or reading the 32-channel tensor once.
+// channel). The forward costs about what writing the 32-channel tensor once does (128x32x28x28:
+// 0.52 against 0.48 ms for a clone); the weight gradient about 4x reading it (1.05 against 0.23 ms
+// for a sum); perf puts its time in the unaligned loads (one per FMA) and per-row overhead.
 #include "kernels/cpu/conv_direct.h"
 
 #include <algorithm>
@@ -23,14 +25,14 @@ namespace kiln::cpu {
 namespace {
 
 // Weights per output channel (C * kh * kw) the kernels take: 3 channels of 3x3, or one of 5x5.
-// Backward keeps one vector accumulator per weight in registers.
+// Backward keeps one vector accumulator per weight (in registers for the compiled layouts).
 constexpr int64_t kDirectConvTaps = 27;
 
 }  // namespace
 
 bool direct_conv_takes(const DirectConvShape& s) {
 #ifdef __AVX512F__
-  return s.c * s.kh * s.kw <= kDirectConvTaps && s.wo >= 16 && s.ho >= 1 && s.n >= 1 && s.o >= 1;
+  return s.c * s.kh * s.kw <= kDirectConvTaps && s.wo >= 16;
 #else
   (void)s;
   return false;

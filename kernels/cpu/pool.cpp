@@ -120,11 +120,28 @@ inline __m512 pooled_relu(__m512 best, __m512 first) {
   return _mm512_mask_mov_ps(zero, keep, best);
 }
 
+// Each lane's window maximum over its top-left element `first` and the other three `candidates`
+// (top-right, bottom-left, bottom-right); a NaN wins, and only a later NaN replaces it (torch's
+// scan order). Returns the maximum, with the offset of its element from the top-left in `step`
+// (0, 1, W or W + 1 for rows W apart).
+inline __m512 window_max(__m512 first, const __m512 (&candidates)[3], int64_t W, __m512i& step) {
+  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(W));
+  const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
+  __m512 best = first;
+  step = _mm512_setzero_si512();
+  for (int c = 0; c < 3; ++c) {
+    const __m512 v = candidates[c];
+    const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, take, v);
+    step = _mm512_mask_mov_epi32(step, take, steps[c]);
+  }
+  return best;
+}
+
 void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo, bool relu) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(W));
   const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const float* r0 = x + 2 * oh * W;
@@ -138,18 +155,10 @@ void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx,
       const __m512 candidates[3] = {_mm512_permutex2var_ps(r0a, odd, r0b), _mm512_permutex2var_ps(r1a, even, r1b),
                                     _mm512_permutex2var_ps(r1a, odd, r1b)};
       const __m512 first = _mm512_permutex2var_ps(r0a, even, r0b);
-      __m512 best = first;
-      __m512i offset = _mm512_add_epi32(_mm512_set1_epi32(base + static_cast<int32_t>(2 * ow)),
-                                        _mm512_add_epi32(lane, lane));
-      const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
-      __m512i step = _mm512_setzero_si512();
-      for (int c = 0; c < 3; ++c) {  // a NaN wins, and only a later NaN replaces it (torch's scan order)
-        const __m512 v = candidates[c];
-        const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        best = _mm512_mask_mov_ps(best, take, v);
-        step = _mm512_mask_mov_epi32(step, take, steps[c]);
-      }
-      offset = _mm512_add_epi32(offset, step);
+      __m512i step;
+      __m512 best = window_max(first, candidates, W, step);
+      const __m512i offset = _mm512_add_epi32(
+          _mm512_add_epi32(_mm512_set1_epi32(base + static_cast<int32_t>(2 * ow)), _mm512_add_epi32(lane, lane)), step);
       if (relu) best = pooled_relu(best, first);
       _mm512_mask_storeu_ps(out + oh * Wo + ow, out_mask, best);
       // Zero-masked forms of the widening intrinsics: GCC 12 warns on the plain ones' undefined pass-through.
@@ -171,7 +180,6 @@ void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i column = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(W));
   const __mmask16 row = static_cast<__mmask16>((1u << (2 * Wo)) - 1);
   const __mmask8 outputs = static_cast<__mmask8>((1u << Wo) - 1);
   for (int64_t oh = 0; oh < Ho; oh += 2) {
@@ -183,18 +191,11 @@ void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_
     const __m512 candidates[3] = {_mm512_permutex2var_ps(t0, odd, t1), _mm512_permutex2var_ps(b0, even, b1),
                                   _mm512_permutex2var_ps(b0, odd, b1)};
     const __m512 first = _mm512_permutex2var_ps(t0, even, t1);
-    __m512 best = first;
+    __m512i step;
+    __m512 best = window_max(first, candidates, W, step);
     const __m512i corner = _mm512_add_epi32(
         column, _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(static_cast<int32_t>(2 * oh * W)),
                                         _mm512_set1_epi32(static_cast<int32_t>(2 * (oh + 1) * W))));
-    const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
-    __m512i step = _mm512_setzero_si512();
-    for (int c = 0; c < 3; ++c) {  // a NaN wins, and only a later NaN replaces it (torch's scan order)
-      const __m512 v = candidates[c];
-      const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-      best = _mm512_mask_mov_ps(best, take, v);
-      step = _mm512_mask_mov_epi32(step, take, steps[c]);
-    }
     const __m512i offset = _mm512_add_epi32(corner, step);
     if (relu) best = pooled_relu(best, first);
     _mm256_mask_storeu_ps(out + oh * Wo, outputs, _mm512_maskz_extractf32x8_ps(0xFF, best, 0));
@@ -246,16 +247,38 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
 // ReLU's backward mask on its output: not (y <= 0), so a NaN passes its gradient, as relu_backward.
 inline __mmask16 relu_passes(__m512 y) { return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ); }
 
+// One gradient per lane split into its window's four corners: each lane in `in` goes to the corner
+// its index points at, found from the index's offset from the window's top-left element (lanes
+// 0-7 in `low`, 8-15 in `high`; rows W apart). False when an index lies outside its window. Lanes
+// outside `in` load index 0, so their offset is minus a corner at least 2 away: no corner's.
+struct Corners {
+  __m512 top_left, top_right, bottom_left, bottom_right;
+};
+inline bool split_by_corner(__m512 g, __m512i low, __m512i high, __mmask16 in, int64_t W, Corners& c) {
+  const auto at = [&](int64_t offset) {
+    const __m512i value = _mm512_set1_epi64(offset);
+    return static_cast<__mmask16>(_mm512_cmpeq_epi64_mask(low, value) |
+                                  (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(high, value)) << 8));
+  };
+  const __mmask16 tl = at(0), tr = at(1), bl = at(W), br = at(W + 1);
+  if (static_cast<__mmask16>(tl | tr | bl | br) != in) return false;
+  c = {_mm512_maskz_mov_ps(tl, g), _mm512_maskz_mov_ps(tr, g), _mm512_maskz_mov_ps(bl, g), _mm512_maskz_mov_ps(br, g)};
+  return true;
+}
+
+// Sixteen floats of one input row: lanes 8 * half .. 8 * half + 7 of `left` and `right`
+// interleaved, left first (a row of windows' left and right corners).
+inline __m512 interleave(__m512 left, __m512 right, int half) {
+  const __m512i pick = half == 0 ? _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+                                 : _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  return _mm512_permutex2var_ps(left, pick, right);
+}
+
 // y, when not null, is the fused pool + ReLU's output: g counts as 0 where y <= 0 (NaN passes).
 bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
                                      int64_t Ho) {
   const int64_t W = 2 * Wo;
-  // Lane i of a pair of 16-float rows takes element i/2 of the even (top-left or bottom-left)
-  // vector for even i and of the odd vector for odd i.
-  const __m512i interleave_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i interleave_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i one = _mm512_set1_epi64(1), below = _mm512_set1_epi64(W), below_right = _mm512_set1_epi64(W + 1);
   const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
   for (int64_t oh = 0; oh < Ho; ++oh) {
     float* r0 = gx + 2 * oh * W;
@@ -265,25 +288,17 @@ bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, const f
       const __mmask16 in = low_bits(n);
       __m512 g = _mm512_maskz_loadu_ps(in, go + oh * Wo + ow);
       if (y) g = _mm512_maskz_mov_ps(relu_passes(_mm512_maskz_loadu_ps(in, y + oh * Wo + ow)), g);
-      // Offsets of each index from its window's top-left corner, eight int64 lanes at a time.
       const __m512i corner = _mm512_add_epi64(_mm512_set1_epi64(2 * oh * W + 2 * ow), lane2);
-      const __m512i off_a = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in), ix + oh * Wo + ow), corner);
-      const __m512i off_b = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in >> 8), ix + oh * Wo + ow + 8),
-                                             _mm512_add_epi64(corner, _mm512_set1_epi64(16)));
-      const auto at = [&](__m512i value) {
-        return static_cast<__mmask16>(_mm512_cmpeq_epi64_mask(off_a, value) |
-                                      (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(off_b, value)) << 8));
-      };
-      const __mmask16 top_left = at(_mm512_setzero_si512()), top_right = at(one), bottom_left = at(below),
-                      bottom_right = at(below_right);
-      if (static_cast<__mmask16>(top_left | top_right | bottom_left | bottom_right) != in) return false;
-      const __m512 tl = _mm512_maskz_mov_ps(top_left, g), tr = _mm512_maskz_mov_ps(top_right, g);
-      const __m512 bl = _mm512_maskz_mov_ps(bottom_left, g), br = _mm512_maskz_mov_ps(bottom_right, g);
+      const __m512i low = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in), ix + oh * Wo + ow), corner);
+      const __m512i high = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in >> 8), ix + oh * Wo + ow + 8),
+                                            _mm512_add_epi64(corner, _mm512_set1_epi64(16)));
+      Corners c;
+      if (!split_by_corner(g, low, high, in, W, c)) return false;
       const __mmask16 first = low_bits(2 * n), second = low_bits(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-      _mm512_mask_storeu_ps(r0 + 2 * ow, first, _mm512_permutex2var_ps(tl, interleave_lo, tr));
-      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, second, _mm512_permutex2var_ps(tl, interleave_hi, tr));
-      _mm512_mask_storeu_ps(r1 + 2 * ow, first, _mm512_permutex2var_ps(bl, interleave_lo, br));
-      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, second, _mm512_permutex2var_ps(bl, interleave_hi, br));
+      _mm512_mask_storeu_ps(r0 + 2 * ow, first, interleave(c.top_left, c.top_right, 0));
+      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, second, interleave(c.top_left, c.top_right, 1));
+      _mm512_mask_storeu_ps(r1 + 2 * ow, first, interleave(c.bottom_left, c.bottom_right, 0));
+      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, second, interleave(c.bottom_left, c.bottom_right, 1));
     }
   }
   return true;
@@ -294,10 +309,7 @@ bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, const f
 bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
                                             int64_t Ho) {
   const int64_t W = 2 * Wo;
-  const __m512i interleave_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i interleave_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   const __m512i column = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i one = _mm512_set1_epi64(1), below = _mm512_set1_epi64(W), below_right = _mm512_set1_epi64(W + 1);
   const __mmask8 outputs = static_cast<__mmask8>((1u << Wo) - 1);
   const __mmask16 row = static_cast<__mmask16>((1u << W) - 1);
   for (int64_t oh = 0; oh < Ho; oh += 2) {
@@ -310,26 +322,19 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
     };
     __m512 g = two_rows(go);
     if (y) g = _mm512_maskz_mov_ps(relu_passes(two_rows(y)), g);
-    const __m512i off_a = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(outputs, ix + oh * Wo),
-                                           _mm512_add_epi64(column, _mm512_set1_epi64(2 * oh * W)));
-    const __m512i off_b = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(second, ix + (oh + 1) * Wo),
-                                           _mm512_add_epi64(column, _mm512_set1_epi64(2 * (oh + 1) * W)));
-    const auto at = [&](__m512i value) {
-      return static_cast<__mmask16>((_mm512_cmpeq_epi64_mask(off_a, value) & outputs) |
-                                    (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(off_b, value) & second) << 8));
-    };
-    const __mmask16 top_left = at(_mm512_setzero_si512()), top_right = at(one), bottom_left = at(below),
-                    bottom_right = at(below_right);
-    const __mmask16 in = static_cast<__mmask16>(outputs | (static_cast<unsigned>(second) << 8));
-    if (static_cast<__mmask16>(top_left | top_right | bottom_left | bottom_right) != in) return false;
-    const __m512 tl = _mm512_maskz_mov_ps(top_left, g), tr = _mm512_maskz_mov_ps(top_right, g);
-    const __m512 bl = _mm512_maskz_mov_ps(bottom_left, g), br = _mm512_maskz_mov_ps(bottom_right, g);
+    const __m512i low = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(outputs, ix + oh * Wo),
+                                         _mm512_add_epi64(column, _mm512_set1_epi64(2 * oh * W)));
+    const __m512i high = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(second, ix + (oh + 1) * Wo),
+                                          _mm512_add_epi64(column, _mm512_set1_epi64(2 * (oh + 1) * W)));
+    Corners c;
+    if (!split_by_corner(g, low, high, static_cast<__mmask16>(outputs | (static_cast<unsigned>(second) << 8)), W, c))
+      return false;
     float* r0 = gx + 2 * oh * W;
-    _mm512_mask_storeu_ps(r0, row, _mm512_permutex2var_ps(tl, interleave_lo, tr));
-    _mm512_mask_storeu_ps(r0 + W, row, _mm512_permutex2var_ps(bl, interleave_lo, br));
+    _mm512_mask_storeu_ps(r0, row, interleave(c.top_left, c.top_right, 0));
+    _mm512_mask_storeu_ps(r0 + W, row, interleave(c.bottom_left, c.bottom_right, 0));
     if (!pair) break;
-    _mm512_mask_storeu_ps(r0 + 2 * W, row, _mm512_permutex2var_ps(tl, interleave_hi, tr));
-    _mm512_mask_storeu_ps(r0 + 3 * W, row, _mm512_permutex2var_ps(bl, interleave_hi, br));
+    _mm512_mask_storeu_ps(r0 + 2 * W, row, interleave(c.top_left, c.top_right, 1));
+    _mm512_mask_storeu_ps(r0 + 3 * W, row, interleave(c.bottom_left, c.bottom_right, 1));
   }
   return true;
 }

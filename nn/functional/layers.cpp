@@ -67,20 +67,29 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // ---- pooling
 
-Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) {
-  const Dims kernel = kernel_size.dims(), stride = a.stride.value_or(kernel_size).dims();
-  if (!autograd::needs_grad(x))
-    return kiln::max_pool2d(x, kernel, stride, a.padding.dims(), a.dilation.dims(), a.ceil_mode);
+namespace {
+// max_pool2d, or with `relu` the fused max_pool2d(relu(x)). Its node keeps the argmax positions
+// (and, fused, the output for ReLU's mask), not the input.
+Tensor recorded_max_pool(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a, bool relu) {
+  const auto pool = relu ? kiln::max_pool2d_relu_with_indices : kiln::max_pool2d_with_indices;
   TensorPair r;
   {
     NoGradGuard no_grad;
-    r = kiln::max_pool2d_with_indices(x, kernel, stride, a.padding.dims(), a.dilation.dims(), a.ceil_mode);
+    r = pool(x, kernel_size.dims(), a.stride.value_or(kernel_size).dims(), a.padding.dims(), a.dilation.dims(),
+             a.ceil_mode);
   }
-  // Only the argmax positions are needed: the node keeps the indices, not the input.
-  autograd::record("max_pool2d", r.values, {x}, [indices = r.indices, shape = x.shape()](const Tensor& g, Needs) {
-    return kiln::max_pool2d_backward(g, indices, shape);
-  });
+  if (autograd::needs_grad(x))
+    autograd::record(relu ? "max_pool2d_relu" : "max_pool2d", r.values, {x},
+                     [indices = r.indices, sy = relu ? SavedTensor(r.values) : SavedTensor(),
+                      shape = x.shape()](const Tensor& g, Needs) {
+                       return kiln::max_pool2d_backward(g, indices, shape, sy.get());
+                     });
   return r.values;
+}
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) {
+  return recorded_max_pool(x, kernel_size, a, false);
 }
 
 // Note [Fused pooling and ReLU]: max_pool2d(relu(x)) as one op that pools first, the order
@@ -92,19 +101,7 @@ Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) 
 // those two passes profiled at 0.8 ms of a 27.5 ms step; end to end the step gained 0.25 ms).
 // Values and gradients are max_pool2d(relu(x))'s, bit for bit.
 Tensor max_pool2d_relu(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a) {
-  const Dims kernel = kernel_size.dims(), stride = a.stride.value_or(kernel_size).dims();
-  if (!x.defined() || !is_floating(x.dtype())) return max_pool2d(x, kernel_size, a).relu();  // its errors
-  TensorPair r;
-  {
-    NoGradGuard no_grad;
-    r = kiln::max_pool2d_relu_with_indices(x, kernel, stride, a.padding.dims(), a.dilation.dims(), a.ceil_mode);
-  }
-  if (autograd::needs_grad(x))
-    autograd::record("max_pool2d_relu", r.values, {x},
-                     [indices = r.indices, sy = SavedTensor(r.values), shape = x.shape()](const Tensor& g, Needs) {
-                       return kiln::max_pool2d_backward(g, indices, shape, sy.get());
-                     });
-  return r.values;
+  return recorded_max_pool(x, kernel_size, a, true);
 }
 
 Tensor avg_pool2d(const Tensor& x, IntPair kernel_size, const AvgPool2dArgs& a) {

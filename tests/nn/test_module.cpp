@@ -288,7 +288,7 @@ TEST(Module, SequentialPoolsBeforeReluBitForBit) {
         const Tensor want = F::max_pool2d(b.relu(), kernel, args);
         ASSERT_EQ(got.shape(), want.shape()) << what.str();
         Tensor g = kt::random_tensor(want.shape(), DType::f32, -1, 1, 12);
-        static_cast<float*>(g.data_ptr())[1] = -0.0f;  // a -0 gradient keeps its sign where it passes
+        static_cast<float*>(g.data_ptr())[1] = -0.0f;  // a -0 gradient: its sign as the written order leaves it
         g = g.to(dtype);
         got.backward(g);
         want.backward(g);

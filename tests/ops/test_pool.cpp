@@ -249,6 +249,11 @@ TEST(Pool, ErrorsNameTheOpAndValues) {
   kt::expect_error([&] { max_pool2d_backward(zeros({1, 1, 1, 1}), full({1, 1, 1, 1}, 16, {.dtype = DType::i64}), {1, 1, 4, 4}); },
                    {"max_pool2d_backward", "index 16", "4x4"});
   kt::expect_error([&] { adaptive_avg_pool2d(x, {1, 2, 3}); }, {"adaptive_avg_pool2d", "output_size takes 1 or 2"});
+  kt::expect_error([&] { max_pool2d_relu_with_indices(zeros({1, 2, 4, 4}, {.dtype = DType::i64}), {2}); },
+                   {"max_pool2d_relu", "floating", "int64"});
+  kt::expect_error([&] { max_pool2d_backward(zeros({1, 1, 2, 2}), zeros({1, 1, 2, 2}, {.dtype = DType::i64}), {1, 1, 4, 4},
+                                             zeros({1, 1, 2, 3})); },
+                   {"max_pool2d_backward", "relu_output [1, 1, 2, 3]", "grad_out [1, 1, 2, 2]"});
 }
 
 }  // namespace
