@@ -5,9 +5,14 @@
 // loop in PyTorch, and bench/vs_torch.py runs both side by side. Not a test: nothing is checked.
 // After the MLP it also prints a `# mlp floor` line: the same step's matrix products and optimizer
 // step alone, called in sequence without autograd or elementwise ops, which no MLP step on this
-// library can beat; the step's ratio to it is the overhead left to remove.
+// library can beat; the step's ratio to it is the overhead left to remove. Then a `# mlp peak`
+// line: the time those products would take at this machine's FMA peak, measured by a loop of
+// independent register-only FMAs on the same number of threads, which no f32 MLP step can beat.
 //
 //   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N]
+#include <immintrin.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "autograd/grad_mode.h"
@@ -136,6 +142,69 @@ double mlp_floor_ms(nn::Sequential& model, optim::Optimizer& optimizer, const st
          static_cast<double>(options.steps);
 }
 
+// Multiply-adds of the MLP step's products: forward and weight gradients of the three layers, and
+// the input gradients of the last two (the first layer's input needs none).
+double mlp_step_flops(int64_t batch) {
+  const double weights = 784.0 * 512 + 512.0 * 512 + 512.0 * 10;
+  const double hidden_input_grads = 512.0 * 512 + 512.0 * 10;
+  return 2.0 * static_cast<double>(batch) * (2 * weights + hidden_input_grads);
+}
+
+// Twelve independent FMA chains: enough to keep two FMA ports busy through a 4-cycle latency.
+constexpr int kChains = 12;
+constexpr int64_t kPeakIterations = 20'000'000;
+
+__attribute__((target("avx512f"))) float fma_loop_avx512() {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(0.001f * static_cast<float>(c));
+  const __m512 scale = _mm512_set1_ps(0.9999f), shift = _mm512_set1_ps(1e-4f);
+  for (int64_t i = 0; i < kPeakIterations; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], scale, shift);
+  float lanes[16], sum = 0;  // stored, not _mm512_reduce_add_ps: GCC 12 warns on its undefined lanes
+  for (int c = 0; c < kChains; ++c) {
+    _mm512_storeu_ps(lanes, acc[c]);
+    for (float v : lanes) sum += v;
+  }
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) float fma_loop_avx2() {
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(0.001f * static_cast<float>(c));
+  const __m256 scale = _mm256_set1_ps(0.9999f), shift = _mm256_set1_ps(1e-4f);
+  for (int64_t i = 0; i < kPeakIterations; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], scale, shift);
+  float lanes[8], sum = 0;
+  for (int c = 0; c < kChains; ++c) {
+    _mm256_storeu_ps(lanes, acc[c]);
+    for (float v : lanes) sum += v;
+  }
+  return sum;
+}
+
+// GFLOP/s of `threads` threads each running the FMA loop, best of three; 0 without AVX2 and FMA.
+double fma_peak_gflops(int threads) {
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (!avx512 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+  const double flops_per_thread = 2.0 * (avx512 ? 16 : 8) * kChains * static_cast<double>(kPeakIterations);
+  double best = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::vector<float> sinks(static_cast<size_t>(threads));
+    std::vector<std::thread> workers;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int t = 0; t < threads; ++t)
+      workers.emplace_back([&sinks, t, avx512] {
+        sinks[static_cast<size_t>(t)] = avx512 ? fma_loop_avx512() : fma_loop_avx2();
+      });
+    for (std::thread& w : workers) w.join();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    KILN_CHECK(std::all_of(sinks.begin(), sinks.end(), [](float v) { return std::isfinite(v); }),
+               "bench_training: the FMA loop diverged");
+    best = std::max(best, flops_per_thread * threads / seconds * 1e-9);
+  }
+  return best;
+}
+
 void run_mlp(const Options& options) {
   seed_everything(0);
   auto model = build_mlp();
@@ -147,6 +216,13 @@ void run_mlp(const Options& options) {
   const double floor_ms = mlp_floor_ms(*model, optimizer, batches, options);
   std::printf("# mlp floor: products + optimizer step alone %.4f ms, the training step %.4f ms (%.3fx the floor)\n",
               floor_ms, step_ms, step_ms / floor_ms);
+  const double peak = fma_peak_gflops(get_num_threads());
+  if (peak > 0) {
+    const double flops = mlp_step_flops(options.batch);
+    std::printf("# mlp peak: the step's %.1f MFLOP of products at this machine's FMA peak (%.1f GFLOP/s on %d threads, "
+                "register-only) take %.4f ms\n",
+                flops * 1e-6, peak, get_num_threads(), flops / (peak * 1e9) * 1e3);
+  }
   std::fflush(stdout);
 }
 

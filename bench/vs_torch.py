@@ -13,12 +13,18 @@ oriented so that > 1 always means Kiln is better:
             process start to the first training step, process wall time (start to exit) and peak
             RSS (from os.wait4's rusage of each child); ratio = Lightning / Kiln.
 Process start is the driver's clock just before launching, handed to the child as KILN_BENCH_T0.
+After the medians: each repeat's own ratio (the two runs of a repeat are neighbours in time, so
+they see the same host speed; the spread across repeats is the host's drift), and for the MLP each
+side's `# mlp floor` line: Kiln's floor is its step's products and optimizer step alone, so where
+it exceeds half of torch's step no Kiln overhead could be cut to reach 2x in that repeat; and
+Kiln's `# mlp peak` line, the step's products at the machine's FMA peak, which no f32 step can beat.
 Not a test: nothing is asserted. Take figures only from an otherwise idle machine.
 """
 import argparse
 import importlib.metadata
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -45,6 +51,13 @@ class Pair:
         self.kiln_cmd, self.reference_cmd = kiln_cmd, reference_cmd
         self.measurements = measurements
         self.values = {"kiln": {m.key: [] for m in measurements}, "reference": {m.key: [] for m in measurements}}
+        self.floors = {"kiln": [], "reference": []}  # (floor ms, step ms) of each run's `# mlp floor` line
+        self.peaks = []  # ms of the products at FMA peak, from each Kiln run's `# mlp peak` line
+
+
+FLOOR_LINE = re.compile(r"^# mlp floor: products \+ optimizer step alone ([0-9.]+) ms, the training step ([0-9.]+) ms",
+                        re.MULTILINE)
+PEAK_LINE = re.compile(r"^# mlp peak: .* take ([0-9.]+) ms", re.MULTILINE)
 
 
 def parse_result(stdout, cmd):
@@ -74,7 +87,13 @@ def launch(cmd, env):
     return stdout, parse_result(stdout, cmd), rusage.ru_maxrss / 1024.0, wall  # ru_maxrss: KiB on Linux
 
 
-def record(pair, side, fields, peak_rss_mib, wall):
+def record(pair, side, fields, peak_rss_mib, wall, stdout):
+    floor = FLOOR_LINE.search(stdout)
+    if floor:
+        pair.floors[side].append((float(floor.group(1)), float(floor.group(2))))
+    peak = PEAK_LINE.search(stdout)
+    if peak and side == "kiln":
+        pair.peaks.append(float(peak.group(1)))
     for m in pair.measurements:
         if m.source == "rusage":
             value = peak_rss_mib
@@ -141,6 +160,36 @@ def print_table(pairs):
             ratio = (kiln / ref if m.higher_is_better else ref / kiln) if kiln > 0 and ref > 0 else float("nan")
             print(f"{pair.name:<13} {m.label:<20} {m.unit:<5} {kiln:>11.4g} {ref:>11.4g} {pair.reference_name:<10} "
                   f"{ratio:>6.2f}x")
+    print_repeats(pairs)
+
+
+def ratio_of(m, kiln, ref):
+    return kiln / ref if m.higher_is_better else ref / kiln
+
+
+def print_repeats(pairs):
+    print("\n== each repeat's ratio (its two runs are neighbours in time), min / median / max")
+    for pair in pairs:
+        for m in pair.measurements:
+            ratios = [ratio_of(m, k, r) for k, r in zip(pair.values["kiln"][m.key], pair.values["reference"][m.key])
+                      if k > 0 and r > 0]
+            if ratios:
+                print(f"{pair.name:<13} {m.label:<20} {' '.join(f'{x:.2f}' for x in ratios)}   "
+                      f"({min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f})")
+    for pair in pairs:
+        kiln, ref = pair.floors["kiln"], pair.floors["reference"]
+        if not kiln or len(kiln) != len(ref):
+            continue
+        peaks = pair.peaks if len(pair.peaks) == len(kiln) else [float("nan")] * len(kiln)
+        print(f"\n== {pair.name}: the floor (products + optimizer step alone, no autograd) and the products at the "
+              f"FMA peak, ms per step")
+        print(f"{'repeat':<7} {'Kiln at peak':>12} {'Kiln floor':>10} {'Kiln step':>10} {'torch floor':>11} "
+              f"{'torch step':>10} {'torch step / 2':>14} {'floor / (torch step / 2)':>25}")
+        for i, ((kf, ks), (tf, ts), kp) in enumerate(zip(kiln, ref, peaks)):
+            print(f"{i + 1:<7} {kp:>12.3f} {kf:>10.3f} {ks:>10.3f} {tf:>11.3f} {ts:>10.3f} {ts / 2:>14.3f} "
+                  f"{kf / (ts / 2):>24.2f}x")
+        print("(where the last column exceeds 1, even a Kiln step with no cost beyond its floor is under 2x torch; "
+              "where 'Kiln at peak' exceeds torch step / 2, no f32 step could reach 2x)")
 
 
 def main():
@@ -179,7 +228,7 @@ def main():
                 if args.verbose or (side == "reference" and cmd[1] not in configs_shown):
                     configs_shown.add(cmd[1])
                     print("\n" + "\n".join(line for line in stdout.splitlines() if not line.startswith("RESULT ")))
-                record(pair, side, fields, peak_rss_mib, wall)
+                record(pair, side, fields, peak_rss_mib, wall, stdout)
                 line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
                 print(f"[{repeat + 1}/{args.repeats}] {line} wait4_peak_rss_mib={peak_rss_mib:.1f} "
                       f"process_s={wall:.3f}", flush=True)
