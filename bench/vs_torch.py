@@ -91,8 +91,8 @@ def record(pair, side, fields, peak_rss_mib, wall, stdout):
     floor = FLOOR_LINE.search(stdout)
     if floor:
         pair.floors[side].append((float(floor.group(1)), float(floor.group(2))))
-    peak = PEAK_LINE.search(stdout)
-    if peak and side == "kiln":
+    peak = PEAK_LINE.search(stdout)  # Kiln's side only prints it
+    if peak:
         pair.peaks.append(float(peak.group(1)))
     for m in pair.measurements:
         if m.source == "rusage":
@@ -157,7 +157,7 @@ def print_table(pairs):
         for m in pair.measurements:
             kiln = statistics.median(pair.values["kiln"][m.key])
             ref = statistics.median(pair.values["reference"][m.key])
-            ratio = (kiln / ref if m.higher_is_better else ref / kiln) if kiln > 0 and ref > 0 else float("nan")
+            ratio = ratio_of(m, kiln, ref) if kiln > 0 and ref > 0 else float("nan")
             print(f"{pair.name:<13} {m.label:<20} {m.unit:<5} {kiln:>11.4g} {ref:>11.4g} {pair.reference_name:<10} "
                   f"{ratio:>6.2f}x")
     print_repeats(pairs)
