@@ -22,7 +22,7 @@
 #include "tensor/dispatch.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Note [Transposed convolution as a plain one]: every kernel here speaks of one plain convolution

@@ -21,7 +21,7 @@
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Weights per output channel (C * kh * kw) the kernels take: 3 channels of 3x3, or one of 5x5.

@@ -18,7 +18,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Planes per task: enough that a task moves ~32K elements.
