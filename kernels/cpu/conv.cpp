@@ -352,12 +352,13 @@ void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> o
 
 bool onednn_dtype(DType t) { return t == DType::f32 || t == DType::bf16; }
 
-// Note [bf16 convolutions through f32]: oneDNN 2.6 has bf16 convolutions only on CPUs with AVX-512;
-// below that it refuses every bf16 primitive (remembered as a null plan, Note [Primitive cache]).
-// A refused bf16 pass then runs as the f32 pass on f32 copies (oneDNN's f32 kernels or the direct
-// ones, not the bf16 loops, which are 10-100x slower) and rounds each output once. The numerics are
-// those of oneDNN's bf16 kernels: bf16 values and their products are exact in f32, the sums
-// accumulate in f32 (the bias fused in), and each result is rounded once to bf16.
+// Note [bf16 convolutions through f32]: oneDNN 2.6 has bf16 convolutions only on CPUs with
+// AVX-512; below that it refuses every bf16 primitive (remembered as a null plan, Note [Primitive
+// cache]). A refused bf16 pass then runs as the f32 pass on f32 copies (oneDNN's f32 kernels or the
+// direct ones; the bf16 loops were 15-130x slower, bench/README.md) and rounds each output once.
+// The numerics are those of oneDNN's bf16 kernels: bf16 values and their products are exact in
+// f32, the sums accumulate in f32 (a fused bias included), and each result is rounded once to bf16.
+// A transposed convolution's bias is added after its pass, in bf16, on both paths.
 Tensor as_f32(const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; }
 Tensor f32_like(const Tensor& t) { return t.defined() ? make_tensor(t.shape(), DType::f32, t.device()) : t; }
 

@@ -564,7 +564,8 @@ TEST(Products, Bf16WithoutOneDnnKernelsRunsThroughF32) {
     const int64_t M = 13, K = 21, N = 7;
     for (const Dims& bs : {Dims{N}, Dims{M, 1}, Dims{M, N}})
       for (auto [beta, alpha] : {std::pair{1.0, 1.0}, std::pair{0.5, 2.0}}) {
-        const Tensor a = product_input({M, K}, t, 1), b = product_input({N, K}, t, 2).t(), bias = product_input(bs, t, 3);
+        const Tensor a = product_input({M, K}, t, 1), b = product_input({N, K}, t, 2).t();
+        const Tensor bias = product_input(bs, t, 3);
         std::vector<double> scale;
         const std::vector<double> want = ref_addmm(bias, a, b, beta, alpha, &scale);
         const Tensor got = addmm(bias, a, b, beta, alpha);
