@@ -2,7 +2,7 @@
 // that read inputs through testing::at. Two tables (products, softmax-like ops); generic tests loop
 // over them for every dtype and layout, and f64 gradcheck over both. Broadcast biases, huge and
 // infinite inputs, integer wrapping, threads sharing the primitive cache, the derivatives of addmm
-// and linear, and error messages have their own tests.
+// and linear, bf16 products where oneDNN has no kernel, and error messages have their own tests.
 #include <dlfcn.h>
 
 #include <cmath>
