@@ -219,7 +219,9 @@ std::optional<int> ArgParser::parse(int argc, const char* const* argv, std::ostr
   return parse(std::vector<std::string>(argv + std::min(argc, 1), argv + argc), out, err);
 }
 
-std::optional<int> ArgParser::parse(int argc, const char* const* argv) { return parse(argc, argv, std::cout, std::cerr); }
+std::optional<int> ArgParser::parse(int argc, const char* const* argv) {
+  return parse(argc, argv, std::cout, std::cerr);
+}
 
 std::string ArgParser::help() const {
   std::ostringstream os;

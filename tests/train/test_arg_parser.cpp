@@ -80,8 +80,8 @@ TEST(ArgParser, BadValuesNameTheFlagAndTheValue) {
       {{"--model", "rnn"}, "--model expects one of mlp, cnn, all; got 'rnn'"},
       {{"--epochs"}, "--epochs expects a value: --epochs N"},
       {{"--verbose=yes"}, "--verbose takes no value, got 'yes'"},
-      {{"--epoch", "3"},
-       "unknown flag --epoch (valid: --epochs, --threads, --limit-batches, --root, --model, --resume, --verbose, --help)"},
+      {{"--epoch", "3"}, "unknown flag --epoch (valid: --epochs, --threads, --limit-batches, --root, --model, "
+                         "--resume, --verbose, --help)"},
       {{"stray"}, "unexpected argument 'stray'"},
   };
   for (const auto& [args, message] : cases) {
