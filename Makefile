@@ -18,7 +18,9 @@ $(BUILD)/CMakeCache.txt: | deps
 build: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+# Only what the demo runs: the library, the demo and the kiln tool (a first run skips the tests).
+demo: deps $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j $(JOBS) --target demo kiln_cli
 	@$(BUILD)/demo
 
 # Also: the Python venv for the interop tests (safetensors, tensorboard; they skip without it),

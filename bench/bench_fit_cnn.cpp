@@ -4,7 +4,7 @@
 // without workers. Prints each epoch's wall time, the time from process start to the first
 // training step, and peak RSS, as `EPOCH ...` and `RESULT bench=fit_cnn side=kiln ...` lines.
 //
-//   bench_fit_cnn [--epochs N] [--limit-batches N] [--threads N] [--data DIR]
+//   bench_fit_cnn [--epochs N] [--limit-batches N|-1] [--threads N] [--data DIR] [--help]
 //
 // Process start is KILN_BENCH_T0 (Unix seconds, set by bench/vs_torch.py just before launching),
 // else the kernel's start time of this process (/proc/self/stat, 10 ms resolution).
@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "nn/optim/adam.h"
 #include "tensor/error.h"
 #include "tensor/parallel.h"
+#include "train/arg_parser.h"
 #include "train/callback.h"
 #include "train/seed.h"
 #include "train/trainer.h"
@@ -145,41 +147,18 @@ struct Options {
   std::string data_dir = data::kFashionMNISTRoot;
 };
 
-int64_t integer_flag(const std::string& flag, const std::string& text, int64_t min) {
-  size_t used = 0;
-  int64_t value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  KILN_CHECK(used == text.size() && !text.empty() && value >= min, "bench_fit_cnn: ", flag, " expects an integer >= ",
-             min, ", got '", text, "'");
-  return value;
-}
-
-// Unknown `--benchmark_*` flags are ignored: bench/run.sh passes --benchmark_min_time to every bench_*.
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag.rfind("--benchmark_", 0) == 0) continue;
-    KILN_CHECK(i + 1 < argc, "bench_fit_cnn: flag ", flag, " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--epochs") {
-      o.epochs = integer_flag(flag, value, 1);
-    } else if (flag == "--limit-batches") {
-      o.limit_batches = value == "-1" ? -1 : integer_flag(flag, value, 1);
-    } else if (flag == "--threads") {
-      o.threads = static_cast<int>(integer_flag(flag, value, 1));
-    } else if (flag == "--data") {
-      o.data_dir = value;
-    } else {
-      KILN_CHECK(false, "bench_fit_cnn: unknown flag ", flag,
-                 " (valid: --epochs N, --limit-batches N|-1, --threads N, --data DIR)");
-    }
-  }
-  return o;
+// Returns the exit code when the program should stop here (--help, or a bad flag).
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  ArgParser args("bench_fit_cnn", "Trainer.fit of the demo CNN on Fashion-MNIST, timed (see bench/README.md).");
+  args.option("--epochs", o.epochs, "N", "epochs to fit", 1)
+      .option("--limit-batches", "N|-1", "training batches per epoch; -1: all (default)",
+              [&o](const std::string& v) {
+                o.limit_batches = v == "-1" ? -1 : ArgParser::parse_integer("--limit-batches", v, 1);
+              })
+      .option("--threads", o.threads, "N", "compute threads", 1)
+      .option("--data", o.data_dir, "DIR", "the Fashion-MNIST IDX files")
+      .ignore_prefix("--benchmark_");
+  return args.parse(argc, argv);
 }
 
 double peak_rss_mib() {
@@ -233,7 +212,9 @@ void fit(const Options& options, const ProcessStart& start) {
 int main(int argc, char** argv) {
   try {
     const ProcessStart start = process_start();  // read first: a bad KILN_BENCH_T0 fails before any work
-    fit(parse(argc, argv), start);
+    Options options;
+    if (auto code = parse(argc, argv, options)) return *code;
+    fit(options, start);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -9,7 +9,7 @@
 // line: the time those products would take at this machine's FMA peak, measured by a loop of
 // independent register-only FMAs on the same number of threads, which no f32 MLP step can beat.
 //
-//   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N]
+//   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N] [--help]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +37,7 @@
 #include "tensor/factories.h"
 #include "tensor/generator.h"
 #include "tensor/parallel.h"
+#include "train/arg_parser.h"
 #include "train/seed.h"
 
 namespace {
@@ -219,53 +221,24 @@ void run_cnn(const Options& options) {
   report("cnn", train(*model, optimizer, batches, options), options);
 }
 
-int64_t positive_integer(const std::string& flag, const std::string& text, int64_t min) {
-  size_t used = 0;
-  int64_t value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  KILN_CHECK(used == text.size() && !text.empty() && value >= min, "bench_training: ", flag,
-             " expects an integer >= ", min, ", got '", text, "'");
-  return value;
-}
-
-// Unknown `--benchmark_*` flags are accepted and ignored: bench/run.sh passes
-// --benchmark_min_time to every bench_* executable.
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag.rfind("--benchmark_", 0) == 0) continue;
-    KILN_CHECK(i + 1 < argc, "bench_training: flag ", flag, " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--model") {
-      KILN_CHECK(value == "mlp" || value == "cnn" || value == "all",
-                 "bench_training: --model expects mlp, cnn or all, got '", value, "'");
-      o.model = value;
-    } else if (flag == "--steps") {
-      o.steps = positive_integer(flag, value, 1);
-    } else if (flag == "--warmup") {
-      o.warmup = positive_integer(flag, value, 0);
-    } else if (flag == "--batch") {
-      o.batch = positive_integer(flag, value, 1);
-    } else if (flag == "--threads") {
-      o.threads = static_cast<int>(positive_integer(flag, value, 1));
-    } else {
-      KILN_CHECK(false, "bench_training: unknown flag ", flag,
-                 " (valid: --model mlp|cnn|all, --steps N, --warmup N, --batch N, --threads N)");
-    }
-  }
-  return o;
+// Returns the exit code when the program should stop here (--help, or a bad flag).
+std::optional<int> parse(int argc, char** argv, Options& o) {
+  ArgParser args("bench_training", "Training-step throughput of the MLP and the demo CNN (see bench/README.md).");
+  args.choice("--model", o.model, {"mlp", "cnn", "all"}, "which model to time")
+      .option("--steps", o.steps, "N", "timed steps", 1)
+      .option("--warmup", o.warmup, "N", "untimed steps first", 0)
+      .option("--batch", o.batch, "N", "batch size", 1)
+      .option("--threads", o.threads, "N", "compute threads", 1)
+      .ignore_prefix("--benchmark_");
+  return args.parse(argc, argv);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  Options options;
+  if (auto code = parse(argc, argv, options)) return *code;
   try {
-    const Options options = parse(argc, argv);
     set_num_threads(options.threads);
     std::printf("# kiln training benchmark: threads=%d (asked %d) batch=%lld warmup=%lld steps=%lld\n",
                 get_num_threads(), options.threads, static_cast<long long>(options.batch),

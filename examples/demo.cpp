@@ -2,11 +2,12 @@
 // bar, model summary, validation each epoch, checkpoints and CSV + TensorBoard logs under one run
 // folder — then tested on the 10,000 test images. Also the example a Lightning user reads first.
 //
-//   demo [--epochs N] [--limit-batches N] [--root DIR] [--data DIR] [--resume last|best|PATH]
+//   demo [--epochs N] [--limit-batches N] [--root DIR] [--data DIR] [--resume last|best|PATH] [--help]
 #include <kiln/kiln.h>
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "io/data/fashion_mnist.h"
@@ -18,6 +19,7 @@
 #include "nn/containers.h"
 #include "nn/optim/adam.h"
 #include "nn/optim/lr_scheduler.h"
+#include "train/arg_parser.h"
 #include "train/callbacks/model_checkpoint.h"
 #include "train/loggers/csv_logger.h"
 #include "train/loggers/tensorboard_logger.h"
@@ -115,21 +117,20 @@ class FashionMNISTData : public DataModule {
   std::shared_ptr<data::TensorDataset> train_, val_, test_;
 };
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (argv[i] == name) return argv[i + 1];
-  return fallback;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
+  int64_t epochs = 3;
+  std::optional<int64_t> limit;  // training batches per epoch; empty: all
+  std::string root = "runs/demo", data_dir = data::kFashionMNISTRoot, resume;
+  ArgParser args("demo", "Trains a small CNN on Fashion-MNIST with the Trainer, then tests the best checkpoint.");
+  args.option("--epochs", epochs, "N", "epochs to train", 1)
+      .option("--limit-batches", limit, "N", "training batches per epoch (default: all)", 1)
+      .option("--root", root, "DIR", "where runs, logs and checkpoints go")
+      .option("--data", data_dir, "DIR", "the Fashion-MNIST IDX files")
+      .option("--resume", resume, "last|best|PATH", "resume from a checkpoint of an earlier run");
+  if (auto code = args.parse(argc, argv)) return *code;
   try {
-    const int64_t epochs = std::stoll(arg(argc, argv, "--epochs", "3"));
-    const std::string root = arg(argc, argv, "--root", "runs/demo");
-    const std::string data_dir = arg(argc, argv, "--data", data::kFashionMNISTRoot);
-    const std::string resume = arg(argc, argv, "--resume", "");
-    const int64_t limit = std::stoll(arg(argc, argv, "--limit-batches", "-1"));  // per epoch; -1: all
     seed_everything(42);
 
     FashionCNN model(2e-3);
@@ -137,7 +138,7 @@ int main(int argc, char** argv) {
     auto checkpoint = std::make_shared<ModelCheckpoint>(
         callbacks::ModelCheckpointOptions{.filename = "{epoch}-{val_acc:.4f}", .monitor = "val_acc", .mode = "max", .save_last = true});
     Trainer trainer({.max_epochs = epochs,
-                     .limit_train_batches = limit < 0 ? BatchLimit(1.0) : BatchLimit(limit),
+                     .limit_train_batches = limit ? BatchLimit(*limit) : BatchLimit(1.0),
                      .loggers = {std::make_shared<CSVLogger>(CSVLoggerOptions{.root_dir = root}),
                                  std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{.root_dir = root})},
                      .callbacks = {checkpoint},

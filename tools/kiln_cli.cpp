@@ -1,7 +1,8 @@
 // The `kiln` command: `kiln ckpt inspect|verify|convert`. Inspect prints a checkpoint's metadata
 // and tensor table; verify checks every checksum (or, for safetensors, which has none, the
-// structure); convert turns a native file into safetensors and back. Formats are told apart by
-// content. Exit status: 0 good, 1 bad file (one line on stderr), 2 wrong usage.
+// structure); convert turns a native file into safetensors and back, or keeps only a Trainer
+// checkpoint's module weights. Formats are told apart by content. Exit status: 0 good, 1 bad file
+// (one line on stderr), 2 wrong usage (--help: 0, to stdout).
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -9,16 +10,20 @@
 
 #include "io/checkpoint/checkpoint.h"
 #include "io/safetensors/safetensors.h"
+#include "train/arg_parser.h"
 
 namespace {
 
 using namespace kiln;
 
-constexpr const char* kUsage =
-    "usage: kiln ckpt inspect FILE\n"
-    "       kiln ckpt verify FILE\n"
-    "       kiln ckpt convert FILE --to safetensors|kiln [-o OUT]\n"
-    "FILE is a native Kiln checkpoint, a safetensors file or a sharded checkpoint folder (told by content).\n";
+constexpr const char* kFileKinds =
+    "FILE is a native Kiln checkpoint, a safetensors file or a sharded checkpoint folder\n"
+    "(told by content).";
+constexpr const char* kOverview =
+    "Kiln's command-line tool. Exit status: 0 good, 1 bad file (one line on stderr), 2 wrong usage.\n"
+    "  kiln ckpt inspect FILE\n"
+    "  kiln ckpt verify FILE\n"
+    "  kiln ckpt convert FILE --to safetensors|kiln [--weights-only] [-o OUT]";
 
 // Key in safetensors metadata that carries a native checkpoint's JSON meta (when it is not a
 // flat object of strings, which maps onto safetensors metadata directly).
@@ -98,39 +103,63 @@ std::string replace_extension(const std::string& path, const std::string& ext) {
   return (has_ext ? path.substr(0, dot) : path) + ext;
 }
 
-int convert(const std::string& path, const std::string& to, std::string out) {
-  if (to != "safetensors" && to != "kiln") {
-    std::fprintf(stderr, "kiln: convert: --to must be safetensors or kiln, got '%s'\n%s", to.c_str(), kUsage);
-    return 2;
-  }
-  const std::string format = io::detect_format(path);
-  if (to == "safetensors") {
-    if (format != "kiln") throw Error(path + ": convert --to safetensors needs a native Kiln checkpoint, this is " + format);
-    if (out.empty()) out = replace_extension(path, ".safetensors");
-    const State s = io::load(path, {.zero_copy = true});
-    std::map<std::string, std::string> metadata;
-    bool flat = true;
-    for (const auto& [k, v] : s.meta.items()) flat = flat && v.is_string() && k != kMetaKey;
-    if (flat) {
-      for (const auto& [k, v] : s.meta.items()) metadata[k] = v.get<std::string>();
-    } else {
-      metadata[kMetaKey] = s.meta.dump();
-    }
-    io::save_safetensors(out, s.tensors, metadata);
+// A Trainer checkpoint's module weights under the module's own names (`state_dict.` removed),
+// with the hyperparameters: what someone sharing a model hands over, without the optimizer state,
+// loop progress, RNG and callback state that only a resumed run needs.
+State weights_only(const State& s, const std::string& path) {
+  const std::string prefix = "state_dict.";
+  State w;
+  for (const auto& [name, t] : s.tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) w.tensors.insert(name.substr(prefix.size()), t);
+  if (w.tensors.size() == 0)
+    throw Error(path + ": --weights-only keeps a Trainer checkpoint's module weights (tensors named state_dict.*); "
+                       "this file has none");
+  w.meta = {{"format", "kiln-weights"}};
+  for (const char* key : {"kiln_version", "hyper_parameters"})
+    if (s.meta.contains(key)) w.meta[key] = s.meta[key];
+  return w;
+}
+
+State read_safetensors(const std::string& path) {
+  const auto r = io::SafetensorsReader::open(path);
+  State s;
+  s.tensors = r.load({.zero_copy = true});
+  if (auto it = r.metadata().find(kMetaKey); it != r.metadata().end() && r.metadata().size() == 1) {
+    s.meta = Json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (!s.meta.is_object()) throw Error(path + ": metadata '" + kMetaKey + "' is not a JSON object");
   } else {
-    if (format != "safetensors") throw Error(path + ": convert --to kiln needs a safetensors file, this is " + format);
-    if (out.empty()) out = replace_extension(path, ".kiln");
-    const auto r = io::SafetensorsReader::open(path);
-    State s;
-    s.tensors = r.load({.zero_copy = true});
-    if (auto it = r.metadata().find(kMetaKey); it != r.metadata().end() && r.metadata().size() == 1) {
-      s.meta = Json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-      if (!s.meta.is_object()) throw Error(path + ": metadata '" + kMetaKey + "' is not a JSON object");
-    } else {
-      for (const auto& [k, v] : r.metadata()) s.meta[k] = v;
-    }
-    io::save(out, s);
+    for (const auto& [k, v] : r.metadata()) s.meta[k] = v;
   }
+  return s;
+}
+
+void write_safetensors(const std::string& out, const State& s) {
+  std::map<std::string, std::string> metadata;
+  bool flat = true;
+  for (const auto& [k, v] : s.meta.items()) flat = flat && v.is_string() && k != kMetaKey;
+  if (flat) {
+    for (const auto& [k, v] : s.meta.items()) metadata[k] = v.get<std::string>();
+  } else {
+    metadata[kMetaKey] = s.meta.dump();
+  }
+  io::save_safetensors(out, s.tensors, metadata);
+}
+
+// Without --weights-only, a file converts to the other format only; with it, to either.
+int convert(const std::string& path, const std::string& to, std::string out, bool weights) {
+  const std::string format = io::detect_format(path);
+  if (format != "kiln" && format != "safetensors")
+    throw Error(path + ": convert needs a native Kiln checkpoint or a safetensors file, this is " + format);
+  if (format == to && !weights)
+    throw Error(path + ": this is already a " + (to == "kiln" ? "native Kiln checkpoint" : "safetensors file") +
+                " (add --weights-only to keep only the module weights)");
+  State s = format == "kiln" ? io::load(path, {.zero_copy = true}) : read_safetensors(path);
+  if (weights) s = weights_only(s, path);
+  const std::string extension = to == "kiln" ? ".kiln" : ".safetensors";
+  if (out.empty()) out = replace_extension(path, weights ? ".weights" + extension : extension);
+  if (out == path) throw Error(path + ": convert would overwrite its input; name another output with -o");
+  if (to == "safetensors") write_safetensors(out, s);
+  else io::save(out, s);
   std::printf("%s -> %s\n", path.c_str(), out.c_str());
   return 0;
 }
@@ -138,30 +167,34 @@ int convert(const std::string& path, const std::string& to, std::string out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() < 3 || args[0] != "ckpt") {
-    std::fputs(kUsage, stderr);
-    return 2;
+  ArgParser top("kiln", kOverview);
+  top.commands({{"ckpt", "inspect, verify or convert a checkpoint ('kiln ckpt --help')"}});
+  if (auto code = top.parse(argc, argv)) return *code;
+  ArgParser ckpt("kiln ckpt", kFileKinds);
+  ckpt.commands({{"inspect", "print a checkpoint's metadata and tensor table"},
+                 {"verify", "check every checksum (safetensors, which has none: the structure)"},
+                 {"convert", "turn a native checkpoint into safetensors or back, or keep only its weights"}});
+  if (auto code = ckpt.parse(top.rest(), std::cout, std::cerr)) return *code;
+
+  const std::string& command = ckpt.command();
+  std::string path, to, out;
+  bool weights = false;
+  ArgParser args("kiln ckpt " + command, kFileKinds);
+  args.positional("FILE", path, "the checkpoint");
+  if (command == "convert") {
+    args.choice("--to", to, {"safetensors", "kiln"}, "the output format").required();
+    args.option("-o", out, "OUT",
+                "the output file (default: FILE with the output format's extension, .weights before it with "
+                "--weights-only)");
+    args.flag("--weights-only", weights,
+              "keep only the module's weights (state_dict.*, renamed as the module names them) and its "
+              "hyperparameters, not the optimizer and loop state a resumed run needs");
   }
-  const std::string& command = args[1];
-  const std::string& path = args[2];
+  if (auto code = args.parse(ckpt.rest(), std::cout, std::cerr)) return *code;
   try {
-    if (command == "inspect" && args.size() == 3) return inspect(path);
-    if (command == "verify" && args.size() == 3) return verify(path);
-    if (command == "convert") {
-      std::string to, out;
-      bool unknown_option = false;
-      for (size_t i = 3; i + 1 < args.size(); i += 2) {
-        if (args[i] == "--to") to = args[i + 1];
-        else if (args[i] == "-o") out = args[i + 1];
-        else unknown_option = true;
-      }
-      if (args.size() % 2 == 0 || to.empty() || unknown_option) {
-        std::fputs(kUsage, stderr);
-        return 2;
-      }
-      return convert(path, to, out);
-    }
+    if (command == "inspect") return inspect(path);
+    if (command == "verify") return verify(path);
+    return convert(path, to, out, weights);
   } catch (const std::exception& e) {
     std::string line = e.what();
     for (char& c : line)
@@ -169,6 +202,4 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln: %s\n", line.c_str());
     return 1;
   }
-  std::fputs(kUsage, stderr);
-  return 2;
 }

@@ -1,6 +1,6 @@
 // The `kiln ckpt` command (tools/kiln_cli.cpp): exit 0 on good files of either format, 1 with one
 // line on stderr on bad ones, 2 on wrong usage; convert round-trips losslessly. Runs the built
-// executable (<build>/tools/kiln, found next to this test's folder); skipped if it was not built.
+// executable (<build>/kiln, found above this test's folder); skipped if it was not built.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,7 +19,7 @@ std::string kiln_exe() {
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   std::string dir = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
   dir = dir.substr(0, dir.rfind('/'));              // <build>/tests
-  return dir.substr(0, dir.rfind('/')) + "/tools/kiln";
+  return dir.substr(0, dir.rfind('/')) + "/kiln";
 }
 
 struct CliResult {
