@@ -2,7 +2,8 @@
 // (plus linear, linear_relu and embedding) records a node when an input requires grad, its gradient
 // passes an f64 finite-difference gradcheck, and nn::functional's form gives the same values and
 // gradients bit for bit; the explicit *_backward functions refuse to run on the tape. A test reads
-// nn_ops.h and fails when it declares a function this file does not cover.
+// nn_ops.h and fails when it declares a function this file does not cover. Also the named fused
+// layers, nn::LinearReLU and nn::MaxPool2dReLU, against the layer pairs Sequential fuses.
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -254,4 +255,64 @@ TEST(EntryPoints, CoverEveryFunctionOfNnOps) {
     EXPECT_TRUE(covered.count(m[2].str())) << m[2].str() << " is declared in nn_ops.h but not covered here";
   }
   EXPECT_GE(declared, 27);  // the header's 27 functions when this test was written
+}
+
+// ---- the named fusions
+
+TEST(EntryPoints, LinearReluLayerIsTheFusedPair) {
+  auto pair = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(5, 3), std::make_shared<nn::ReLU>());
+  nn::LinearReLU fused(5, 3);
+  EXPECT_EQ(fused.state_dict().keys(), (std::vector<std::string>{"weight", "bias"}));
+  fused.load_state_dict(std::dynamic_pointer_cast<nn::Linear>((*pair)[0])->state_dict());
+  const Tensor x = kt::random_tensor({4, 5}, DType::f32, -1, 1, 3);
+  const Tensor a = x.detach().requires_grad_(), b = x.detach().requires_grad_();
+  const Tensor ya = fused.forward(a), yb = pair->forward(b);
+  ASSERT_TRUE(ya.grad_fn());
+  EXPECT_EQ(ya.grad_fn()->name(), "linear_relu");
+  expect_same(ya, yb, "LinearReLU output");
+  // and the unfused composition, computed independently
+  const auto& lin = *std::dynamic_pointer_cast<nn::Linear>((*pair)[0]);
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t o = 0; o < 3; ++o) {
+      double s = kt::at(lin.bias, o);
+      for (int64_t k = 0; k < 5; ++k) s += kt::at(x, i * 5 + k) * kt::at(lin.weight, o * 5 + k);
+      EXPECT_NEAR(kt::at(ya, i * 3 + o), s > 0 ? s : 0, 1e-5);
+    }
+  ya.sum().backward();
+  yb.sum().backward();
+  expect_same(a.grad(), b.grad(), "LinearReLU grad x");
+  expect_same(fused.weight.grad(), lin.weight.grad(), "LinearReLU grad weight");
+  expect_same(fused.bias.grad(), lin.bias.grad(), "LinearReLU grad bias");
+  EXPECT_EQ(fused.str(), "LinearReLU(in_features=5, out_features=3, bias=True)");
+}
+
+TEST(EntryPoints, MaxPool2dReluLayerIsTheFusedPair) {
+  const F::MaxPool2dArgs args{.stride = F::IntPair{2}, .padding = 1};
+  nn::MaxPool2dReLU fused(3, args);
+  nn::MaxPool2d pool(3, args);
+  const Tensor x = kt::random_tensor({2, 3, 6, 5}, DType::f32, -2, 2, 4);
+  const Tensor a = x.detach().requires_grad_(), b = x.detach().requires_grad_();
+  const Tensor ya = fused.forward(a), yb = pool.forward(b.relu());
+  ASSERT_TRUE(ya.grad_fn());
+  EXPECT_EQ(ya.grad_fn()->name(), "max_pool2d_relu");
+  expect_same(ya, yb, "MaxPool2dReLU output");
+  const Tensor g = kt::random_tensor(ya.shape(), DType::f32, -1, 1, 5);
+  ya.backward(g);
+  yb.backward(g);
+  expect_same(a.grad(), b.grad(), "MaxPool2dReLU grad");
+  EXPECT_TRUE(fused.state_dict().keys().empty());
+  EXPECT_EQ(fused.str(), "MaxPool2dReLU(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False)");
+}
+
+// Sequential still fuses the written pairs, and its children (and so state_dict keys) stay as written.
+TEST(EntryPoints, SequentialKeepsItsChildrenWhenFusing) {
+  nn::Sequential seq(std::make_shared<nn::Linear>(4, 6), std::make_shared<nn::ReLU>(),
+                     std::make_shared<nn::Linear>(6, 2));
+  EXPECT_EQ(seq.state_dict().keys(), (std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias"}));
+  EXPECT_EQ(seq.size(), 3u);
+  const Tensor y = seq.forward(kt::random_tensor({3, 4}, DType::f32).requires_grad_());
+  ASSERT_TRUE(y.grad_fn());
+  // the last Linear's node takes the fused op's output
+  ASSERT_FALSE(y.grad_fn()->next_edges.empty());
+  EXPECT_EQ(y.grad_fn()->next_edges[0].node->name(), "linear_relu");
 }
