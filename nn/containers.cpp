@@ -46,12 +46,14 @@ Sequential::Sequential(const NamedModules& named_modules) : Module("Sequential")
 // the same ties; otherwise both orders give it a zero gradient (ReLU's mask is its output > 0).
 // The zero's sign differs for a window like (-1, -0): the written order gives +0 (the first of two
 // zeros), pool-then-relu -0. Pooling first runs ReLU on a quarter of the elements under a 2x2 pool
-// and keeps the smaller tensor for backward (ReLU took 3.5 ms of the demo CNN's 33 ms step); the
-// two run as one op (Note [Fused pooling and ReLU] in nn/functional/layers.cpp) whose kernel also
-// restores the written order's zero, so the result is that order's bit for bit. Only the exact
-// layer types qualify: a subclass may compute something else.
-// A Linear followed by a ReLU runs as one fused op (Note [Fused linear and ReLU] in
-// autograd/ops/linalg.cpp), with the same values and gradients.
+// and keeps the smaller tensor for backward (figures in bench/README.md, "Fusions"); the two run as
+// one op, F::max_pool2d_relu (Note [Fused pooling and ReLU] in autograd/ops/pool.cpp), whose kernel
+// also restores the written order's zero, so the result is that order's bit for bit. A Linear
+// followed by a ReLU runs as F::linear_relu (Note [Fused linear and ReLU] in
+// autograd/ops/linalg.cpp), with the same values and gradients. Only the exact layer types qualify:
+// a subclass may compute something else. Each fused op is also a layer of its own (nn::LinearReLU,
+// nn::MaxPool2dReLU), and the fusion changes no child, so state_dict keys stay those of the layers
+// as written.
 namespace {
 bool pools_before_relu(const Module& first, const Module& second) {
   return typeid(first) == typeid(ReLU) && typeid(second) == typeid(MaxPool2d);

@@ -13,6 +13,12 @@
 
 namespace kiln::nn {
 
+// Sequential fuses two pairs of adjacent children, by their exact types: a Linear followed by a
+// ReLU runs as F::linear_relu, and a ReLU followed by a MaxPool2d as F::max_pool2d_relu, each one
+// op with the pair's values and gradients, bit for bit (Note [Pooling before ReLU] in
+// containers.cpp). The children and their state_dict keys stay as written. nn::LinearReLU and
+// nn::MaxPool2dReLU (nn/layers/fused.h) are the same ops as layers, for code that wants the fusion
+// named rather than found.
 class Sequential : public Module {
  public:
   Sequential() : Module("Sequential") {}
@@ -22,7 +28,7 @@ class Sequential : public Module {
   explicit Sequential(std::shared_ptr<Ms>... modules) : Sequential({ModulePtr(std::move(modules))...}) {}
   explicit Sequential(const NamedModules& named_modules);      // torch's Sequential(OrderedDict(...))
 
-  Tensor forward(const Tensor& x) override;                    // x through each module in order
+  Tensor forward(const Tensor& x) override;                    // x through each module in order, fusing as above
   Sequential& push_back(ModulePtr module);                     // torch's append
   ModulePtr operator[](int64_t index) const;                   // negative counts from the end
   size_t size() const { return named_children().size(); }

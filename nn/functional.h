@@ -1,20 +1,23 @@
 // nn::functional: the differentiable functions layers are built from, with torch.nn.functional's
-// names, defaults and semantics. Convolutions, pooling and normalisations wrap the forward and
-// backward kernels of autograd/ops/nn_ops.h in one autograd node each (nn/functional/layers.cpp);
-// dropout and attention (attention.cpp) and the losses (losses.cpp) are compositions of
-// differentiable ops, so their gradients come from those ops. Activations are re-exported.
+// names, defaults and semantics. Every op here is the kiln:: op itself, which records its own
+// gradient (autograd/ops/): re-exported as is, or forwarded from torch's argument structs by an
+// inline overload below; none records a node of its own. Dropout and attention (attention.cpp)
+// and the losses (losses.cpp) are compositions of differentiable ops.
 #pragma once
 
 #include <optional>
 
 #include "autograd/ops/elementwise.h"
+#include "autograd/ops/indexing.h"
 #include "autograd/ops/linalg.h"
+#include "autograd/ops/nn_ops.h"
 #include "tensor/generator.h"
 #include "tensor/tensor.h"
 
 namespace kiln::nn::functional {
 
-// ---- activations and linear, as defined by the ops
+// ---- activations and linear, as defined by the ops (linear_relu: relu(linear(x)) fused, the
+// layer nn::LinearReLU, and what Sequential runs for a Linear followed by a ReLU)
 using kiln::gelu;
 using kiln::leaky_relu;
 using kiln::linear;
@@ -51,12 +54,19 @@ struct ConvTranspose2dArgs {
   IntPair dilation = 1;
 };
 // x (N,C,L) or (C,L); weight (O, C/groups, k); bias (O) or undefined.
-Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv1dArgs& args = {});
+inline Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv1dArgs& a = {}) {
+  return kiln::conv1d(x, weight, bias, a.stride, a.padding, a.dilation, a.groups);
+}
 // x (N,C,H,W) or (C,H,W); weight (O, C/groups, kh, kw).
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv2dArgs& args = {});
+inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv2dArgs& a = {}) {
+  return kiln::conv2d(x, weight, bias, a.stride.dims(), a.padding.dims(), a.dilation.dims(), a.groups);
+}
 // weight (C, O/groups, kh, kw).
-Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
-                        const ConvTranspose2dArgs& args = {});
+inline Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
+                               const ConvTranspose2dArgs& a = {}) {
+  return kiln::conv_transpose2d(x, weight, bias, a.stride.dims(), a.padding.dims(), a.output_padding.dims(), a.groups,
+                                a.dilation.dims());
+}
 
 // ---- pooling. No stride means stride = kernel_size.
 struct MaxPool2dArgs {
@@ -70,26 +80,38 @@ struct AvgPool2dArgs {
   bool ceil_mode = false, count_include_pad = true;
   std::optional<int64_t> divisor_override;
 };
-Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& args = {});
-// max_pool2d(relu(x)) in one op that pools first, with the same values and gradients (Sequential's
-// ReLU -> MaxPool2d).
-Tensor max_pool2d_relu(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& args = {});
-Tensor avg_pool2d(const Tensor& x, IntPair kernel_size, const AvgPool2dArgs& args = {});
-Tensor adaptive_avg_pool2d(const Tensor& x, IntPair output_size);
+inline Tensor max_pool2d(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a = {}) {
+  return kiln::max_pool2d(x, kernel_size.dims(), a.stride.value_or(kernel_size).dims(), a.padding.dims(),
+                          a.dilation.dims(), a.ceil_mode);
+}
+// max_pool2d(relu(x)) in one op that pools first, with the same values and gradients: the layer
+// nn::MaxPool2dReLU, and what Sequential runs for a ReLU followed by a MaxPool2d.
+inline Tensor max_pool2d_relu(const Tensor& x, IntPair kernel_size, const MaxPool2dArgs& a = {}) {
+  return kiln::max_pool2d_relu(x, kernel_size.dims(), a.stride.value_or(kernel_size).dims(), a.padding.dims(),
+                               a.dilation.dims(), a.ceil_mode);
+}
+inline Tensor avg_pool2d(const Tensor& x, IntPair kernel_size, const AvgPool2dArgs& a = {}) {
+  return kiln::avg_pool2d(x, kernel_size.dims(), a.stride.value_or(kernel_size).dims(), a.padding.dims(),
+                          a.ceil_mode, a.count_include_pad, a.divisor_override);
+}
+inline Tensor adaptive_avg_pool2d(const Tensor& x, IntPair output_size) {
+  return kiln::adaptive_avg_pool2d(x, output_size.dims());
+}
 
-// ---- normalisation. batch_norm updates running_mean/running_var in place when training.
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight = {},
-                  const Tensor& bias = {}, bool training = false, double momentum = 0.1, double eps = 1e-5);
-Tensor layer_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& weight = {}, const Tensor& bias = {},
-                  double eps = 1e-5);
-Tensor rms_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& weight = {},
-                std::optional<double> eps = std::nullopt);
-Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = {}, const Tensor& bias = {},
-                  double eps = 1e-5);
+// ---- normalisation, with torch's signatures already. batch_norm updates running_mean and
+// running_var in place when training.
+using kiln::batch_norm;
+using kiln::group_norm;
+using kiln::layer_norm;
+using kiln::rms_norm;
 
 // ---- embedding: rows of weight (V, D) picked by integer indices, giving (*indices.shape, D). The
-// row at padding_idx (negative counts from V) gets no gradient, as in torch.
-Tensor embedding(const Tensor& indices, const Tensor& weight, std::optional<int64_t> padding_idx = std::nullopt);
+// row at padding_idx (negative counts from V) gets no gradient, as in torch. torch's argument
+// order (indices first) for kiln::embedding.
+inline Tensor embedding(const Tensor& indices, const Tensor& weight,
+                        std::optional<int64_t> padding_idx = std::nullopt) {
+  return kiln::embedding(weight, indices, padding_idx);
+}
 
 // ---- dropout: zeroes each element with probability p and scales the rest by 1/(1-p) when
 // training; the identity otherwise. Draws from gen, or the device's default generator.

@@ -1,10 +1,12 @@
-// Convolution op definitions: conv1d, conv2d and conv_transpose2d, forward and backward. Checks
-// with torch's rules, output sizes, and one 4-d kernel call: conv1d is conv2d over a height of 1,
-// an unbatched input is a batch of 1. Kernels: kernels/cpu/conv.cpp.
+// Convolution op definitions: conv1d, conv2d and conv_transpose2d, each a forward that records one
+// node and the explicit backward that node calls. Checks with torch's rules, output sizes, and one
+// 4-d kernel call: conv1d is conv2d over a height of 1, an unbatched input is a batch of 1.
+// Kernels: kernels/cpu/conv.cpp.
 #include <algorithm>
 #include <array>
 #include <string>
 
+#include "autograd/ops/layer_node.h"
 #include "autograd/ops/nn_ops.h"
 #include "tensor/dispatch.h"
 
@@ -114,16 +116,9 @@ ConvSetup setup_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   return s;
 }
 
-Tensor conv_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvParams& p, int spatial,
-                    const char* op) {
-  const ConvSetup s = setup_conv(x, weight, bias, p, spatial, op);
-  Tensor out = make_tensor(s.out_shape, x.dtype(), s.device);
-  dispatch<Op::conv2d>(s.device, s.x, s.weight, s.bias, s.params, out);
-  return out.view(s.user_out_shape);
-}
-
 LayerGrads conv_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const ConvParams& p,
                          int spatial, LayerGradMask mask, const char* op) {
+  detail::refuse_recording(op, grad_out, x, weight);
   const ConvSetup s = setup_conv(x, weight, Tensor(), p, spatial, op);
   KILN_CHECK(grad_out.defined() && grad_out.shape() == s.user_out_shape, op, ": expected grad_out of shape ",
              s.user_out_shape, " (the forward's output), got ",
@@ -142,6 +137,28 @@ LayerGrads conv_backward(const Tensor& grad_out, const Tensor& x, const Tensor& 
   if (gw.defined()) g.weight = gw.view(weight.shape());
   g.bias = gb;
   return g;
+}
+
+// The forward of every convolution: the kernel runs untracked (the reshapes of x would record
+// nodes of their own), then one node whose backward is conv_backward with the same params.
+Tensor conv_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvParams& p, int spatial,
+                    const char* op, const char* backward_op) {
+  Tensor out;
+  {
+    NoGradGuard untracked;
+    const ConvSetup s = setup_conv(x, weight, bias, p, spatial, op);
+    out = make_tensor(s.out_shape, x.dtype(), s.device);
+    dispatch<Op::conv2d>(s.device, s.x, s.weight, s.bias, s.params, out);
+    out = out.view(s.user_out_shape);
+  }
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record(op, out, {x, weight, bias},
+                     [sx = SavedTensor(x), sw = SavedTensor(weight), p, spatial, backward_op](const Tensor& g,
+                                                                                              Needs need) {
+                       return detail::grad_list(
+                           conv_backward(g, sx.get(), sw.get(), p, spatial, detail::mask_of(need), backward_op));
+                     });
+  return out;
 }
 
 ConvParams params_2d(const Dims& stride, const Dims& padding, const Dims& dilation, const Dims& output_padding,
@@ -169,7 +186,8 @@ ConvParams params_1d(int64_t stride, int64_t padding, int64_t dilation, int64_t 
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Dims& stride, const Dims& padding,
               const Dims& dilation, int64_t groups) {
-  return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, {0}, groups, false, "conv2d"), 2, "conv2d");
+  return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, {0}, groups, false, "conv2d"), 2, "conv2d",
+                      "conv2d_backward");
 }
 
 LayerGrads conv2d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Dims& stride,
@@ -180,7 +198,7 @@ LayerGrads conv2d_backward(const Tensor& grad_out, const Tensor& x, const Tensor
 
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
               int64_t dilation, int64_t groups) {
-  return conv_forward(x, weight, bias, params_1d(stride, padding, dilation, groups), 1, "conv1d");
+  return conv_forward(x, weight, bias, params_1d(stride, padding, dilation, groups), 1, "conv1d", "conv1d_backward");
 }
 
 LayerGrads conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, int64_t stride,
@@ -191,7 +209,8 @@ LayerGrads conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Dims& stride,
                         const Dims& padding, const Dims& output_padding, int64_t groups, const Dims& dilation) {
   const char* op = "conv_transpose2d";
-  return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, output_padding, groups, true, op), 2, op);
+  return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, output_padding, groups, true, op), 2, op,
+                      "conv_transpose2d_backward");
 }
 
 LayerGrads conv_transpose2d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Dims& stride,

@@ -432,7 +432,8 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int6
   check_defined(indices, "embedding", "indices");
   KILN_CHECK(weight.dim() == 2, "embedding: weight must be 2-d (num_embeddings, embedding_dim), got shape ",
              weight.shape());
-  check_index_dtype(indices, "embedding", true);
+  KILN_CHECK(indices.dtype() == DType::i64 || indices.dtype() == DType::i32,
+             "embedding: indices must be an integer tensor, int64 or int32, got ", indices.dtype());
   const int64_t rows = weight.shape()[0];
   if (padding_idx) {
     KILN_CHECK(*padding_idx >= -rows && *padding_idx < rows, "embedding: padding_idx ", *padding_idx,

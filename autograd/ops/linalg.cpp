@@ -276,14 +276,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
 // Note [Fused linear and ReLU]: relu(linear(x)) is the most common pair in a network. As two ops
 // it writes the product, then reads it back and writes a new tensor for the ReLU, and records two
-// nodes. Fused, the ReLU runs in place on the product while it is still in cache (in the MLP
-// benchmark's loop 7-10 us instead of 13-15 us for 128x512), and one node does both backwards:
-// relu_backward, then the bias's sum and the two products. Values and gradients are the
-// composition's, bit for bit. (oneDNN's ReLU post-op is not used: it turns NaN into 0, where
-// torch's relu keeps it. A one-pass relu_backward with column sums, tried for the bias's gradient,
-// was faster alone, 11.5 against 19.9 us, but slower in the training loop, 30 against 26 us, where
-// its inputs arrive cold from memory.) A non-floating dtype or a bias with batch dims takes the
-// composition.
+// nodes. Fused, the ReLU runs in place on the product while it is still in cache, and one node does
+// both backwards: relu_backward, then the bias's sum and the two products (figures in
+// bench/README.md, "Fusions"). Values and gradients are the composition's, bit for bit. oneDNN's
+// ReLU post-op is not used: it turns NaN into 0, where torch's relu keeps it. A one-pass
+// relu_backward with column sums for the bias's gradient was tried and lost inside the training
+// loop, where its inputs arrive cold from memory. A non-floating dtype or a bias with batch dims
+// takes the composition. nn::LinearReLU is this op as a layer.
 Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_linear(x, weight, bias, "linear_relu");
   if (!is_floating(x.dtype()) || (bias.defined() && bias.dim() > 1)) return relu(linear(x, weight, bias));

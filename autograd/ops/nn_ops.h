@@ -1,8 +1,10 @@
 // Neural-net layers that are not compositions of other ops: convolutions, pooling and the
-// normalisations, each as a forward function and an explicit backward that takes what the forward
-// saved plus grad_out and returns the input gradients. Defined in autograd/ops/conv.cpp, pool.cpp
-// and norm.cpp; PyTorch's argument order and defaults. Sizes given as Dims take 1 value (used for
-// both dims) or 2 (height, width).
+// normalisations. Each forward is the op's one entry point and records its gradient (one node);
+// nn::functional re-exports it with torch.nn.functional's argument structs. Each explicit backward
+// takes what the forward saved plus grad_out and returns the input gradients: it is the node's
+// derivative, records nothing, and refuses inputs that require grad while grad mode is on.
+// Defined in autograd/ops/conv.cpp, pool.cpp and norm.cpp; PyTorch's argument order and defaults.
+// Sizes given as Dims take 1 value (used for both dims) or 2 (height, width).
 #pragma once
 
 #include <optional>
@@ -48,10 +50,12 @@ TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, con
                                    const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
 Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},
                   const Dims& dilation = {1}, bool ceil_mode = false);
-// max_pool2d(relu(x))'s values in one pass over x, with the maxima's indices (see Note [Fused
-// pooling and ReLU] in nn/functional/layers.cpp).
+// max_pool2d(relu(x))'s values in one pass over x, with the maxima's indices, and the same
+// gradient (Note [Fused pooling and ReLU] in autograd/ops/pool.cpp). nn::MaxPool2dReLU is its layer.
 TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride = {},
                                         const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
+Tensor max_pool2d_relu(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},
+                       const Dims& dilation = {1}, bool ceil_mode = false);
 // grad_x of input_shape: each grad_out element added at its index (none for -1). With relu_output
 // (the fused op's values), grad_out counts as 0 where that output is <= 0, as ReLU's backward.
 Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape,
@@ -66,8 +70,8 @@ Tensor avg_pool2d_backward(const Tensor& grad_out, const Dims& input_shape, cons
 Tensor adaptive_avg_pool2d(const Tensor& x, const Dims& output_size);
 Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Dims& input_shape);
 
-// ---- normalisation. A forward returns the output and the statistics its backward needs: mean
-// and rstd = 1/sqrt(var + eps), in f64 for f64 inputs and f32 otherwise.
+// ---- normalisation. A *_forward returns the output (recorded, as the op's) and the statistics
+// its backward needs: mean and rstd = 1/sqrt(var + eps), in f64 for f64 inputs and f32 otherwise.
 struct NormOutput {
   Tensor output, mean, rstd;
 };

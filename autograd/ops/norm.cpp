@@ -1,8 +1,10 @@
-// Normalisation op definitions: batch_norm, layer_norm, rms_norm and group_norm, forward (output
-// plus the statistics backward needs) and backward. Checks, torch's defaults, and the 2-d/3-d
-// views the kernels take. Kernels: kernels/cpu/norm.cpp.
+// Normalisation op definitions: batch_norm, layer_norm, rms_norm and group_norm, each a forward
+// (output plus the statistics backward needs) that records one node, and the explicit backward
+// that node calls. Checks, torch's defaults, and the 2-d/3-d views the kernels take. Kernels:
+// kernels/cpu/norm.cpp.
 #include <limits>
 
+#include "autograd/ops/layer_node.h"
 #include "autograd/ops/nn_ops.h"
 #include "tensor/dispatch.h"
 
@@ -84,7 +86,8 @@ double default_rms_eps(DType t) {
 
 // ---- batch_norm
 
-NormOutput batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+namespace {
+NormOutput batch_norm_untracked(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                               const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
   const char* op = "batch_norm";
   check_input(x, 2, op);
@@ -113,6 +116,24 @@ NormOutput batch_norm_forward(const Tensor& x, const Tensor& running_mean, const
   if (training && rv.defined()) running_var.bump_version();
   return r;
 }
+}  // namespace
+
+NormOutput batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                              const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+  NormOutput r;
+  {
+    NoGradGuard untracked;
+    r = batch_norm_untracked(x, running_mean, running_var, weight, bias, training, momentum, eps);
+  }
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record("batch_norm", r.output, {x, weight, bias},
+                     [sx = SavedTensor(x), sw = SavedTensor(weight), mean = r.mean, rstd = r.rstd, training](
+                         const Tensor& g, Needs need) {
+                       return detail::grad_list(
+                           batch_norm_backward(g, sx.get(), sw.get(), mean, rstd, training, detail::mask_of(need)));
+                     });
+  return r;
+}
 
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
@@ -122,6 +143,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 LayerGrads batch_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                const Tensor& rstd, bool training, LayerGradMask mask) {
   const char* op = "batch_norm_backward";
+  detail::refuse_recording(op, grad_out, x, weight);
   check_input(x, 2, op);
   check_grad_out(grad_out, x, op);
   const int64_t N = x.size(0), C = x.size(1), L = numel_from(x, 2);
@@ -138,7 +160,8 @@ LayerGrads batch_norm_backward(const Tensor& grad_out, const Tensor& x, const Te
 
 // ---- layer_norm and rms_norm: x as (R, D) rows, D the product of normalized_shape.
 
-NormOutput layer_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, const Tensor& bias,
+namespace {
+NormOutput layer_norm_untracked(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, const Tensor& bias,
                               double eps) {
   const char* op = "layer_norm";
   check_input(x, 1, op);
@@ -151,6 +174,24 @@ NormOutput layer_norm_forward(const Tensor& x, const Dims& normalized_shape, con
   dispatch<Op::layer_norm>(x.device(), x.contiguous().view({R, D}), w, b, NormParams{.eps = eps}, out2, r.mean, r.rstd);
   return r;
 }
+}  // namespace
+
+NormOutput layer_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, const Tensor& bias,
+                              double eps) {
+  NormOutput r;
+  {
+    NoGradGuard untracked;
+    r = layer_norm_untracked(x, normalized_shape, weight, bias, eps);
+  }
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record("layer_norm", r.output, {x, weight, bias},
+                     [sx = SavedTensor(x), sw = SavedTensor(weight), mean = r.mean, rstd = r.rstd, normalized_shape](
+                         const Tensor& g, Needs need) {
+                       return detail::grad_list(layer_norm_backward(g, sx.get(), normalized_shape, sw.get(), mean,
+                                                                    rstd, detail::mask_of(need)));
+                     });
+  return r;
+}
 
 Tensor layer_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, const Tensor& bias, double eps) {
   return layer_norm_forward(x, normalized_shape, weight, bias, eps).output;
@@ -159,6 +200,7 @@ Tensor layer_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& w
 LayerGrads layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Dims& normalized_shape,
                                const Tensor& weight, const Tensor& mean, const Tensor& rstd, LayerGradMask mask) {
   const char* op = "layer_norm_backward";
+  detail::refuse_recording(op, grad_out, x, weight);
   check_input(x, 1, op);
   check_grad_out(grad_out, x, op);
   const int64_t D = normalized_numel(x, normalized_shape, op), R = D ? x.numel() / D : 0;
@@ -172,7 +214,8 @@ LayerGrads layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Di
   return {g.x, g.weight, g.bias};
 }
 
-NormOutput rms_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight,
+namespace {
+NormOutput rms_norm_untracked(const Tensor& x, const Dims& normalized_shape, const Tensor& weight,
                             std::optional<double> eps) {
   const char* op = "rms_norm";
   check_input(x, 1, op);
@@ -185,6 +228,25 @@ NormOutput rms_norm_forward(const Tensor& x, const Dims& normalized_shape, const
   dispatch<Op::rms_norm>(x.device(), x.contiguous().view({R, D}), w, Tensor(), p, out2, r.mean, r.rstd);
   return r;
 }
+}  // namespace
+
+NormOutput rms_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight,
+                            std::optional<double> eps) {
+  NormOutput r;
+  {
+    NoGradGuard untracked;
+    r = rms_norm_untracked(x, normalized_shape, weight, eps);
+  }
+  if (autograd::needs_grad(x, weight))
+    autograd::record("rms_norm", r.output, {x, weight},
+                     [sx = SavedTensor(x), sw = SavedTensor(weight), rstd = r.rstd, normalized_shape](const Tensor& g,
+                                                                                                       Needs need) {
+                       LayerGrads grads = rms_norm_backward(g, sx.get(), normalized_shape, sw.get(), rstd,
+                                                            {need[0], need[1], false});
+                       return TensorList{std::move(grads.input), std::move(grads.weight)};
+                     });
+  return r;
+}
 
 Tensor rms_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, std::optional<double> eps) {
   return rms_norm_forward(x, normalized_shape, weight, eps).output;
@@ -193,6 +255,7 @@ Tensor rms_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& wei
 LayerGrads rms_norm_backward(const Tensor& grad_out, const Tensor& x, const Dims& normalized_shape,
                              const Tensor& weight, const Tensor& rstd, LayerGradMask mask) {
   const char* op = "rms_norm_backward";
+  detail::refuse_recording(op, grad_out, x, weight);
   check_input(x, 1, op);
   check_grad_out(grad_out, x, op);
   const int64_t D = normalized_numel(x, normalized_shape, op), R = D ? x.numel() / D : 0;
@@ -208,7 +271,8 @@ LayerGrads rms_norm_backward(const Tensor& grad_out, const Tensor& x, const Dims
 
 // ---- group_norm: x as (N, C, L).
 
-NormOutput group_norm_forward(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
+namespace {
+NormOutput group_norm_untracked(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                               double eps) {
   const char* op = "group_norm";
   check_input(x, 2, op);
@@ -225,6 +289,24 @@ NormOutput group_norm_forward(const Tensor& x, int64_t num_groups, const Tensor&
   dispatch<Op::group_norm>(x.device(), x.contiguous().view({N, C, L}), w, b, p, out3, r.mean, r.rstd);
   return r;
 }
+}  // namespace
+
+NormOutput group_norm_forward(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
+                              double eps) {
+  NormOutput r;
+  {
+    NoGradGuard untracked;
+    r = group_norm_untracked(x, num_groups, weight, bias, eps);
+  }
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record("group_norm", r.output, {x, weight, bias},
+                     [sx = SavedTensor(x), sw = SavedTensor(weight), mean = r.mean, rstd = r.rstd, num_groups](
+                         const Tensor& g, Needs need) {
+                       return detail::grad_list(group_norm_backward(g, sx.get(), num_groups, sw.get(), mean, rstd,
+                                                                    detail::mask_of(need)));
+                     });
+  return r;
+}
 
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
   return group_norm_forward(x, num_groups, weight, bias, eps).output;
@@ -233,6 +315,7 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
 LayerGrads group_norm_backward(const Tensor& grad_out, const Tensor& x, int64_t num_groups, const Tensor& weight,
                                const Tensor& mean, const Tensor& rstd, LayerGradMask mask) {
   const char* op = "group_norm_backward";
+  detail::refuse_recording(op, grad_out, x, weight);
   check_input(x, 2, op);
   check_grad_out(grad_out, x, op);
   const int64_t N = x.size(0), C = x.size(1), L = numel_from(x, 2);

@@ -1,8 +1,10 @@
-// Pooling op definitions: max_pool2d (with indices), avg_pool2d and adaptive_avg_pool2d, forward
-// and backward. torch's checks and output sizes (ceil_mode included); an unbatched (C,H,W) input
-// is a batch of 1. Kernels: kernels/cpu/pool.cpp.
+// Pooling op definitions: max_pool2d (with indices, and fused with a ReLU), avg_pool2d and
+// adaptive_avg_pool2d, each a forward that records one node and the explicit backward that node
+// calls. torch's checks and output sizes (ceil_mode included); an unbatched (C,H,W) input is a
+// batch of 1. Kernels: kernels/cpu/pool.cpp.
 #include <array>
 
+#include "autograd/ops/layer_node.h"
 #include "autograd/ops/nn_ops.h"
 #include "tensor/dispatch.h"
 
@@ -90,18 +92,31 @@ Dims batched_shape(const Dims& s) {
 }  // namespace
 
 namespace {
+// max_pool2d, or with `relu` the fused max_pool2d(relu(x)). Its node keeps the argmax positions
+// (and, fused, the output for ReLU's mask), not the input.
 TensorPair max_pool_values_and_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
                                        const Dims& dilation, bool ceil_mode, bool relu) {
   const char* op = relu ? "max_pool2d_relu" : "max_pool2d";
-  check_input(x, op);
-  Dims out_shape;
-  PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, dilation, ceil_mode, op, out_shape);
-  p.relu = relu;
-  const Dims out4 = batched_shape(out_shape);
-  Tensor values = make_tensor(out4, x.dtype(), x.device());
-  Tensor indices = make_tensor(out4, DType::i64, x.device());
-  dispatch<Op::max_pool2d>(x.device(), as_batched(x), p, values, indices);
-  return {values.view(out_shape), indices.view(out_shape)};
+  TensorPair r;
+  {
+    NoGradGuard untracked;
+    check_input(x, op);
+    Dims out_shape;
+    PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, dilation, ceil_mode, op, out_shape);
+    p.relu = relu;
+    const Dims out4 = batched_shape(out_shape);
+    Tensor values = make_tensor(out4, x.dtype(), x.device());
+    Tensor indices = make_tensor(out4, DType::i64, x.device());
+    dispatch<Op::max_pool2d>(x.device(), as_batched(x), p, values, indices);
+    r = {values.view(out_shape), indices.view(out_shape)};
+  }
+  if (autograd::needs_grad(x))
+    autograd::record(op, r.values, {x},
+                     [indices = r.indices, sy = relu ? SavedTensor(r.values) : SavedTensor(),
+                      shape = x.shape()](const Tensor& g, Needs) {
+                       return max_pool2d_backward(g, indices, shape, sy.get());
+                     });
+  return r;
 }
 }  // namespace
 
@@ -110,19 +125,32 @@ TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, con
   return max_pool_values_and_indices(x, kernel_size, stride, padding, dilation, ceil_mode, false);
 }
 
-TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride,
-                                        const Dims& padding, const Dims& dilation, bool ceil_mode) {
-  return max_pool_values_and_indices(x, kernel_size, stride, padding, dilation, ceil_mode, true);
-}
-
 Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
                   const Dims& dilation, bool ceil_mode) {
   return max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode).values;
 }
 
+// Note [Fused pooling and ReLU]: max_pool2d(relu(x)) as one op that pools first, the order
+// Sequential runs a ReLU followed by a MaxPool2d in (Note [Pooling before ReLU] in
+// nn/containers.cpp). The pooling kernel passes each maximum through ReLU as it stores it (a
+// window with no positive or NaN element gives the zero relu(x) would put first in it), and its
+// backward applies ReLU's mask (output <= 0, NaN passing) to grad_out as it scatters, so the pooled
+// tensor is neither read again forward nor masked in a pass of its own backward (measured in
+// bench/README.md, "Fusions"). Values and gradients are max_pool2d(relu(x))'s, bit for bit.
+TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride,
+                                        const Dims& padding, const Dims& dilation, bool ceil_mode) {
+  return max_pool_values_and_indices(x, kernel_size, stride, padding, dilation, ceil_mode, true);
+}
+
+Tensor max_pool2d_relu(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding,
+                       const Dims& dilation, bool ceil_mode) {
+  return max_pool2d_relu_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode).values;
+}
+
 Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape,
                            const Tensor& relu_output) {
   const char* op = "max_pool2d_backward";
+  detail::refuse_recording(op, grad_out, relu_output);
   check_input_shape(input_shape, op);
   KILN_CHECK(grad_out.defined() && indices.defined(), op, ": got an undefined grad_out or indices");
   KILN_CHECK(grad_out.is_floating(), op, ": expected a floating grad_out, got ", grad_out.dtype());
@@ -147,21 +175,34 @@ Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const 
 Tensor avg_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride, const Dims& padding, bool ceil_mode,
                   bool count_include_pad, std::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d";
-  check_input(x, op);
-  KILN_CHECK(!divisor_override || *divisor_override != 0, op, ": divisor_override must be non-zero");
-  Dims out_shape;
-  PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, {1}, ceil_mode, op, out_shape);
-  p.count_include_pad = count_include_pad;
-  p.divisor_override = divisor_override.value_or(0);
-  Tensor out = make_tensor(batched_shape(out_shape), x.dtype(), x.device());
-  dispatch<Op::avg_pool2d>(x.device(), as_batched(x), p, out);
-  return out.view(out_shape);
+  Tensor out;
+  {
+    NoGradGuard untracked;
+    check_input(x, op);
+    KILN_CHECK(!divisor_override || *divisor_override != 0, op, ": divisor_override must be non-zero");
+    Dims out_shape;
+    PoolParams p = pool_params(x.shape(), kernel_size, stride, padding, {1}, ceil_mode, op, out_shape);
+    p.count_include_pad = count_include_pad;
+    p.divisor_override = divisor_override.value_or(0);
+    out = make_tensor(batched_shape(out_shape), x.dtype(), x.device());
+    dispatch<Op::avg_pool2d>(x.device(), as_batched(x), p, out);
+    out = out.view(out_shape);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record(op, out, {x},
+                     [shape = x.shape(), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                      divisor_override](const Tensor& g, Needs) {
+                       return avg_pool2d_backward(g, shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                                  divisor_override);
+                     });
+  return out;
 }
 
 Tensor avg_pool2d_backward(const Tensor& grad_out, const Dims& input_shape, const Dims& kernel_size, const Dims& stride,
                            const Dims& padding, bool ceil_mode, bool count_include_pad,
                            std::optional<int64_t> divisor_override) {
   const char* op = "avg_pool2d_backward";
+  detail::refuse_recording(op, grad_out);
   check_input_shape(input_shape, op);
   KILN_CHECK(!divisor_override || *divisor_override != 0, op, ": divisor_override must be non-zero");
   Dims out_shape;
@@ -176,17 +217,27 @@ Tensor avg_pool2d_backward(const Tensor& grad_out, const Dims& input_shape, cons
 
 Tensor adaptive_avg_pool2d(const Tensor& x, const Dims& output_size) {
   const char* op = "adaptive_avg_pool2d";
-  check_input(x, op);
-  const std::array<int64_t, 2> size = pair_arg(output_size, "output_size", op);
-  KILN_CHECK(size[0] >= 0 && size[1] >= 0, op, ": output_size must be non-negative, got ", output_size);
-  const Dims out_shape = pooled_shape(x.shape(), size[0], size[1]);
-  Tensor out = make_tensor(batched_shape(out_shape), x.dtype(), x.device());
-  dispatch<Op::adaptive_avg_pool2d>(x.device(), as_batched(x), PoolParams{}, out);
-  return out.view(out_shape);
+  Tensor out;
+  {
+    NoGradGuard untracked;
+    check_input(x, op);
+    const std::array<int64_t, 2> size = pair_arg(output_size, "output_size", op);
+    KILN_CHECK(size[0] >= 0 && size[1] >= 0, op, ": output_size must be non-negative, got ", output_size);
+    const Dims out_shape = pooled_shape(x.shape(), size[0], size[1]);
+    out = make_tensor(batched_shape(out_shape), x.dtype(), x.device());
+    dispatch<Op::adaptive_avg_pool2d>(x.device(), as_batched(x), PoolParams{}, out);
+    out = out.view(out_shape);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record(op, out, {x}, [shape = x.shape()](const Tensor& g, Needs) {
+      return adaptive_avg_pool2d_backward(g, shape);
+    });
+  return out;
 }
 
 Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Dims& input_shape) {
   const char* op = "adaptive_avg_pool2d_backward";
+  detail::refuse_recording(op, grad_out);
   check_input_shape(input_shape, op);
   KILN_CHECK(grad_out.defined() && grad_out.dim() == input_shape.size(), op, ": expected a ", input_shape.size(),
              "-d grad_out for input shape ", input_shape, ", got ", grad_out.defined() ? grad_out.shape() : Dims{});

@@ -53,6 +53,7 @@
 #include "nn/layers/activation.h"
 #include "nn/layers/attention.h"
 #include "nn/layers/conv.h"
+#include "nn/layers/fused.h"
 #include "nn/layers/linear.h"
 #include "nn/layers/norm.h"
 #include "nn/layers/pool.h"
