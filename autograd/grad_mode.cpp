@@ -1,14 +1,16 @@
-// The thread-local grad and anomaly switches.
+// The thread-local grad and anomaly switches. Grad mode's flag is dispatch's (Note [Kernels never
+// record] in tensor/dispatch.h), which turns it off around every kernel.
 #include "autograd/grad_mode.h"
+
+#include "tensor/dispatch.h"
 
 namespace kiln::autograd {
 namespace {
-thread_local bool grad_enabled = true;
 thread_local bool anomaly_enabled = false;
 }  // namespace
 
-bool is_grad_enabled() { return grad_enabled; }
-void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
+bool is_grad_enabled() { return detail::t_grad_enabled; }
+void set_grad_enabled(bool enabled) { detail::t_grad_enabled = enabled; }
 bool is_anomaly_enabled() { return anomaly_enabled; }
 void set_detect_anomaly(bool enabled) { anomaly_enabled = enabled; }
 

@@ -13,6 +13,7 @@ namespace kiln {
 namespace detail {
 
 AnyKernel g_kernels[kNumOps][kNumDeviceTypes] = {};
+thread_local bool t_grad_enabled = true;
 // The CpuCapability each registered CPU kernel was compiled for.
 static int g_cpu_kernel_level[kNumOps];
 

@@ -156,6 +156,24 @@ KILN_FOR_EACH_OP(KILN_OP_KERNEL)
 #undef KILN_OP_KERNEL
 
 namespace detail {
+// Grad mode's switch, read and set through autograd/grad_mode.h; it lives here so that dispatch can
+// turn it off around a kernel. Note [Kernels never record]: a kernel may take views of its inputs
+// (permute, select, contiguous); with grad mode on, a view of an input that requires grad would
+// record a node that nobody uses.
+extern thread_local bool t_grad_enabled;
+
+// Grad mode off for the life of a kernel call, restored on any exit.
+class KernelScope {
+ public:
+  KernelScope() : previous_(t_grad_enabled) { t_grad_enabled = false; }
+  ~KernelScope() { t_grad_enabled = previous_; }
+  KernelScope(const KernelScope&) = delete;
+  KernelScope& operator=(const KernelScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 using AnyKernel = void (*)();
 extern AnyKernel g_kernels[kNumOps][kNumDeviceTypes];
 extern int g_debug_level;  // KILN_DEBUG, read once at start-up
@@ -195,6 +213,7 @@ bool has_kernel(Device d) {
 template <Op op, class... Args>
 void dispatch(Device d, Args&&... args) {
   auto fn = kernel_for<op>(d);
+  const detail::KernelScope no_recording;
   if (__builtin_expect(detail::g_debug_level > 0, 0)) {
     detail::log_dispatch_begin(op, d);
     (detail::log_dispatch_arg(args), ...);

@@ -1,6 +1,9 @@
 // The dispatch table: every op has a CPU kernel; a missing device kernel is a clear error; devices
 // are checked; the CUDA backend reports itself honestly.
+#include <functional>
+
 #include "testing.h"
+#include "autograd/node.h"
 #include "tensor/dispatch.h"
 
 using namespace kiln;
@@ -52,4 +55,20 @@ TEST(Dispatch, DebugLevelLogsEachDispatch) {
   detail::g_debug_level = saved;
   EXPECT_NE(log.find("kiln: add cpu [2, 3]:float32 [2, 3]:float32 [2, 3]:float32 ("), std::string::npos) << log;
   EXPECT_NE(log.find(" us)"), std::string::npos) << log;
+}
+
+// Note [Kernels never record]: the reduce kernel permutes x so that the reduced dims come last; x
+// requires grad, yet that view records nothing, so both sums make the same number of nodes.
+TEST(Dispatch, KernelsRunWithGradModeOff) {
+  const auto nodes_made_by = [](const std::function<void()>& f) {
+    const uint64_t before = autograd::next_sequence_nr();
+    f();
+    return autograd::next_sequence_nr() - before;
+  };
+  Tensor x = randn({3, 4, 5}).requires_grad_();
+  (void)x.sum();  // makes x's gradient accumulator, once
+  const uint64_t permuting = nodes_made_by([&] { (void)x.sum({0, 2}); });
+  const uint64_t plain = nodes_made_by([&] { (void)x.sum({2}); });
+  EXPECT_EQ(permuting, plain);
+  EXPECT_TRUE(autograd::is_grad_enabled()) << "grad mode was not restored after the kernels";
 }
