@@ -30,9 +30,13 @@ test: build
 	@cd $(BUILD) && KILN_PYENV=$(abspath $(BUILD))/pyenv ctest --output-on-failure -j $(JOBS)
 	@KILN_FUZZ_LIB_BUILD=$(BUILD) bash scripts/run-fuzz.sh 60
 
+# The PyTorch/Lightning references come from build/torch-venv (scripts/make-torch-venv.sh, from
+# PyPI); without network they are skipped and run.sh says so.
 bench: deps
 	@cmake -S . -B $(BUILD) -DKILN_BUILD_BENCH=ON >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+	@KILN_TORCH_VENV=$(abspath $(BUILD))/torch-venv bash scripts/make-torch-venv.sh || \
+	  echo "kiln: could not make the torch venv; the PyTorch references will be skipped"
 	@bash bench/run.sh $(BUILD)
 
 # The whole test suite under AddressSanitizer + UndefinedBehaviorSanitizer: any report fails.

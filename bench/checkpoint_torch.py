@@ -2,7 +2,7 @@
 """The PyTorch reference for bench/bench_checkpoint.cpp: torch.save / torch.load of the same state
 (16 float32 tensors, KILN_BENCH_CKPT_MIB MiB in all) in the same folder, with an fsync after save and
 the page cache dropped for the file before each cold load, best of KILN_BENCH_REPEATS.
-Usage: /work/venv-torch/bin/python bench/checkpoint_torch.py"""
+Usage: build/torch-venv/bin/python bench/checkpoint_torch.py"""
 import os
 import time
 

@@ -3,7 +3,8 @@
 # then, only when a PyTorch is importable, the PyTorch reference (bench/torch_reference.py) and the
 # LibTorch dispatch benchmark (bench/libtorch/, built here against that torch). Called by `make bench`.
 # Knobs: KILN_BENCH_THREADS (2), KILN_BENCH_MIN_TIME (seconds per benchmark, 0.2),
-# KILN_TORCH_PYTHON (the python whose torch is the reference; else /work/venv-torch, else python3).
+# KILN_TORCH_PYTHON (the python whose torch is the reference; else build/torch-venv, made by
+# scripts/make-torch-venv.sh, else python3).
 set -euo pipefail
 
 build=${1:?usage: bench/run.sh BUILD_DIR}
@@ -28,7 +29,7 @@ done
 
 # The reference torch: the first python that imports one.
 torch_python=""
-for py in "${KILN_TORCH_PYTHON:-}" /work/venv-torch/bin/python python3; do
+for py in "${KILN_TORCH_PYTHON:-}" "$build/torch-venv/bin/python" python3; do
   [ -n "$py" ] || continue
   if "$py" -c 'import torch' >/dev/null 2>&1; then torch_python=$py; break; fi
 done

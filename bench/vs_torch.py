@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kiln against PyTorch and PyTorch Lightning, side by side (issues 3 and 5).
 
-    /work/venv-torch/bin/python bench/vs_torch.py BUILD_DIR [--which training|lightning|all] [--repeats N]
+    build/torch-venv/bin/python bench/vs_torch.py BUILD_DIR [--which training|lightning|all] [--repeats N]
 
 Runs each pair alternately (Kiln, reference, Kiln, reference, ...) so both sides see the machine in
 the same state, every process with the same environment (OMP_NUM_THREADS = --threads, the

@@ -2,7 +2,7 @@
 expects from Kiln's Trainer: global_step and logged steps under manual optimization and gradient
 accumulation, a training_step that returns None, sanity-check metrics, overfit_batches and
 val_check_interval without check_val_every_n_epoch. Prints one line per fact; CI does not run it:
-    /work/venv-torch/bin/python tests/train/lightning_semantics.py
+    build/torch-venv/bin/python tests/train/lightning_semantics.py
 """
 import warnings
 
