@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -63,16 +64,31 @@ inline f32v load_first(const float* p, int64_t n) {
 #endif
 }
 
+// v's first n < (lanes of V) lanes to p[0..n), as one store per set bit of n: the low half when n
+// reaches it, then the rest from the high half. Used below AVX-512: SSE2 has no masked store, and
+// AVX2's (vmaskmovps) is slow on several AMD cores.
+template <class T, class V>
+inline void store_pieces(T* p, const V& v, int64_t n) {
+  constexpr int64_t count = sizeof(V) / sizeof(T);
+  if constexpr (count > 1) {
+    const auto low = [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(v, v, k...); }(
+        std::make_index_sequence<count / 2>());
+    if (n < count / 2) return store_pieces(p, low, n);
+    std::memcpy(p, &low, sizeof low);
+    const auto high = [&]<size_t... k>(std::index_sequence<k...>) {
+      return __builtin_shufflevector(v, v, (count / 2 + k)...);
+    }(std::make_index_sequence<count / 2>());
+    store_pieces(p + count / 2, high, n - count / 2);
+  }
+}
+
 // v's first n lanes to p[0..n); nothing past them is written. 0 <= n <= kWidth.
 inline void store_first(float* p, f32v v, int64_t n) {
   if (n >= kWidth) return store(p, v);
 #if defined(__AVX512F__)
   _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
-#elif defined(__AVX2__)
-  const i32v lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  _mm256_maskstore_ps(p, reinterpret_cast<__m256i>(lane < static_cast<int32_t>(n)), v);
 #else
-  for (int64_t k = 0; k < n; ++k) p[k] = v[k];
+  store_pieces(p, v, n);
 #endif
 }
 
@@ -102,12 +118,8 @@ inline void store_first(int64_t* p, i64v v, int64_t n) {
   }
 #if defined(__AVX512F__)
   _mm512_mask_storeu_epi64(p, static_cast<__mmask8>((1u << n) - 1), reinterpret_cast<__m512i>(v));
-#elif defined(__AVX2__)
-  const i64v lane = {0, 1, 2, 3};
-  _mm256_maskstore_epi64(reinterpret_cast<long long*>(p), reinterpret_cast<__m256i>(lane < n),
-                         reinterpret_cast<__m256i>(v));
 #else
-  for (int64_t k = 0; k < n; ++k) p[k] = v[k];
+  store_pieces(p, v, n);
 #endif
 }
 

@@ -283,12 +283,13 @@ struct Corners {
   f32v top_left, top_right, bottom_left, bottom_right;
 };
 inline bool split_by_corner(f32v g, i64v low, i64v high, i32v in, int64_t W, Corners& c) {
-  // An int64 lane's comparison is two equal int32 halves; the even ones line up with g's lanes.
-  const auto at = [&](int64_t offset) {
-    return even_lanes(reinterpret_cast<i32v>(low == offset), reinterpret_cast<i32v>(high == offset));
-  };
-  const i32v tl = at(0), tr = at(1), bl = at(W), br = at(W + 1);
-  if (lanes::any(in & ~(tl | tr | bl | br))) return false;
+  // Compared in int32, lined up with g's lanes: each int64 offset's low half, where its high half
+  // (`above`) is 0 for every offset inside the window (W + 1 fits in int32: the caller checks).
+  const i32v offset = even_lanes(reinterpret_cast<i32v>(low), reinterpret_cast<i32v>(high));
+  const i32v above = odd_lanes(reinterpret_cast<i32v>(low), reinterpret_cast<i32v>(high));
+  const int32_t w = static_cast<int32_t>(W);
+  const i32v tl = offset == 0, tr = offset == 1, bl = offset == w, br = offset == w + 1;
+  if (lanes::any(in & (above | ~(tl | tr | bl | br)))) return false;
   const f32v zero = {};
   c = {tl ? g : zero, tr ? g : zero, bl ? g : zero, br ? g : zero};
   return true;
@@ -359,7 +360,8 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, cons
                              Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
   const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
-  const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3);
+  const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3) &&
+                         grad_x.size(3) < std::numeric_limits<int32_t>::max();
   visit_floating(grad_x.dtype(), "max_pool2d_backward", [&]<class T>() {
     using C = compute_t<T>;
     const T* pg = static_cast<const T*>(grad_out.data_ptr());
