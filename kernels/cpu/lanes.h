@@ -9,7 +9,7 @@
 #include <cstring>
 #include <utility>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -49,18 +49,46 @@ inline f32v load(const float* p) {
 }
 inline void store(float* p, f32v v) { std::memcpy(p, &v, sizeof v); }
 
+// N lanes of T as a GCC vector (for the pieces below; kWidth lanes are f32v or, of int64, two i64v).
+template <class T, int N>
+struct Vec;
+template <int N>
+struct Vec<float, N> {
+  typedef float type __attribute__((vector_size(4 * N)));
+};
+template <int N>
+struct Vec<int64_t, N> {
+  typedef int64_t type __attribute__((vector_size(8 * N)));
+};
+
+// The first n < N lanes from p, the rest zero, as one load per set bit of n: the low half when n
+// reaches it, then the rest into the high half. Used below AVX-512: SSE2 has no masked load, and
+// AVX2's (vmaskmovps) is slow on some AMD cores.
+template <class T, int N>
+inline typename Vec<T, N>::type load_pieces(const T* p, int64_t n) {
+  using V = typename Vec<T, N>::type;
+  if constexpr (N == 2) {
+    return n ? V{p[0], T(0)} : V{};
+  } else {
+    typename Vec<T, N / 2>::type low = {}, high = {};
+    if (n >= N / 2) {
+      std::memcpy(&low, p, sizeof low);
+      high = load_pieces<T, N / 2>(p + N / 2, n - N / 2);
+    } else {
+      low = load_pieces<T, N / 2>(p, n);
+    }
+    return [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(low, high, k...); }(
+        std::make_index_sequence<N>());
+  }
+}
+
 // The first n lanes from p, the rest zero; no element past p[n - 1] is read. 0 <= n <= kWidth.
 inline f32v load_first(const float* p, int64_t n) {
   if (n >= kWidth) return load(p);
 #if defined(__AVX512F__)
   return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
-#elif defined(__AVX2__)
-  const i32v lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  return _mm256_maskload_ps(p, reinterpret_cast<__m256i>(lane < static_cast<int32_t>(n)));
 #else
-  f32v v = {};
-  for (int64_t k = 0; k < n; ++k) v[k] = p[k];
-  return v;
+  return load_pieces<float, kWidth>(p, n);
 #endif
 }
 
@@ -94,20 +122,15 @@ inline void store_first(float* p, f32v v, int64_t n) {
 
 // The same for int64 lanes, kWidth / 2 of them. 0 <= n <= kWidth / 2.
 inline i64v load_first(const int64_t* p, int64_t n) {
-  i64v v = {};
+  i64v v;
   if (n >= kWidth / 2) {
     std::memcpy(&v, p, sizeof v);
     return v;
   }
 #if defined(__AVX512F__)
   return reinterpret_cast<i64v>(_mm512_maskz_loadu_epi64(static_cast<__mmask8>((1u << n) - 1), p));
-#elif defined(__AVX2__)
-  const i64v lane = {0, 1, 2, 3};
-  return reinterpret_cast<i64v>(
-      _mm256_maskload_epi64(reinterpret_cast<const long long*>(p), reinterpret_cast<__m256i>(lane < n)));
 #else
-  for (int64_t k = 0; k < n; ++k) v[k] = p[k];
-  return v;
+  return load_pieces<int64_t, kWidth / 2>(p, n);
 #endif
 }
 
@@ -127,6 +150,10 @@ inline void store_first(int64_t* p, i64v v, int64_t n) {
 inline bool any(i32v v) {
 #if defined(__AVX512F__)
   return _mm512_test_epi32_mask(reinterpret_cast<__m512i>(v), reinterpret_cast<__m512i>(v)) != 0;
+#elif defined(__AVX2__)
+  return !_mm256_testz_si256(reinterpret_cast<__m256i>(v), reinterpret_cast<__m256i>(v));
+#elif defined(__SSE2__)
+  return _mm_movemask_epi8(_mm_cmpeq_epi32(reinterpret_cast<__m128i>(v), __m128i{})) != 0xFFFF;
 #else
   int32_t bits = 0;
   for (int k = 0; k < kWidth; ++k) bits |= v[k];
