@@ -330,13 +330,13 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
   const i32v lane = lane_numbers();
   const i64v column = 2 * widen<0>(lane);
   const i32v in_row = lane % static_cast<int32_t>(kHalf) < static_cast<int32_t>(Wo);
+  // Rows oh and oh + 1 lie next to each other: lane kHalf + k takes element Wo + k of the pair.
+  const i32v spread = lane < static_cast<int32_t>(kHalf) ? lane : lane - static_cast<int32_t>(kHalf - Wo);
   for (int64_t oh = 0; oh < Ho; oh += 2) {
     const bool pair = oh + 1 < Ho;
     const int64_t second = pair ? Wo : 0;
-    // Low half: output row oh; high half: row oh + 1.
-    const auto two_rows = [&](const float* p) {
-      return low_halves(lanes::load_first(p + oh * Wo, Wo), lanes::load_first(p + (oh + 1) * Wo, second));
-    };
+    // Low half: output row oh; high half: row oh + 1 (lanes past Wo in each half are not stored).
+    const auto two_rows = [&](const float* p) { return __builtin_shuffle(lanes::load_first(p + oh * Wo, Wo + second), spread); };
     f32v g = two_rows(go);
     if (y) g = relu_passes(two_rows(y)) ? g : f32v{};
     const i64v low = lanes::load_first(ix + oh * Wo, Wo) - (column + 2 * oh * W);
