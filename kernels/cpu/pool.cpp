@@ -141,12 +141,6 @@ inline f32v interleave(f32v left, f32v right) {
     return __builtin_shufflevector(left, right, (half * kHalf + k / 2 + k % 2 * kWidth)...);
   }(std::make_index_sequence<kWidth>());
 }
-// a's low half, then b's low half.
-inline f32v low_halves(f32v a, f32v b) {
-  return [&]<size_t... k>(std::index_sequence<k...>) {
-    return __builtin_shufflevector(a, b, (k < kHalf ? k : k - kHalf + kWidth)...);
-  }(std::make_index_sequence<kWidth>());
-}
 // v's high half moved down to lanes 0..kHalf - 1.
 inline f32v high_half(f32v v) {
   return [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(v, v, (k + kHalf) % kWidth...); }(
@@ -336,7 +330,9 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
     const bool pair = oh + 1 < Ho;
     const int64_t second = pair ? Wo : 0;
     // Low half: output row oh; high half: row oh + 1 (lanes past Wo in each half are not stored).
-    const auto two_rows = [&](const float* p) { return __builtin_shuffle(lanes::load_first(p + oh * Wo, Wo + second), spread); };
+    const auto two_rows = [&](const float* p) {
+      return __builtin_shuffle(lanes::load_first(p + oh * Wo, Wo + second), spread);
+    };
     f32v g = two_rows(go);
     if (y) g = relu_passes(two_rows(y)) ? g : f32v{};
     const i64v low = lanes::load_first(ix + oh * Wo, Wo) - (column + 2 * oh * W);
