@@ -355,7 +355,8 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
 void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, const Tensor& relu_output,
                              Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
-  const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
+  const int64_t plane = grad_x.size(2) * grad_x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  const int64_t out_plane = Ho * Wo;
   const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3) &&
                          grad_x.size(3) < std::numeric_limits<int32_t>::max();
   visit_floating(grad_x.dtype(), "max_pool2d_backward", [&]<class T>() {
@@ -373,9 +374,8 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, cons
         const int64_t* ix = pi + k * out_plane;
         const T* y = py ? py + k * out_plane : nullptr;
         if constexpr (std::is_same_v<T, float>)
-          if (tiles_2x2 && (grad_out.size(3) <= kHalf
-                                ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, grad_out.size(3), grad_out.size(2))
-                                : max_pool_backward_plane_2x2_f32(go, ix, y, gx, grad_out.size(3), grad_out.size(2))))
+          if (tiles_2x2 && (Wo <= kHalf ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, Wo, Ho)
+                                        : max_pool_backward_plane_2x2_f32(go, ix, y, gx, Wo, Ho)))
             continue;
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
