@@ -1,7 +1,9 @@
 // Kiln's mm against oneDNN called directly, side by side in one binary: dnnl_sgemm (f32) and a
 // matmul primitive created once outside the timed loop (f32 and bf16). Kiln's figure includes
 // what a user pays per call: the output allocation, the primitive-cache lookup and the memory
-// objects. Reports GFLOP/s. Then the skinny products of an MLP's 10-wide last layer, in the layouts
+// objects. Reports GFLOP/s. bf16 also runs the way Kiln multiplies it where oneDNN has no bf16
+// kernel (through f32), and f16, which always goes that way (under ONEDNN_MAX_CPU_ISA=AVX2,
+// kiln_mm/bf16 itself takes that path). Then the skinny products of an MLP's 10-wide last layer, in the layouts
 // autograd passes them, where Kiln's mm takes its own kernel (kernels/cpu/small_matmul.cpp), beside
 // a oneDNN matmul primitive on the same layouts. Runs on 2 threads (KILN_BENCH_THREADS overrides):
 //   ./bench_matmul --benchmark_min_time=0.2
@@ -47,6 +49,20 @@ void BM_kiln_mm(benchmark::State& state) {
   const Tensor b = random_matrix(state.range(1), state.range(2), T);
   benchmark::DoNotOptimize(kiln::mm(a, b));  // warm-up: creates and caches the primitive
   for (auto _ : state) benchmark::DoNotOptimize(kiln::mm(a, b));
+  set_flops(state);
+}
+
+// What Kiln's mm does for a 16-bit dtype where oneDNN has no kernel (Note [16-bit products through
+// f32], kernels/cpu/matmul.cpp), spelled with public ops so that it runs beside oneDNN's own bf16
+// kernels in one process: both operands to f32, the f32 product, one rounding back.
+template <DType T>
+void BM_kiln_mm_via_f32(benchmark::State& state) {
+  kiln::set_num_threads(bench_threads());
+  const Tensor a = random_matrix(state.range(0), state.range(1), T);
+  const Tensor b = random_matrix(state.range(1), state.range(2), T);
+  auto run = [&] { return kiln::mm(a.to(DType::f32), b.to(DType::f32)).to(T); };
+  benchmark::DoNotOptimize(run());
+  for (auto _ : state) benchmark::DoNotOptimize(run());
   set_flops(state);
 }
 
@@ -151,6 +167,8 @@ int main(int argc, char** argv) {
       {"dnnl_matmul/f32", BM_dnnl_matmul_primitive<DType::f32>},
       {"kiln_mm/bf16", BM_kiln_mm<DType::bf16>},
       {"dnnl_matmul/bf16", BM_dnnl_matmul_primitive<DType::bf16>},
+      {"kiln_mm_via_f32/bf16", BM_kiln_mm_via_f32<DType::bf16>},
+      {"kiln_mm/f16", BM_kiln_mm<DType::f16>},
   };
   for (const auto& [m, k, n] : kShapes)
     for (const auto& [name, fn] : variants)

@@ -7,23 +7,43 @@
 #include <iostream>
 #include <sstream>
 
+#include "tensor/cpu_capability.h"
+
 namespace kiln {
 namespace detail {
 
 AnyKernel g_kernels[kNumOps][kNumDeviceTypes] = {};
+// The CpuCapability each registered CPU kernel was compiled for.
+static int g_cpu_kernel_level[kNumOps];
 
 static int read_debug_level() {
   const char* v = std::getenv("KILN_DEBUG");
-  return v ? std::atoi(v) : 0;
+  const int level = v ? std::atoi(v) : 0;
+  if (level > 0)
+    std::cerr << "kiln: CPU kernels at level " << cpu_capability() << " (this CPU supports "
+              << cpu_capability_supported() << ")\n";
+  return level;
 }
 int g_debug_level = read_debug_level();
 
-bool register_kernel_any(Op op, DeviceType d, AnyKernel fn) {
+bool register_kernel_any(Op op, DeviceType d, AnyKernel fn, int cpu_level) {
   auto& slot = g_kernels[static_cast<int>(op)][static_cast<int>(d)];
-  KILN_ASSERT(slot == nullptr, "two kernels registered for ", op_name(op), " on ", device_type_name(d));
+  if (d == DeviceType::cpu) {
+    // Levels register in any order (static initialisation order); the highest usable one wins.
+    if (cpu_level > static_cast<int>(cpu_capability())) return false;
+    int& level = g_cpu_kernel_level[static_cast<int>(op)];
+    KILN_ASSERT(slot == nullptr || level != cpu_level, "two kernels registered for ", op_name(op), " on cpu at level ",
+                cpu_capability_name(static_cast<CpuCapability>(cpu_level)));
+    if (slot != nullptr && level > cpu_level) return false;
+    level = cpu_level;
+  } else {
+    KILN_ASSERT(slot == nullptr, "two kernels registered for ", op_name(op), " on ", device_type_name(d));
+  }
   slot = fn;
   return true;
 }
+
+int cpu_kernel_level(Op op) { return g_cpu_kernel_level[static_cast<int>(op)]; }
 
 void throw_no_kernel(Op op, Device d) {
   std::ostringstream available;

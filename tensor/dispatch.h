@@ -107,6 +107,37 @@ using NormBackwardKernel = void (*)(const Tensor& grad_out, const Tensor& x, con
                                    const Tensor& rstd, const NormParams& p, Tensor& grad_x, Tensor& grad_weight,
                                    Tensor& grad_bias);
 
+// ---- optimizer updates (kernels/cpu/optimizer_update.cpp), in place. The op definitions
+// (nn/optim/fused_update.cpp) hand the kernels a contiguous parameter, gradient and state buffers
+// of one shape and dtype (f32 or f64); a state buffer the options do not use is undefined.
+struct SgdUpdate {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+  bool first_step;  // the momentum buffer is set to the gradient instead of decayed (torch's clone)
+};
+using SgdUpdateKernel = void (*)(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer,
+                                 const SgdUpdate& h);
+struct AdamUpdate {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool decoupled_weight_decay, amsgrad, maximize;
+  double step;  // already incremented
+};
+using AdamUpdateKernel = void (*)(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                                  const Tensor& exp_avg_sq, const Tensor& max_exp_avg_sq, const AdamUpdate& h);
+struct RmspropUpdate {
+  double lr, alpha, eps, weight_decay, momentum;
+  bool centered, maximize;
+};
+using RmspropUpdateKernel = void (*)(const Tensor& param, const Tensor& grad, const Tensor& square_avg,
+                                     const Tensor& grad_avg, const Tensor& momentum_buffer, const RmspropUpdate& h);
+struct AdagradUpdate {
+  double lr, lr_decay, eps, weight_decay;
+  bool maximize;
+  double step;  // already incremented
+};
+using AdagradUpdateKernel = void (*)(const Tensor& param, const Tensor& grad, const Tensor& state_sum,
+                                     const AdagradUpdate& h);
+
 // ---- the op enum, generated from the op list
 enum class Op : uint16_t {
 #define KILN_OP_ENUM(name, family) name,
@@ -135,12 +166,16 @@ void log_dispatch_arg(const std::span<const Tensor>& ts);
 template <class T> void log_dispatch_arg(const T&) {}
 void log_dispatch_end(double micros);
 double now_micros();
-bool register_kernel_any(Op op, DeviceType d, AnyKernel fn);
+// cpu_level: the CpuCapability a CPU kernel was compiled for (0 for other devices).
+bool register_kernel_any(Op op, DeviceType d, AnyKernel fn, int cpu_level);
+int cpu_kernel_level(Op op);  // the level of op's CPU kernel in use
 }  // namespace detail
 
+// Registers fn for op on device type d; a CPU kernel compiled for a level above cpu_capability()
+// is not registered, and one of a higher level replaces a lower one (Note [CPU capability levels]).
 template <Op op>
-bool register_kernel(DeviceType d, typename OpKernel<op>::type fn) {
-  return detail::register_kernel_any(op, d, reinterpret_cast<detail::AnyKernel>(fn));
+bool register_kernel(DeviceType d, typename OpKernel<op>::type fn, int cpu_level = 0) {
+  return detail::register_kernel_any(op, d, reinterpret_cast<detail::AnyKernel>(fn), cpu_level);
 }
 
 template <Op op>
@@ -177,6 +212,11 @@ int debug_level();
 
 #define KILN_CONCAT_INNER(a, b) a##b
 #define KILN_CONCAT(a, b) KILN_CONCAT_INNER(a, b)
+// The build of kernels/cpu being compiled: CMake sets it for each level (KilnCpuLevels.cmake).
+#ifndef KILN_CPU_LEVEL
+#define KILN_CPU_LEVEL 0
+#endif
 // Registers fn as the kernel of op on device type dev (e.g. Op::gelu_erf, DeviceType::cpu).
-#define KILN_REGISTER_KERNEL(op, dev, fn) \
-  [[maybe_unused]] static const bool KILN_CONCAT(kiln_kernel_registered_, __LINE__) = ::kiln::register_kernel<op>(dev, fn)
+#define KILN_REGISTER_KERNEL(op, dev, fn)                                                        \
+  [[maybe_unused]] static const bool KILN_CONCAT(kiln_kernel_registered_, __LINE__) =           \
+      ::kiln::register_kernel<op>(dev, fn, KILN_CPU_LEVEL)

@@ -49,4 +49,7 @@
   X(batch_norm, BatchNormKernel) X(batch_norm_backward, NormBackwardKernel)                   \
   X(layer_norm, NormKernel) X(layer_norm_backward, NormBackwardKernel)                        \
   X(rms_norm, NormKernel) X(rms_norm_backward, NormBackwardKernel)                            \
-  X(group_norm, NormKernel) X(group_norm_backward, NormBackwardKernel)
+  X(group_norm, NormKernel) X(group_norm_backward, NormBackwardKernel)                        \
+  /* optimizer updates, in place */                                                       \
+  X(sgd_update, SgdUpdateKernel) X(adam_update, AdamUpdateKernel)                           \
+  X(rmsprop_update, RmspropUpdateKernel) X(adagrad_update, AdagradUpdateKernel)

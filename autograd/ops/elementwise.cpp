@@ -95,6 +95,33 @@ Tensor wrap(const Tensor& t, const Scalar& s) {
   return scalar_tensor(s, result_type(t, s), t.device());
 }
 
+// The bytes t's elements span within its storage: [first, last).
+std::pair<int64_t, int64_t> byte_span(const Tensor& t) {
+  int64_t lo = t.storage_offset(), hi = t.storage_offset();
+  for (int i = 0; i < t.dim(); ++i) {
+    const int64_t reach = (t.shape()[i] - 1) * t.strides()[i];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  return {lo * size, (hi + 1) * size};
+}
+
+// An in-place op reads `other` while it writes `self`. Reading exactly the element being written
+// (x.add_(x)) is safe; any other overlap (x.add_(x.t()), x.add_(x[0])) would read elements the
+// kernel has already overwritten, so it is refused, as torch refuses it.
+void check_no_partial_overlap(const Tensor& self, const Tensor& other, const char* name) {
+  if (&self.storage() != &other.storage() || self.numel() == 0 || other.numel() == 0) return;
+  if (self.data_ptr() == other.data_ptr() && self.shape() == other.shape() && self.strides() == other.strides() &&
+      self.dtype() == other.dtype())
+    return;
+  const auto [a0, a1] = byte_span(self);
+  const auto [b0, b1] = byte_span(other);
+  KILN_CHECK(a1 <= b0 || b1 <= a0, name, ": the input (shape ", other.shape(), ", strides ", other.strides(),
+             ") shares memory with the tensor written in place (shape ", self.shape(), ", strides ", self.strides(),
+             ") without being the same view, so some of its elements would be read after being overwritten; "
+             "clone() it first");
+}
+
 // self <- op(self, other), computed in the promoted dtype and cast back to self's.
 template <Op op>
 Tensor& binary_inplace(Tensor& self, const Tensor& other, const char* name) {
@@ -106,6 +133,7 @@ Tensor& binary_inplace(Tensor& self, const Tensor& other, const char* name) {
   KILN_CHECK(broadcast_shapes(self.shape(), other.shape(), name) == self.shape(), name, ": shape ", other.shape(),
              " doesn't broadcast to the in-place target's shape ", self.shape());
   check_writable(self, name);
+  check_no_partial_overlap(self, other, name);
   if (t != self.dtype()) {
     NoGradGuard untracked;  // the caller records the in-place op as a whole
     self.copy_(binary<op>(self, other, name, t, t));

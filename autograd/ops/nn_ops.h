@@ -41,8 +41,9 @@ LayerGrads conv_transpose2d_backward(const Tensor& grad_out, const Tensor& x, co
                                      const Dims& output_padding = {0}, int64_t groups = 1, const Dims& dilation = {1},
                                      LayerGradMask mask = {});
 
-// ---- pooling. x (N,C,H,W) or (C,H,W); an empty stride means stride = kernel_size.
-// values, and int64 indices: the flat h * W + w position of each maximum within its (H,W) plane.
+// ---- pooling. x (N,C,H,W) or (C,H,W); an empty stride means stride = kernel_size. Max pooling gives
+// values, and int64 indices: the flat h * W + w position of each maximum within its (H,W) plane
+// (-1 for a dilated window wholly in the padding, whose value is -inf as in torch).
 TensorPair max_pool2d_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride = {},
                                    const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
 Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},
@@ -51,8 +52,8 @@ Tensor max_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride =
 // pooling and ReLU] in nn/functional/layers.cpp).
 TensorPair max_pool2d_relu_with_indices(const Tensor& x, const Dims& kernel_size, const Dims& stride = {},
                                         const Dims& padding = {0}, const Dims& dilation = {1}, bool ceil_mode = false);
-// grad_x of input_shape: each grad_out element added at its index. With relu_output (the fused
-// op's values), grad_out counts as 0 where that output is <= 0, as ReLU's backward.
+// grad_x of input_shape: each grad_out element added at its index (none for -1). With relu_output
+// (the fused op's values), grad_out counts as 0 where that output is <= 0, as ReLU's backward.
 Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices, const Dims& input_shape,
                            const Tensor& relu_output = {});
 Tensor avg_pool2d(const Tensor& x, const Dims& kernel_size, const Dims& stride = {}, const Dims& padding = {0},

@@ -261,7 +261,8 @@ Tensor std(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) 
   check_floating(x, "std");
   const uint32_t mask = reduced_mask(x, dims, "std");
   Tensor out = reduce<Op::var>(x, mask, keepdim, x.dtype(), {.correction = correction, .take_sqrt = true});
-  // d std / dx = (x - mean) / ((n - correction) std)
+  // d std / dx = (x - mean) / ((n - correction) std), taken as 0 where std is 0 (a constant slice),
+  // as torch does, rather than 0 / 0 = nan.
   if (autograd::needs_grad(x))
     autograd::record("std", out, {x},
                      [sx = SavedTensor(x), sy = SavedTensor(out), mask, keepdim, correction](const Tensor& g, Needs) {
@@ -271,7 +272,8 @@ Tensor std(const Tensor& x, const Dims& dims, int64_t correction, bool keepdim) 
                        const Tensor centered = x - mean(x, reduced, true);
                        const Tensor g_kept = keep_form(g, x.shape(), mask, keepdim),
                                     y_kept = keep_form(sy.get(), x.shape(), mask, keepdim);
-                       return g_kept * centered / y_kept * ratio(1.0, n - static_cast<double>(correction));
+                       const Tensor g_over_y = masked_fill(g_kept / y_kept, y_kept == 0.0, 0.0);
+                       return centered * g_over_y * ratio(1.0, n - static_cast<double>(correction));
                      });
   return out;
 }

@@ -8,6 +8,7 @@
 #include "tensor/generator.h"
 #include "tensor/state_dict.h"
 #include "tensor/parallel.h"
+#include "tensor/cpu_capability.h"
 #include "tensor/pinned.h"
 #include "tensor/tensor.h"
 #include "tensor/type_promotion.h"

@@ -12,7 +12,7 @@
 #include "kernels/cpu/wide_math.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi), gelu's tanh approximation

@@ -1,6 +1,7 @@
 // CPU 2-d convolution, plain and transposed, forward and backward: oneDNN's convolution primitives
 // for f32 and bf16 (cached by shape, like matmul.cpp's plans), direct loops for f64 and for the
-// geometries oneDNN refuses; f16 computes in f32. Not here: shape checks and conv1d (autograd/ops/conv.cpp).
+// geometries oneDNN refuses; f16, and bf16 where oneDNN refuses it, compute in f32. Not here: shape
+// checks and conv1d (autograd/ops/conv.cpp).
 // x, weight, bias, grad_out arrive contiguous (NCHW, OIHW); outputs are contiguous.
 #include <algorithm>
 #include <array>
@@ -22,7 +23,7 @@
 #include "tensor/dispatch.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Note [Transposed convolution as a plain one]: every kernel here speaks of one plain convolution
@@ -351,6 +352,23 @@ void run_plan(const Plan& plan, std::array<void*, 4> data, std::array<bool, 3> o
 
 bool onednn_dtype(DType t) { return t == DType::f32 || t == DType::bf16; }
 
+// Note [bf16 convolutions through f32]: oneDNN 2.6 has bf16 convolutions only on CPUs with
+// AVX-512; below that it refuses every bf16 primitive (remembered as a null plan, Note [Primitive
+// cache]). A refused bf16 pass then runs as the f32 pass on f32 copies (oneDNN's f32 kernels or the
+// direct ones; the bf16 loops were 15-130x slower, bench/README.md) and rounds each output once.
+// The numerics are those of oneDNN's bf16 kernels: bf16 values and their products are exact in
+// f32, the sums accumulate in f32 (a fused bias included), and each result is rounded once to bf16.
+// A transposed convolution's bias is added after its pass, in bf16, on both paths.
+Tensor as_f32(const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; }
+Tensor f32_like(const Tensor& t) { return t.defined() ? make_tensor(t.shape(), DType::f32, t.device()) : t; }
+
+void round_into(const Tensor& src32, Tensor& dst) {
+  if (!dst.defined()) return;
+  visit_floating(dst.dtype(), "conv2d", [&]<class T>() {
+    unary_loop<T, float>(src32, dst, [](float v) { return convert<T>(v); });
+  });
+}
+
 // Note [Few-channel convolution] (conv_direct.cpp): f32, stride 1, no dilation, one group and
 // fewer than 16 input channels, where oneDNN would take channel-blocked layouts and reorders.
 std::optional<DirectConvShape> direct_shape(const Geometry& g, DType t) {
@@ -372,6 +390,11 @@ void pass_forward(const Geometry& g, const Tensor& src, const Tensor& weight, co
     if (auto plan = plan_for(Pass::forward, t, g, bias.defined()))
       return run_plan(*plan, {src.data_ptr(), weight.data_ptr(), dst.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr},
                       {false, false, true}, DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS);
+  if (t == DType::bf16) {  // Note [bf16 convolutions through f32]
+    Tensor dst32 = f32_like(dst);
+    pass_forward(g, as_f32(src), as_f32(weight), as_f32(bias), dst32);
+    return round_into(dst32, dst);
+  }
   visit_floating(t, "conv2d", [&]<class T>() {
     loop_forward<T>(g, static_cast<const T*>(src.data_ptr()), static_cast<const T*>(weight.data_ptr()),
                     bias.defined() ? static_cast<const T*>(bias.data_ptr()) : nullptr, static_cast<T*>(dst.data_ptr()));
@@ -435,6 +458,11 @@ void pass_backward_data(const Geometry& g, const Tensor& diff_dst, const Tensor&
     if (auto plan = plan_for(Pass::backward_data, t, g, false))
       return run_plan(*plan, {diff_src.data_ptr(), weight.data_ptr(), diff_dst.data_ptr(), nullptr}, {true, false, false},
                       DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST, 0, staged, 2);
+  if (t == DType::bf16) {  // Note [bf16 convolutions through f32]; `staged` then holds an f32 copy
+    Tensor diff_src32 = f32_like(diff_src);
+    pass_backward_data(g, as_f32(diff_dst), as_f32(weight), diff_src32, staged);
+    return round_into(diff_src32, diff_src);
+  }
   visit_floating(t, "conv2d", [&]<class T>() {
     loop_backward_data<T>(g, static_cast<const T*>(diff_dst.data_ptr()), static_cast<const T*>(weight.data_ptr()),
                           static_cast<T*>(diff_src.data_ptr()));
@@ -458,6 +486,12 @@ void pass_backward_weights(const Geometry& g, const Tensor& src, const Tensor& d
                        diff_bias.defined() ? diff_bias.data_ptr() : nullptr},
                       {false, true, false}, DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_BIAS,
                       staged, 2);
+  if (t == DType::bf16) {  // Note [bf16 convolutions through f32]
+    Tensor diff_weight32 = f32_like(diff_weight), diff_bias32 = f32_like(diff_bias);
+    pass_backward_weights(g, as_f32(src), as_f32(diff_dst), diff_weight32, diff_bias32, staged);
+    round_into(diff_weight32, diff_weight);
+    return round_into(diff_bias32, diff_bias);
+  }
   visit_floating(t, "conv2d", [&]<class T>() {
     loop_backward_weights<T>(g, static_cast<const T*>(src.data_ptr()), static_cast<const T*>(diff_dst.data_ptr()),
                              static_cast<T*>(diff_weight.data_ptr()));
@@ -469,9 +503,8 @@ void pass_backward_weights(const Geometry& g, const Tensor& src, const Tensor& d
 // ---------------------------------------------------------------------------------------------
 // The kernels.
 
-// f16 has no oneDNN convolution on this CPU and only a slow loop otherwise: it computes in f32.
-Tensor as_f32(const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; }
-
+// f16 has no oneDNN convolution on the CPUs Kiln targets and only a slow loop otherwise: it
+// computes in f32 (as bf16 does where oneDNN refuses it, Note [bf16 convolutions through f32]).
 void conv2d_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvParams& p, Tensor& out) {
   if (out.numel() == 0) return;
   if (x.dtype() == DType::f16) {
@@ -493,7 +526,6 @@ void conv2d_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const
 void conv2d_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const ConvParams& p,
                          Tensor& grad_x, Tensor& grad_weight, Tensor& grad_bias) {
   if (x.dtype() == DType::f16) {
-    auto f32_like = [](const Tensor& t) { return t.defined() ? make_tensor(t.shape(), DType::f32, t.device()) : t; };
     Tensor gx = f32_like(grad_x), gw = f32_like(grad_weight), gb = f32_like(grad_bias);
     conv2d_backward_cpu(as_f32(grad_out), as_f32(x), as_f32(weight), p, gx, gw, gb);
     const std::array<std::pair<Tensor*, Tensor*>, 3> results{{{&grad_x, &gx}, {&grad_weight, &gw}, {&grad_bias, &gb}}};

@@ -17,7 +17,7 @@
 #include "kernels/cpu/lanes.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 using lanes::f32v;

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 
 // A plain convolution's geometry as the direct kernels take it: src (N,C,H,W), weight (O,C,kh,kw),
 // dst (N,O,Ho,Wo), stride 1, dilation 1, one group; pad_top/pad_left are the zero rows/columns

@@ -9,7 +9,7 @@
 
 #include "tensor/dtype.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 
 template <class To, class From>
 inline To convert(From v) {

@@ -5,7 +5,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 template <size_t Bytes>

@@ -11,7 +11,7 @@
 #include "tensor/parallel.h"
 #include "tensor/tensor.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 
 // N operands over one shape, strides in bytes, dims coalesced, innermost dim last.
 template <int N>

@@ -1,6 +1,7 @@
 // CPU matrix products (mm, bmm, addmm): oneDNN's matmul primitive for f32 and bf16 (bf16 output,
-// f32 accumulation), a blocked loop for every other dtype (f64; f16 in f32; integers wrapping as
-// torch does). Not here: shape checks and broadcasting of batch dims (autograd/ops/linalg.cpp).
+// f32 accumulation), f16 and refused bf16 products on f32 copies, a blocked loop for every other
+// dtype (f64; integers wrapping as torch does). Not here: shape checks and broadcasting of batch
+// dims (autograd/ops/linalg.cpp).
 // a: (M,K) or (B,M,K), b: (K,N) or (B,K,N), out: (M,N) or (B,M,N); any strides (a batch stride
 // of 0 is a broadcast batch); addmm's bias arrives expanded to (M,N).
 #include <algorithm>
@@ -25,7 +26,7 @@
 #include "tensor/dispatch.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -224,15 +225,17 @@ Tensor dense(const Tensor& t, const Layout& l) {
 }
 
 // out = beta * bias + alpha * (a @ b) through oneDNN; a, b, out of dtype f32 or bf16; K > 0.
-void onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out) {
+// False, with out untouched, when oneDNN has no kernel for a bf16 product on this CPU (Note [16-bit
+// products through f32]); it always multiplies f32.
+bool onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out) {
   // Both batches broadcast: oneDNN needs a real batch on one side, and every batch is one product.
   if (out.dim() == 3 && out.size(0) > 1 && layout_of(a).dims[0] == 1 && layout_of(b).dims[0] == 1) {
     Tensor first = out.select(0, 0);
-    onednn_matmul(a.select(0, 0), b.select(0, 0), nullptr, 0.0, alpha, first);
+    if (!onednn_matmul(a.select(0, 0), b.select(0, 0), nullptr, 0.0, alpha, first)) return false;
     Tensor rest = out.narrow(0, 1, out.size(0) - 1);
     const Tensor src = out.narrow(0, 0, 1).expand(rest.shape());
     visit_dtype(out.dtype(), [&]<class T>() { copy_into<T>(src, rest); });
-    return;
+    return true;
   }
   PlanSpec s{out.dtype(), out.dim(), layout_of(a), layout_of(b), layout_of(out), BiasMode::none,
              static_cast<float>(alpha), static_cast<float>(bias ? beta : 0.0)};
@@ -259,10 +262,12 @@ void onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double 
     try {
       return std::make_shared<const Plan>(make_plan(s, true, true));
     } catch (const dnnl::error& e) {
+      if (s.dtype != DType::f32) return nullptr;  // remembered: the next call goes straight to f32
       detail::throw_error("matmul: oneDNN cannot multiply shapes ", a.shape(), " and ", b.shape(), " of dtype ",
                           out.dtype(), ": ", e.what());
     }
   });
+  if (!plan) return false;
   const Tensor a_dense = plan->dense_a ? dense(a, s.a) : a;
   const Tensor b_dense = plan->dense_b ? dense(b, s.b) : b;
   Tensor fused_bias;
@@ -271,10 +276,11 @@ void onednn_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double 
     visit_dtype(out.dtype(), [&]<class T>() { copy_into<T>(*bias, c); });
   run_plan(plan, a_dense, b_dense, s.bias == BiasMode::fused_row ? &fused_bias : nullptr, c);
   if (&c != &out) visit_dtype(out.dtype(), [&]<class T>() { copy_into<T>(c, out); });
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
-// The loop path, for dtypes oneDNN has no CPU matmul for.
+// The loop path, for f64, integers and empty sums.
 
 // Integers accumulate in uint64: wrapping is what torch does, and signed overflow would be UB.
 template <class T>
@@ -387,12 +393,52 @@ void small_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double b
                    static_cast<float>(alpha), out.data_ptr<float>(), out.stride(0), out.size(0), a.size(1), out.size(1));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Note [16-bit products through f32]: oneDNN 2.6 multiplies bf16 only on CPUs with AVX-512; below
+// that it refuses the primitive, and the refusal stays in the plan cache as a null plan. Kiln never
+// hands it f16. Those products run on f32 copies of their operands and round once into the output.
+// That is the arithmetic of oneDNN's own bf16 kernels: a bf16 (f16) value is exact in f32, and so
+// is the product of two, having 16 (22) significant bits of f32's 24; the sum accumulates in f32,
+// and beta * bias + alpha * sum is rounded once to bf16 (f16). The error against the exact result
+// is about K * 2^-24 * sum |a||b| at most from the accumulation, plus the final rounding, at most
+// 2^-8 of |c| for bf16 (2^-11 for f16): inside the tests' 1.6e-2 (2e-3) of |c| + sum |a||b|.
+// f16 takes this path on every CPU: oneDNN's f32 kernels and three conversions are 10-40x faster
+// than the f32-accumulating loop it took before (bench/README.md, bench_matmul).
+
+// An f32 copy of t whose broadcast (stride-0) dims stay broadcast, so an expanded batch or bias
+// converts once.
+Tensor f32_copy(const Tensor& t) {
+  Tensor compact = t;
+  for (int d = 0; d < t.dim(); ++d)
+    if (t.stride(d) == 0 && t.size(d) > 1) compact = compact.narrow(d, 0, 1);
+  Tensor c = make_tensor(compact.shape(), DType::f32, t.device());
+  visit_floating(t.dtype(), "matmul", [&]<class T>() {
+    unary_loop<float, T>(compact, c, [](T v) { return convert<float>(v); });
+  });
+  return c.expand(t.shape());
+}
+
+void matmul_any(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out);
+
+// out = beta * bias + alpha * (a @ b) for 16-bit float operands, through f32; see the Note above.
+void matmul_through_f32(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out) {
+  const Tensor bias32 = bias && beta != 0.0 ? f32_copy(*bias) : Tensor();
+  Tensor out32 = make_tensor(out.shape(), DType::f32, out.device());
+  matmul_any(f32_copy(a), f32_copy(b), bias32.defined() ? &bias32 : nullptr, beta, alpha, out32);
+  visit_floating(out.dtype(), "matmul", [&]<class T>() {
+    unary_loop<T, float>(out32, out, [](float v) { return convert<T>(v); });
+  });
+}
+
 void matmul_any(const Tensor& a, const Tensor& b, const Tensor* bias, double beta, double alpha, Tensor& out) {
   if (out.numel() == 0) return;
   if (small_matmul_wins(a, b, out)) return small_matmul(a, b, bias, beta, alpha, out);
   const DType t = out.dtype();
-  // K = 0 (an empty sum) or a onednn-less dtype: the loop gives beta * bias, or zeros, directly.
-  if ((t == DType::f32 || t == DType::bf16) && a.size(-1) > 0) return onednn_matmul(a, b, bias, beta, alpha, out);
+  // K = 0 (an empty sum) or a dtype without a float path: the loop gives beta * bias, or zeros, directly.
+  if (a.size(-1) > 0) {
+    if ((t == DType::f32 || t == DType::bf16) && onednn_matmul(a, b, bias, beta, alpha, out)) return;
+    if (t == DType::bf16 || t == DType::f16) return matmul_through_f32(a, b, bias, beta, alpha, out);
+  }
   loop_matmul(a, b, bias, beta, alpha, out);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <list>
 #include <memory>
@@ -12,12 +13,26 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "tensor/cpu_capability.h"
 #include "tensor/error.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
+
+// oneDNN runs at Kiln's CPU level (Note [CPU capability levels]) unless the user capped it with
+// oneDNN's own variable. Must run before oneDNN generates its first kernel; every primitive is
+// made on cpu_engine(), which calls this first.
+inline void cap_onednn_isa() {
+  const CpuCapability level = cpu_capability();
+  if (level >= CpuCapability::avx512 || std::getenv("ONEDNN_MAX_CPU_ISA") || std::getenv("DNNL_MAX_CPU_ISA")) return;
+  try {
+    dnnl::set_max_cpu_isa(level == CpuCapability::avx2 ? dnnl::cpu_isa::avx2 : dnnl::cpu_isa::sse41);
+  } catch (const dnnl::error& e) {  // a oneDNN built without the control: it runs at the CPU's level
+    std::fprintf(stderr, "kiln: could not cap oneDNN at %s: %s\n", cpu_capability_name(level).data(), e.what());
+  }
+}
 
 inline dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::engine engine = (cap_onednn_isa(), dnnl::engine(dnnl::engine::kind::cpu, 0));
   return engine;
 }
 

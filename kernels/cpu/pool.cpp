@@ -16,7 +16,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Planes per task: enough that a task moves ~32K elements.
@@ -56,14 +56,17 @@ void max_pool_plane(const T* x, int64_t H, int64_t W, T* out, int64_t* idx, int6
     const Window wh = max_window(oh, H, p.kernel[0], p.stride[0], p.padding[0], p.dilation[0]);
     for (int64_t ow = 0; ow < Wo; ++ow) {
       const Window ww = max_window(ow, W, p.kernel[1], p.stride[1], p.padding[1], p.dilation[1]);
+      // A dilated window can lie wholly in the padding: -inf, as torch, with index -1 (no element;
+      // torch's index there points outside the window, and its backward adds the gradient there).
+      const bool empty = wh.start >= wh.end || ww.start >= ww.end;
       C best = -std::numeric_limits<C>::infinity();
-      int64_t best_at = wh.start * W + ww.start;
+      int64_t best_at = empty ? -1 : wh.start * W + ww.start;
       for (int64_t h = wh.start; h < wh.end; h += p.dilation[0])
         for (int64_t w = ww.start; w < ww.end; w += p.dilation[1]) {
           const C v = static_cast<C>(x[h * W + w]);
           if (v > best || std::isnan(v)) { best = v; best_at = h * W + w; }
         }
-      if (p.relu) best = pooled_relu(best, static_cast<C>(x[wh.start * W + ww.start]));
+      if (p.relu && !empty) best = pooled_relu(best, static_cast<C>(x[wh.start * W + ww.start]));
       out[oh * Wo + ow] = convert<T>(best);
       idx[oh * Wo + ow] = best_at;
     }
@@ -351,7 +354,7 @@ bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, 
 }
 
 // grad_x plane = 0, then grad_out scattered to the recorded positions (windows may overlap, so
-// one position can collect several gradients).
+// one position can collect several gradients); index -1 (an empty window) scatters nothing.
 void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, const Tensor& relu_output,
                              Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
@@ -380,6 +383,7 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, cons
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
           const int64_t at = ix[j];
+          if (at == -1) continue;  // a window wholly in the padding: its output came from no element
           if (at < 0 || at >= plane) { bad_index.store(at, std::memory_order_relaxed); continue; }
           // ReLU's mask (a NaN output passes); a masked gradient is still added as +0, as relu_backward's
           // output would be, so a -0 already there becomes +0 as in the composition.

@@ -8,7 +8,7 @@
 #include "tensor/dispatch.h"
 #include "tensor/generator.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 constexpr int64_t kRandomGrain = 16384;

@@ -11,7 +11,7 @@
 #include "tensor/dispatch.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Note [Deterministic reduction order]
@@ -334,7 +334,9 @@ void extreme_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
 }
 
 // Two passes, so that data with a large mean loses no digits: the mean of each slice (in the
-// accumulator type), then the sum of squared deviations from it.
+// accumulator type), then the sum of squared deviations from it. The mean is taken as the slice's
+// first element plus the mean of the differences from it, so a constant slice has a mean equal to
+// its values and a variance of exactly 0, as torch's Welford gives (sum / n can be an ulp off).
 void var_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
   const ReduceLayout l = plan_layout(x, args.dims_mask);
   visit_floating(x.dtype(), "var", [&]<class T>() {
@@ -342,8 +344,15 @@ void var_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
     T* o = out_ptr<T>(out);
     std::unique_ptr<A[]> mean(new A[static_cast<size_t>(l.outer * l.inner)]);
     const A n = static_cast<A>(l.n);
-    run<T>(l, reducer(A(0), [](A& a, T v, int64_t, int64_t) { a += to_acc<A>(v); }, plus<A>(),
-                      [m = mean.get(), n](A a, int64_t k) { m[k] = a / n; }));
+    // mean[k] holds slice k's first element (0 for an empty slice) until the first pass adds to it.
+    const T* px = static_cast<const T*>(l.x.data_ptr());
+    parallel_for(l.outer, std::max<int64_t>(1, kElementwiseGrain / l.inner), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        for (int64_t j = 0; j < l.inner; ++j)
+          mean[i * l.inner + j] = l.n > 0 ? to_acc<A>(px[i * l.n * l.inner + j]) : A(0);
+    });
+    run<T>(l, reducer(A(0), [m = mean.get()](A& a, T v, int64_t, int64_t k) { a += to_acc<A>(v) - m[k]; }, plus<A>(),
+                      [m = mean.get(), n](A a, int64_t k) { m[k] += a / n; }));
     // torch divides by max(n - correction, 0): a zero divisor gives inf, or NaN for 0/0.
     const A divisor = l.n > args.correction ? static_cast<A>(l.n - args.correction) : A(0);
     const bool take_sqrt = args.take_sqrt;

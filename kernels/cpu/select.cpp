@@ -11,7 +11,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // out = cond ? a : b, moving raw elements of E's size (NaN payloads and -0.0 survive untouched).

@@ -11,7 +11,7 @@
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // Note [Skinny products]: oneDNN 2.6's brgemm matmul blocks for large products; when M or N is a

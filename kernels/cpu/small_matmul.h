@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 
 // The largest M or N that counts as small: the register tiles are sized for it. At 9..16 the
 // kernel no longer beat oneDNN (see matmul.cpp), so it stops at 8.

@@ -13,7 +13,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // exp for float in plain arithmetic, so that row loops vectorize (std::exp does not without

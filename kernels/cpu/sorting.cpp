@@ -11,7 +11,7 @@
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 int64_t byte_stride(const Tensor& t, int dim) { return t.strides()[dim] * static_cast<int64_t>(t.element_size()); }

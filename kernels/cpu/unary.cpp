@@ -14,7 +14,7 @@
 #include "kernels/cpu/wide_math.h"
 #include "tensor/dispatch.h"
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
 // ---- float math ops. A "wide" op has wide(V) for float results (computed in double lanes, see

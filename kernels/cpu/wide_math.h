@@ -13,14 +13,14 @@
 #include <immintrin.h>
 #endif
 
-namespace kiln::cpu {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 
 // Note [Vectorized float math]
 // GCC vectorizes a loop only when every call in it has a vector form. glibc's expf, logf, tanhf...
 // get one (libmvec) only under -ffast-math, and even sqrt stays scalar while errno may be set
 // (-fmath-errno, the default, which an optimize attribute does not lift for builtins). So the f32
 // math below is written once over V, either double or f64x8 (GCC vector extensions: eight lanes,
-// one zmm register under -march=native), from arithmetic, bit operations and selects only. It
+// one zmm register at the avx512 CPU level, two ymm at avx2), from arithmetic, bit operations and selects only. It
 // computes in double with polynomials accurate to ~1e-14, so each float result is the correctly
 // rounded value in nearly every case (measured: within 0.5 ulp of the double result over 4M inputs
 // per function, specials included; f32 exp runs ~3x faster than libm's scalar expf). Contiguous

@@ -73,7 +73,10 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossArgs& ar
   Tensor w = valid.to(input.dtype());
   if (args.weight.defined())
     w = w * index_select(args.weight.to(input.dtype()), 0, safe_index.reshape({-1})).view(index.shape());
-  const Tensor loss = -picked * w;
+  // where, not a product with w alone: an ignored target's gradient is then 0 even when the mean
+  // divides by a zero total weight (every target ignored: the loss is 0/0 = nan, the gradient 0,
+  // as torch's backward, which skips ignored targets).
+  const Tensor loss = where(valid, -picked * w, 0.0);
   KILN_CHECK(args.reduction != Reduction::batchmean, op, ": reduction 'batchmean' is only valid for kl_div");
   if (args.reduction == Reduction::none) return loss;
   if (args.reduction == Reduction::sum) return loss.sum();
@@ -197,10 +200,8 @@ Tensor kl_div(const Tensor& input, const Tensor& target, const KlDivArgs& args) 
     const Tensor t_log_t = where(positive, target * where(positive, target, 1.0).log(), 0.0);
     loss = t_log_t - target * input;
   }
-  if (args.reduction == Reduction::batchmean) {
-    KILN_CHECK(input.dim() >= 1, op, ": reduction 'batchmean' needs a batch dim, got a 0-d input");
-    return loss.sum() / static_cast<double>(input.size(0));
-  }
+  if (args.reduction == Reduction::batchmean)  // a 0-d input has no batch dim: torch gives the sum
+    return input.dim() == 0 ? loss.sum() : loss.sum() / static_cast<double>(input.size(0));
   return reduce(loss, args.reduction, op);
 }
 

@@ -197,7 +197,7 @@ void Optimizer::load_state_dict(const State& state) {
     } else {
       KILN_CHECK(same_shape(t, p), op, ": '", full, "' has shape ", t.shape(), ", but parameter ", index, " has shape ",
                  p.shape());
-      copy = empty(p.shape(), {.dtype = p.dtype()});
+      copy = empty(p.shape(), {.dtype = p.dtype(), .device = p.device()});
       copy.copy_(t);
     }
     loaded[index].insert(name, std::move(copy));
@@ -239,7 +239,7 @@ Tensor checked_grad(const Tensor& param, std::string_view op) {
 
 Tensor state_buffer(TensorDict& state, const std::string& name, const Tensor& param, double fill) {
   if (const Tensor* t = state.find(name)) return *t;
-  Tensor t = full(param.shape(), fill, {.dtype = param.dtype()});
+  Tensor t = full(param.shape(), fill, {.dtype = param.dtype(), .device = param.device()});
   state.insert(name, t);
   return t;
 }

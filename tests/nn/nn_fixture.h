@@ -1,11 +1,13 @@
-// Reads the PyTorch reference files of tests/fixtures/nn/ (written by make_nn_fixtures.py): one
-// tensor per line, `name dtype ndim d0 .. dn-1 v0 v1 ...`. Shared by the tests of tests/nn/.
+// Reads the PyTorch reference files of tests/fixtures/nn/ (written by make_nn_fixtures.py and
+// make_edge_fixtures.py): one tensor per line, `name dtype ndim d0 .. dn-1 v0 v1 ...`. Shared by the
+// tests of tests/nn/ and by those of tests/ops/ that check edges.txt.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -34,7 +36,11 @@ class NnFixture {
       int64_t n = 1;
       for (auto& d : dims) ls >> d, n *= d;
       std::vector<double> values(static_cast<size_t>(n));
-      for (auto& v : values) ls >> v;
+      for (auto& v : values) {  // strtod, as >> does not read the nan and inf that edge cases hold
+        std::string token;
+        ls >> token;
+        v = std::strtod(token.c_str(), nullptr);
+      }
       Tensor t = tensor(values, Dims(dims), {.dtype = DType::f64});
       const DType dtype = kind == "bool" ? DType::boolean : kind == "i64" ? DType::i64 : kind == "f64" ? DType::f64
                                                                                                           : DType::f32;

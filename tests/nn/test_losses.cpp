@@ -23,9 +23,8 @@ const kt::NnFixture& fixture() {
 
 using LossFn = std::function<Tensor(const Tensor& input, const Tensor& target, const Tensor& weight)>;
 
-void check_loss(const std::string& name, const LossFn& loss) {
+void check_loss(const std::string& name, const LossFn& loss, const kt::NnFixture& fx = fixture()) {
   SCOPED_TRACE(name);
-  const kt::NnFixture& fx = fixture();
   Tensor input = fx[name + ".input"].requires_grad_();
   const Tensor weight = fx.has(name + ".weight") ? fx[name + ".weight"] : Tensor();
   Tensor out = loss(input, fx[name + ".target"], weight);
@@ -120,6 +119,44 @@ TEST(Losses, EveryTargetIgnoredGivesNanMeanLikeTorch) {
   const Tensor target = tensor(std::vector<int64_t>{-100, -100});
   EXPECT_TRUE(std::isnan(F::cross_entropy(logits, target).item<double>()));
   EXPECT_EQ(F::cross_entropy(logits, target, {.reduction = Reduction::sum}).item<double>(), 0.0);
+}
+
+// Means whose every target is ignore_index (tests/fixtures/nn/edges.txt): torch's loss is 0/0 = nan
+// and its gradient 0, not nan, on the fused (N, C) path and the composite ones.
+TEST(Losses, EveryTargetIgnoredGivesAZeroGradientLikeTorch) {
+  const kt::NnFixture edges("edges.txt");
+  const auto nll = [](F::NllLossArgs args) {
+    return [args](const Tensor& x, const Tensor& t, const Tensor& w) {
+      F::NllLossArgs with_weight = args;
+      with_weight.weight = w;
+      return F::nll_loss(x, t, with_weight);
+    };
+  };
+  check_loss("nll_all_ignored", nll({}), edges);
+  check_loss("nll_all_ignored_weight", nll({}), edges);
+  check_loss("nll_all_ignored_3d", nll({.ignore_index = 2}), edges);
+  const auto ce = [](F::CrossEntropyArgs args) {
+    return [args](const Tensor& x, const Tensor& t, const Tensor& w) {
+      F::CrossEntropyArgs with_weight = args;
+      with_weight.weight = w;
+      return F::cross_entropy(x, t, with_weight);
+    };
+  };
+  check_loss("ce_all_ignored", ce({}), edges);
+  check_loss("ce_all_ignored_smoothing", ce({.label_smoothing = 0.1}), edges);
+  check_loss("ce_all_ignored_3d", ce({}), edges);
+  check_loss("ce_all_ignored_3d_smoothing_weight", ce({.ignore_index = 2, .label_smoothing = 0.2}), edges);
+}
+
+// torch's batchmean divides by input.size(0) only when the input has dims: a 0-d input gives the sum.
+TEST(Losses, KlDivBatchmeanOfA0dInputIsTheSum) {
+  const kt::NnFixture edges("edges.txt");
+  check_loss("kl_batchmean_0d", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::kl_div(x, t, {.reduction = Reduction::batchmean});
+  }, edges);
+  check_loss("kl_batchmean_0d_log_target", [](const Tensor& x, const Tensor& t, const Tensor&) {
+    return F::kl_div(x, t, {.reduction = Reduction::batchmean, .log_target = true});
+  }, edges);
 }
 
 TEST(Losses, Gradchecks) {

@@ -688,3 +688,19 @@ TEST(Elementwise, Errors) {
 }
 
 }  // namespace
+
+// An in-place op whose input is another view of the memory it writes would read overwritten
+// elements; torch refuses it, and so does Kiln. The same view, or a disjoint one, is fine.
+TEST(Elementwise, InPlaceInputOverlappingTheTargetInPartIsRefused) {
+  Tensor x = arange(0, 9, 1).reshape({3, 3});
+  expect_error([&] { x.add_(x.t()); }, {"add_", "shares memory with the tensor written in place", "clone()"});
+  expect_error([&] { x.mul_(x.select(0, 1)); }, {"mul_", "shape [3]", "strides [1]"});
+  expect_error([&] { x.slice(1, 0, 2).sub_(x.slice(1, 1, 3)); }, {"sub_"});
+  EXPECT_EQ(kt::values(x), std::vector<double>({0, 1, 2, 3, 4, 5, 6, 7, 8})) << "a refused op wrote";
+
+  x.add_(x);  // the same view: each element reads only itself
+  EXPECT_EQ(kt::values(x), std::vector<double>({0, 2, 4, 6, 8, 10, 12, 14, 16}));
+  Tensor row0 = x.select(0, 0);
+  row0.add_(x.select(0, 2));  // disjoint rows of one storage
+  EXPECT_EQ(kt::values(x), std::vector<double>({12, 16, 20, 6, 8, 10, 12, 14, 16}));
+}

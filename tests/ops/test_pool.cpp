@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "autograd/ops/nn_ops.h"
+#include "nn/functional.h"
+#include "nn/nn_fixture.h"
 #include "nn_kernel_testing.h"
 #include "testing.h"
 
@@ -14,6 +16,7 @@ namespace kiln {
 namespace {
 
 namespace kt = kiln::testing;
+using kt::NnFixture;
 using kt::numeric_grad;
 
 struct PoolCase {
@@ -194,6 +197,31 @@ TEST(Pool, MatchesPyTorchFixture) {
   kt::expect_close(y, kt::values(f["avg_pool2d.out"]), 1e-5, 1e-6, "avg_pool2d");
   kt::expect_close(avg_pool2d_backward(f["avg_pool2d.gy"], x.shape(), {3}, {2}, {1}, true, false),
                    kt::values(f["avg_pool2d.grad_x"]), 1e-5, 1e-6, "avg_pool2d grad");
+}
+
+// max_pool2d(kernel 2, padding 1, dilation 2) of 1-row planes: both rows of every window lie in
+// the padding. Values as torch (tests/fixtures/nn/edges.txt): -inf, also after the fused ReLU, as
+// max_pool2d(relu(x)) gives. torch's index there points outside the window and its backward adds
+// the gradient at it (into the next plane); Kiln's index is -1, and no element gets a gradient.
+TEST(Pool, MaxPoolWindowsWhollyInThePaddingFollowTorch) {
+  const NnFixture fx("edges.txt");
+  const Tensor x = fx["pool_all_padding.input"];
+  for (const bool relu : {false, true}) {
+    SCOPED_TRACE(relu ? "max_pool2d_relu" : "max_pool2d");
+    const TensorPair r = relu ? max_pool2d_relu_with_indices(x, {2}, {}, {1}, {2})
+                              : max_pool2d_with_indices(x, {2}, {}, {1}, {2});
+    const Tensor want = fx[relu ? "pool_all_padding.out_relu" : "pool_all_padding.out"];
+    ASSERT_EQ(r.values.shape(), want.shape());
+    kt::expect_close(r.values, kt::values(want), 0, 0, "values");
+    kt::expect_close(r.indices, std::vector<double>(static_cast<size_t>(want.numel()), -1.0), 0, 0, "indices");
+    const Tensor gy = fx["pool_all_padding.gy"];
+    const Tensor grad = max_pool2d_backward(gy, r.indices, x.shape(), relu ? r.values : Tensor());
+    kt::expect_close(grad, kt::values(fx["pool_all_padding.grad"]), 0, 0, "grad");
+    Tensor leaf = x.clone().requires_grad_();  // and through autograd
+    const nn::functional::MaxPool2dArgs args{.padding = 1, .dilation = 2};
+    (relu ? nn::functional::max_pool2d_relu(leaf, 2, args) : nn::functional::max_pool2d(leaf, 2, args)).backward(gy);
+    kt::expect_close(leaf.grad(), kt::values(fx["pool_all_padding.grad"]), 0, 0, "autograd grad");
+  }
 }
 
 // Scatter-add reference of max_pool2d_backward for f32: each gradient added at its recorded

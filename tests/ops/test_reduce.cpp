@@ -4,9 +4,11 @@
 // f64 gradcheck of every entry with a floating output); the tests after it cover accuracy, NaN,
 // ties, torch's edge values, the derivatives' conventions at ties and zeros, and the error messages.
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "autograd/gradcheck.h"
+#include "nn/nn_fixture.h"
 #include "testing.h"
 
 using namespace kiln;
@@ -563,6 +565,28 @@ TEST(Reduce, DerivativeConventionsAtTiesAndZeros) {
   expect_close(grad_of(zero, zero.norm(3)), {0, 0, 0}, 0, 0, "norm(p=3) at 0");
   const Tensor x = leaf({1, 2, 4});
   expect_close(grad_of(x, x.var({}, 0)), {-2.0 * 4 / 3 / 3, -2.0 / 3 / 3 * 1, 2.0 * 5 / 3 / 3}, 1e-14, 0, "var");
+}
+
+// Constant slices against PyTorch (tests/fixtures/nn/edges.txt): std and var are exactly 0, as
+// torch's Welford gives (a mean rounded from the sum can be an ulp off and leave ~1e-16), and std's
+// gradient is 0 there (torch masks grad / std where std is 0) rather than 0 / 0 = nan.
+TEST(Reduce, StdAndVarOfConstantSlicesMatchTorch) {
+  const kt::NnFixture fx("edges.txt");
+  const std::vector<std::pair<std::string, std::function<Tensor(const Tensor&)>>> cases = {
+      {"std_rows", [](const Tensor& x) { return x.std({1}); }},
+      {"std_all", [](const Tensor& x) { return x.std(); }},
+      {"std_keepdim_correction0", [](const Tensor& x) { return x.std({1}, 0, true); }},
+      {"std_f32", [](const Tensor& x) { return x.std({0}); }},
+      {"var_cols", [](const Tensor& x) { return x.var({0}); }}};
+  for (const auto& [name, fn] : cases) {
+    SCOPED_TRACE(name);
+    Tensor x = fx[name + ".input"].requires_grad_();
+    const Tensor out = fn(x), want = fx[name + ".out"];
+    ASSERT_EQ(out.shape(), want.shape());
+    expect_close(out, kt::values(want), 1e-6, 0, "value (exact where torch's is 0)");
+    out.backward(fx[name + ".gy"]);
+    kt::expect_matches(x.grad(), fx[name + ".grad"], "grad");
+  }
 }
 
 TEST(Reduce, Errors) {

@@ -1,0 +1,216 @@
+// CPU kernels of the optimizer updates (Op::sgd_update, adam_update, rmsprop_update,
+// adagrad_update): one fused pass per parameter. Every loop body is torch's single-tensor sequence
+// of ops for one element: each op rounds to T, and its Python-float scalars are cast to T first, as
+// torch's CPU kernels do for float32/float64 tensors. Not here: the checks and the copies of
+// strided parameters (nn/optim/fused_update.cpp).
+// Note [No FMA contraction]: contracting a*b+c into one fma would round differently from torch's
+// separate ops and make results depend on the compiler, so this file turns contraction off.
+// Note [Vectorised updates]: each loop takes its options as template flags and its arrays as
+// restrict pointers, so the compiler emits one branch-free SIMD loop per combination. Lanes are
+// independent elements and nothing is reassociated, so every element rounds exactly as before.
+// std::sqrt vectorises only without errno: cmake/KilnCpuLevels.cmake builds this file with
+// -fno-math-errno.
+#pragma GCC optimize("fp-contract=off")
+
+#include <cmath>
+#include <type_traits>
+
+#include "tensor/dispatch.h"
+#include "tensor/parallel.h"
+
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
+namespace {
+
+// torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w).
+template <class T>
+inline T lerp(T self, T end, T weight) {
+  return std::abs(weight) < T(0.5) ? self + weight * (end - self) : end - (end - self) * (T(1) - weight);
+}
+
+// torch.maximum: NaN wins.
+template <class T>
+inline T nan_max(T a, T b) {
+  return (std::isnan(a) || a > b) ? a : b;
+}
+
+// Calls f(std::bool_constant<b0>{}, ...) for the run-time flags: one instantiation per combination.
+template <class F>
+void with_flags(F&& f) {
+  f();
+}
+template <class F, class... Rest>
+void with_flags(F&& f, bool flag, Rest... rest) {
+  if (flag)
+    with_flags([&](auto... bs) { f(std::true_type{}, bs...); }, rest...);
+  else
+    with_flags([&](auto... bs) { f(std::false_type{}, bs...); }, rest...);
+}
+
+template <class T>
+T* ptr(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// Runs body.template operator()<T>(param_data, grad_data, n); the op definition has checked that
+// every tensor is contiguous with the parameter's shape and dtype.
+template <class Body>
+void run_update(const Tensor& param, const Tensor& grad, Body&& body) {
+  auto run = [&]<class T>() { body.template operator()<T>(param.data_ptr<T>(), grad.data_ptr<T>(), param.numel()); };
+  if (param.dtype() == DType::f32) run.template operator()<float>();
+  else run.template operator()<double>();
+}
+
+void sgd_update_cpu(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, const SgdUpdate& h) {
+  run_update(param, grad, [&]<class T>(T* param_data, const T* grad_data, int64_t n) {
+    T* const buf_data = ptr<T>(momentum_buffer);
+    const T wd = T(h.weight_decay), mom = T(h.momentum), keep = T(1 - h.dampening), neg_lr = T(-h.lr);
+    with_flags(
+        [&](auto maximize, auto use_wd, auto use_mom, auto nesterov, auto first) {
+          parallel_for(n, kElementwiseGrain, [=](int64_t begin, int64_t end) {
+            T* __restrict p = param_data;
+            const T* __restrict g = grad_data;
+            T* __restrict buf = buf_data;
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) {
+              T d = maximize ? -g[i] : g[i];
+              if constexpr (use_wd) d = d + wd * p[i];
+              if constexpr (use_mom) {
+                const T b = first ? d : buf[i] * mom + keep * d;
+                buf[i] = b;
+                d = nesterov ? d + mom * b : b;
+              }
+              p[i] = p[i] + neg_lr * d;
+            }
+          });
+        },
+        h.maximize, h.weight_decay != 0, h.momentum != 0, h.nesterov, h.first_step);
+  });
+}
+
+void adam_update_cpu(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                 const Tensor& max_exp_avg_sq, const AdamUpdate& h) {
+  // Scalars exactly as torch computes them in Python floats.
+  const double bias_correction1 = 1 - std::pow(h.beta1, h.step);
+  const double bias_correction2 = 1 - std::pow(h.beta2, h.step);
+  const double step_size = h.lr / bias_correction1;
+  const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
+  run_update(param, grad, [&]<class T>(T* param_data, const T* grad_data, int64_t n) {
+    T* const m_data = ptr<T>(exp_avg);
+    T* const v_data = ptr<T>(exp_avg_sq);
+    T* const vmax_data = ptr<T>(max_exp_avg_sq);
+    const T decay = T(1 - h.lr * h.weight_decay), wd = T(h.weight_decay);
+    const T w1 = T(1 - h.beta1), b2 = T(h.beta2), w2 = T(1 - h.beta2);
+    const T bc2_sqrt = T(bias_correction2_sqrt), eps = T(h.eps), neg_step = T(-step_size);
+    with_flags(
+        [&](auto maximize, auto use_wd, auto decoupled, auto amsgrad) {
+          parallel_for(n, kElementwiseGrain, [=](int64_t begin, int64_t end) {
+            T* __restrict p = param_data;
+            const T* __restrict g = grad_data;
+            T* __restrict m = m_data;
+            T* __restrict v = v_data;
+            T* __restrict vmax = vmax_data;
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) {
+              T d = maximize ? -g[i] : g[i];
+              T pi = p[i];
+              if constexpr (use_wd) {
+                if constexpr (decoupled) pi = pi * decay;
+                else d = d + wd * pi;
+              }
+              const T mi = lerp(m[i], d, w1);
+              m[i] = mi;
+              T vi = v[i] * b2;
+              vi = vi + w2 * d * d;
+              v[i] = vi;
+              T second = vi;
+              if constexpr (amsgrad) second = vmax[i] = nan_max(vmax[i], vi);
+              const T denom = std::sqrt(second) / bc2_sqrt + eps;
+              p[i] = pi + neg_step * mi / denom;
+            }
+          });
+        },
+        h.maximize, h.weight_decay != 0, h.decoupled_weight_decay, h.amsgrad);
+  });
+}
+
+void rmsprop_update_cpu(const Tensor& param, const Tensor& grad, const Tensor& square_avg, const Tensor& grad_avg,
+                    const Tensor& momentum_buffer, const RmspropUpdate& h) {
+  run_update(param, grad, [&]<class T>(T* param_data, const T* grad_data, int64_t n) {
+    T* const sq_data = ptr<T>(square_avg);
+    T* const ga_data = ptr<T>(grad_avg);
+    T* const buf_data = ptr<T>(momentum_buffer);
+    const T wd = T(h.weight_decay), alpha = T(h.alpha), w = T(1 - h.alpha), eps = T(h.eps);
+    const T mom = T(h.momentum), neg_lr = T(-h.lr);
+    with_flags(
+        [&](auto maximize, auto use_wd, auto use_mom, auto centered) {
+          parallel_for(n, kElementwiseGrain, [=](int64_t begin, int64_t end) {
+            T* __restrict p = param_data;
+            const T* __restrict g = grad_data;
+            T* __restrict sq = sq_data;
+            T* __restrict ga = ga_data;
+            T* __restrict buf = buf_data;
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) {
+              T d = maximize ? -g[i] : g[i];
+              if constexpr (use_wd) d = d + wd * p[i];
+              T s = sq[i] * alpha;
+              s = s + w * d * d;
+              sq[i] = s;
+              T avg;
+              if constexpr (centered) {
+                const T a = lerp(ga[i], d, w);
+                ga[i] = a;
+                avg = std::sqrt(s + T(-1) * a * a);
+              } else {
+                avg = std::sqrt(s);
+              }
+              avg = avg + eps;
+              if constexpr (use_mom) {
+                T b = buf[i] * mom;
+                b = b + T(1) * d / avg;
+                buf[i] = b;
+                p[i] = p[i] + neg_lr * b;
+              } else {
+                p[i] = p[i] + neg_lr * d / avg;
+              }
+            }
+          });
+        },
+        h.maximize, h.weight_decay != 0, h.momentum > 0, h.centered);
+  });
+}
+
+void adagrad_update_cpu(const Tensor& param, const Tensor& grad, const Tensor& state_sum, const AdagradUpdate& h) {
+  const double clr = h.lr / (1 + (h.step - 1) * h.lr_decay);
+  run_update(param, grad, [&]<class T>(T* param_data, const T* grad_data, int64_t n) {
+    T* const sum_data = ptr<T>(state_sum);
+    const T wd = T(h.weight_decay), eps = T(h.eps), neg_clr = T(-clr);
+    with_flags(
+        [&](auto maximize, auto use_wd) {
+          parallel_for(n, kElementwiseGrain, [=](int64_t begin, int64_t end) {
+            T* __restrict p = param_data;
+            const T* __restrict g = grad_data;
+            T* __restrict sum = sum_data;
+#pragma omp simd
+            for (int64_t i = begin; i < end; ++i) {
+              T d = maximize ? -g[i] : g[i];
+              if constexpr (use_wd) d = d + wd * p[i];
+              const T s = sum[i] + T(1) * d * d;
+              sum[i] = s;
+              const T std_dev = std::sqrt(s) + eps;
+              p[i] = p[i] + neg_clr * d / std_dev;
+            }
+          });
+        },
+        h.maximize, h.weight_decay != 0);
+  });
+}
+
+}  // namespace
+
+KILN_REGISTER_KERNEL(Op::sgd_update, DeviceType::cpu, sgd_update_cpu);
+KILN_REGISTER_KERNEL(Op::adam_update, DeviceType::cpu, adam_update_cpu);
+KILN_REGISTER_KERNEL(Op::rmsprop_update, DeviceType::cpu, rmsprop_update_cpu);
+KILN_REGISTER_KERNEL(Op::adagrad_update, DeviceType::cpu, adagrad_update_cpu);
+
+}  // namespace kiln::cpu
