@@ -13,7 +13,8 @@
 #include <immintrin.h>
 #endif
 
-namespace kiln::cpu::lanes {
+namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
+namespace lanes {
 
 #if defined(__AVX512F__)
 constexpr int kWidth = 16;
@@ -161,4 +162,5 @@ inline bool any(i32v v) {
 #endif
 }
 
-}  // namespace kiln::cpu::lanes
+}  // namespace lanes
+}  // namespace kiln::cpu
