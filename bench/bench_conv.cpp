@@ -5,8 +5,8 @@
 // 2 threads (KILN_BENCH_THREADS overrides). The first layer also runs through oneDNN directly, as
 // its documentation recommends (layouts "any", reorders to and from the caller's NCHW), beside
 // Kiln's direct kernels (Note [Few-channel convolution]), and a 3->32 first layer on 32x32 colour
-// images runs beside them. KILN_CPU_CAPABILITY=avx2 runs both sides at the AVX2 level (oneDNN's
-// ISA follows the cap, Note [CPU capability levels]).
+// images runs beside them. KILN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 runs both sides at
+// the AVX2 level (the direct oneDNN runs can make their primitives before Kiln caps oneDNN).
 //   ./bench_conv --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
 
