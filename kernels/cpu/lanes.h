@@ -50,7 +50,7 @@ inline f32v load(const float* p) {
 }
 inline void store(float* p, f32v v) { std::memcpy(p, &v, sizeof v); }
 
-// N lanes of T as a GCC vector (for the pieces below; kWidth lanes are f32v or, of int64, two i64v).
+// N lanes of T as a GCC vector type: the halves, quarters... that load_pieces assembles.
 template <class T, int N>
 struct Vec;
 template <int N>

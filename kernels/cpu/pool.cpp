@@ -250,8 +250,8 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
       for (int64_t k = b; k < e; ++k) {
         if constexpr (std::is_same_v<T, float>)
           if (two_by_two && H * W <= std::numeric_limits<int32_t>::max()) {
-            if (Wo <= kHalf) max_pool_plane_2x2_f32_narrow(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
-            else max_pool_plane_2x2_f32(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
+            const auto plane_2x2 = Wo <= kHalf ? max_pool_plane_2x2_f32_narrow : max_pool_plane_2x2_f32;
+            plane_2x2(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
             continue;
           }
         if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
