@@ -14,6 +14,10 @@
 
 namespace kiln::testing {
 
+// Where oneDNN has no bf16 kernels, so Kiln's own fallback runs: below the avx512 CPU level (a CPU
+// without AVX-512, or this suite's run capped at avx2: Note [Tests at every CPU level]).
+inline bool onednn_lacks_bf16() { return cpu_capability() < CpuCapability::avx512; }
+
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -87,14 +91,15 @@ inline double tolerance(DType t) {
   }
 }
 
-// Expects |got - want| <= atol + rtol * |want| elementwise (NaNs must match NaNs).
+// Expects |got - want| <= atol + rtol * |want| elementwise (NaNs must match NaNs, infinities exactly).
 inline void expect_close(const Tensor& got, const std::vector<double>& want, double rtol, double atol,
                          const std::string& what = "") {
   ASSERT_EQ(got.numel(), static_cast<int64_t>(want.size())) << what;
   int reported = 0;
   for (int64_t i = 0; i < got.numel(); ++i) {
     const double g = at(got, i), w = want[static_cast<size_t>(i)];
-    const bool ok = (std::isnan(w) && std::isnan(g)) || g == w || std::abs(g - w) <= atol + rtol * std::abs(w);
+    const bool ok = (std::isnan(w) && std::isnan(g)) || g == w ||
+                    (std::isfinite(w) && std::abs(g - w) <= atol + rtol * std::abs(w));
     if (!ok && reported++ < 5) ADD_FAILURE() << what << ": element " << i << " is " << g << ", expected " << w;
   }
 }

@@ -2,16 +2,10 @@
 // loops written here (the transposed one as a scatter, independent of the kernel's reuse of the
 // plain passes), f64 backwards against central differences, f32/bf16 (oneDNN) against f64, a
 // PyTorch fixture (tests/fixtures/nn_kernels), hand-checked values and error messages.
-#include <dlfcn.h>
-
 #include <array>
-#include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
-
-#include <oneapi/dnnl/dnnl_types.h>  // dnnl_cpu_isa_t only: the tests do not link oneDNN
 
 #include "autograd/ops/nn_ops.h"
 #include "nn_kernel_testing.h"
@@ -328,71 +322,47 @@ TEST(Conv, ErrorsNameTheOpAndShapes) {
                    {"conv2d_backward", "grad_out of shape [2, 4, 3, 3]", "[2, 4, 4, 4]"});
 }
 
-// Runs `checks` in a child process whose oneDNN is capped at AVX2 before its first primitive, as on
-// a CPU without AVX-512, where oneDNN refuses bf16 convolutions. The threadsafe death-test style
-// starts the child by re-executing this binary, so it has made no primitive yet. The child fails
-// unless oneDNN reports the capped ISA (looked up in the loaded library), and prints its failures
-// to stderr, where the parent's report shows them. (test_linalg.cpp has the same helper.)
-void in_child_capped_at_avx2(const std::function<void()>& checks) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
-        using IsaFn = int (*)();
-        const auto isa = reinterpret_cast<IsaFn>(dlsym(RTLD_DEFAULT, "dnnl_get_effective_cpu_isa"));
-        if (!isa || isa() >= dnnl_cpu_isa_avx512_core) {
-          std::fputs("oneDNN is not capped at AVX2 in the child\n", stderr);
-          std::exit(2);
-        }
-        checks();
-        const ::testing::TestResult& r = *::testing::UnitTest::GetInstance()->current_test_info()->result();
-        for (int i = 0; i < r.total_part_count(); ++i) std::fprintf(stderr, "%s\n", r.GetTestPartResult(i).message());
-        std::exit(r.Failed() ? 1 : 0);
-      },
-      ::testing::ExitedWithCode(0), "");
-}
-
-// Note [bf16 convolutions through f32] (kernels/cpu/conv.cpp), forced: every case forward and
-// backward in bf16 against f64, and bit for bit against the f32 passes on the same values rounded
-// once to bf16, which is what the fallback computes (the bf16 loops it replaced sum in another
-// order).
+// Note [bf16 convolutions through f32] (kernels/cpu/conv.cpp), where oneDNN lacks bf16: every case
+// forward and backward in bf16 against f64, and bit for bit against the f32 passes on the same
+// values rounded once to bf16, which is what the fallback computes (the bf16 loops it replaced sum
+// in another order).
 TEST(Conv, Bf16WithoutOneDnnKernelsRunsThroughF32) {
-  in_child_capped_at_avx2([] {
-    const DType t = DType::bf16;
-    auto f32 = [](const Tensor& v) { return v.defined() ? v.to(DType::f32) : v; };
-    auto rounded = [&](const Tensor& v) { return v.defined() ? v.to(t) : v; };
-    for (const ConvCase& c : kCases) {
-      const Tensor x = kt::random_tensor(c.x, t, -2, 2, 1), w = kt::random_tensor(c.w, t, -1, 1, 2);
-      const Dims os = out_shape_of(c);
-      const Tensor b = c.bias ? kt::random_tensor({os[1]}, t, -1, 1, 3) : Tensor();
-      const Tensor y = run_conv(c, x, w, b);
-      const std::vector<double> no_bias;
-      const std::vector<double> want = ref_conv(c, kt::values(x), kt::values(w), b.defined() ? kt::values(b) : no_bias);
-      const std::vector<double> scale = ref_conv(c, kt::values(kiln::abs(x)), kt::values(kiln::abs(w)),
-                                                 b.defined() ? kt::values(kiln::abs(b)) : no_bias);
-      ASSERT_EQ(y.shape(), os) << name_of(c);
-      for (int64_t i = 0; i < y.numel(); ++i)
-        EXPECT_NEAR(kt::at(y, i), want[static_cast<size_t>(i)], conv_tol(t) * (scale[static_cast<size_t>(i)] + 1e-30))
-            << name_of(c) << " element " << i;
-      // A transposed convolution adds its bias to the rounded pass, in bf16, as with oneDNN's kernels.
-      const Tensor y32 = rounded(run_conv(c, f32(x), f32(w), c.transposed ? Tensor() : f32(b)));
-      const Tensor same_y = c.transposed && b.defined() ? y32 + b.view({1, os[1], 1, 1}) : y32;
-      kt::expect_close(y, kt::values(same_y), 0, 0, name_of(c) + " forward (the f32 pass rounded once)");
+  if (!kt::onednn_lacks_bf16())
+    GTEST_SKIP() << "oneDNN has bf16 kernels at level " << cpu_capability() << "; the run at the avx2 level tests this";
+  const DType t = DType::bf16;
+  auto f32 = [](const Tensor& v) { return v.defined() ? v.to(DType::f32) : v; };
+  auto rounded = [&](const Tensor& v) { return v.defined() ? v.to(t) : v; };
+  for (const ConvCase& c : kCases) {
+    const Tensor x = kt::random_tensor(c.x, t, -2, 2, 1), w = kt::random_tensor(c.w, t, -1, 1, 2);
+    const Dims os = out_shape_of(c);
+    const Tensor b = c.bias ? kt::random_tensor({os[1]}, t, -1, 1, 3) : Tensor();
+    const Tensor y = run_conv(c, x, w, b);
+    const std::vector<double> no_bias;
+    const std::vector<double> want = ref_conv(c, kt::values(x), kt::values(w), b.defined() ? kt::values(b) : no_bias);
+    const std::vector<double> scale = ref_conv(c, kt::values(kiln::abs(x)), kt::values(kiln::abs(w)),
+                                               b.defined() ? kt::values(kiln::abs(b)) : no_bias);
+    ASSERT_EQ(y.shape(), os) << name_of(c);
+    for (int64_t i = 0; i < y.numel(); ++i)
+      EXPECT_NEAR(kt::at(y, i), want[static_cast<size_t>(i)], conv_tol(t) * (scale[static_cast<size_t>(i)] + 1e-30))
+          << name_of(c) << " element " << i;
+    // A transposed convolution adds its bias to the rounded pass, in bf16, as with oneDNN's kernels.
+    const Tensor y32 = rounded(run_conv(c, f32(x), f32(w), c.transposed ? Tensor() : f32(b)));
+    const Tensor same_y = c.transposed && b.defined() ? y32 + b.view({1, os[1], 1, 1}) : y32;
+    kt::expect_close(y, kt::values(same_y), 0, 0, name_of(c) + " forward (the f32 pass rounded once)");
 
-      const Tensor r = kt::random_tensor(os, t, -1, 1, 10);
-      const LayerGrads got = run_conv_backward(c, r, x, w);
-      const LayerGrads exact = run_conv_backward(c, r.to(DType::f64), x.to(DType::f64), w.to(DType::f64));
-      const LayerGrads same = run_conv_backward(c, f32(r), f32(x), f32(w));
-      const std::array<std::tuple<const char*, Tensor, Tensor, Tensor>, 3> grads{
-          {{" grad_input", got.input, exact.input, same.input},
-           {" grad_weight", got.weight, exact.weight, same.weight},
-           {" grad_bias", got.bias, exact.bias, same.bias}}};
-      for (const auto& [what, g, e, s] : grads) {
-        kt::expect_close(g, kt::values(e), 3e-2, 0.1, name_of(c) + what);  // as OnednnBackwardMatchesF64
-        kt::expect_close(g, kt::values(rounded(s)), 0, 0, name_of(c) + what + " (the f32 pass rounded once)");
-      }
+    const Tensor r = kt::random_tensor(os, t, -1, 1, 10);
+    const LayerGrads got = run_conv_backward(c, r, x, w);
+    const LayerGrads exact = run_conv_backward(c, r.to(DType::f64), x.to(DType::f64), w.to(DType::f64));
+    const LayerGrads same = run_conv_backward(c, f32(r), f32(x), f32(w));
+    const std::array<std::tuple<const char*, Tensor, Tensor, Tensor>, 3> grads{
+        {{" grad_input", got.input, exact.input, same.input},
+         {" grad_weight", got.weight, exact.weight, same.weight},
+         {" grad_bias", got.bias, exact.bias, same.bias}}};
+    for (const auto& [what, g, e, s] : grads) {
+      kt::expect_close(g, kt::values(e), 3e-2, 0.1, name_of(c) + what);  // as OnednnBackwardMatchesF64
+      kt::expect_close(g, kt::values(rounded(s)), 0, 0, name_of(c) + what + " (the f32 pass rounded once)");
     }
-  });
+  }
 }
 
 }  // namespace

@@ -3,15 +3,10 @@
 // over them for every dtype and layout, and f64 gradcheck over both. Broadcast biases, huge and
 // infinite inputs, integer wrapping, threads sharing the primitive cache, the derivatives of addmm
 // and linear, bf16 products where oneDNN has no kernel, and error messages have their own tests.
-#include <dlfcn.h>
 
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <thread>
-
-#include <oneapi/dnnl/dnnl_types.h>  // dnnl_cpu_isa_t only: the tests do not link oneDNN
 
 #include "autograd/gradcheck.h"
 #include "testing.h"
@@ -506,30 +501,6 @@ TEST(Softmax, HugeAndInfiniteInputs) {
 // ---------------------------------------------------------------------------------------------
 // bf16 products where oneDNN has none (Note [16-bit products through f32], kernels/cpu/matmul.cpp)
 
-// Runs `checks` in a child process whose oneDNN is capped at AVX2 before its first primitive, as on
-// a CPU without AVX-512, where oneDNN refuses bf16 products. The threadsafe death-test style starts
-// the child by re-executing this binary, so it has made no primitive yet. The child fails unless
-// oneDNN reports the capped ISA (looked up in the loaded library), and prints its failures to
-// stderr, where the parent's report shows them.
-void in_child_capped_at_avx2(const std::function<void()>& checks) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
-        using IsaFn = int (*)();
-        const auto isa = reinterpret_cast<IsaFn>(dlsym(RTLD_DEFAULT, "dnnl_get_effective_cpu_isa"));
-        if (!isa || isa() >= dnnl_cpu_isa_avx512_core) {
-          std::fputs("oneDNN is not capped at AVX2 in the child\n", stderr);
-          std::exit(2);
-        }
-        checks();
-        const ::testing::TestResult& r = *::testing::UnitTest::GetInstance()->current_test_info()->result();
-        for (int i = 0; i < r.total_part_count(); ++i) std::fprintf(stderr, "%s\n", r.GetTestPartResult(i).message());
-        std::exit(r.Failed() ? 1 : 0);
-      },
-      ::testing::ExitedWithCode(0), "");
-}
-
 // Element by element, bit for bit (both finite here).
 void expect_same_values(const Tensor& got, const Tensor& want, const std::string& what) {
   ASSERT_EQ(got.shape(), want.shape()) << what;
@@ -545,37 +516,37 @@ void expect_same_values(const Tensor& got, const Tensor& want, const std::string
 // oneDNN's own bf16 kernels compute up to the order of the f32 sums. Each case runs twice; the
 // second call takes the refusal remembered in the plan cache.
 TEST(Products, Bf16WithoutOneDnnKernelsRunsThroughF32) {
-  in_child_capped_at_avx2([] {
-    const DType t = DType::bf16;
-    auto f32 = [](const Tensor& x) { return x.contiguous().to(DType::f32); };
-    for (const ProductCase& c : kProducts) {
-      const Tensor a = product_input(c.a, t, 1), b = product_input(c.b, t, 2);
-      for (int call = 0; call < 2; ++call) {
-        const Tensor got = c.fn(a, b);
-        expect_product(got, ref_matmul(a, b), t, c.name);
-        expect_same_values(got, c.fn(f32(a), f32(b)).to(t), c.name);
-      }
-      for (const auto& [la, fa] : kLayouts)
-        expect_product(c.fn(fa(a), fa(b)), ref_matmul(a, b), t, c.name + " " + la);
+  if (!testing::onednn_lacks_bf16())
+    GTEST_SKIP() << "oneDNN has bf16 kernels at level " << cpu_capability() << "; the run at the avx2 level tests this";
+  const DType t = DType::bf16;
+  auto f32 = [](const Tensor& x) { return x.contiguous().to(DType::f32); };
+  for (const ProductCase& c : kProducts) {
+    const Tensor a = product_input(c.a, t, 1), b = product_input(c.b, t, 2);
+    for (int call = 0; call < 2; ++call) {
+      const Tensor got = c.fn(a, b);
+      expect_product(got, ref_matmul(a, b), t, c.name);
+      expect_same_values(got, c.fn(f32(a), f32(b)).to(t), c.name);
     }
-    const Tensor a1 = testing::random_tensor({1, 5, 4}, t, -2, 2, 9).expand({3, 5, 4});
-    const Tensor b1 = testing::random_tensor({1, 4, 6}, t, -2, 2, 8).expand({3, 4, 6});
-    expect_product(bmm(a1, b1), ref_matmul(a1, b1), t, "both expanded");
-    const int64_t M = 13, K = 21, N = 7;
-    for (const Dims& bs : {Dims{N}, Dims{M, 1}, Dims{M, N}})
-      for (auto [beta, alpha] : {std::pair{1.0, 1.0}, std::pair{0.5, 2.0}}) {
-        const Tensor a = product_input({M, K}, t, 1), b = product_input({N, K}, t, 2).t();
-        const Tensor bias = product_input(bs, t, 3);
-        std::vector<double> scale;
-        const std::vector<double> want = ref_addmm(bias, a, b, beta, alpha, &scale);
-        const Tensor got = addmm(bias, a, b, beta, alpha);
-        for (int64_t i = 0; i < got.numel(); ++i)
-          EXPECT_LE(std::abs(at(got, i) - want[static_cast<size_t>(i)]),
-                    product_tol(t) * (std::abs(want[static_cast<size_t>(i)]) + scale[static_cast<size_t>(i)]))
-              << "addmm bias " << bs << " beta " << beta << " element " << i;
-        expect_same_values(got, addmm(f32(bias), f32(a), f32(b), beta, alpha).to(t), "addmm rounded once");
-      }
-  });
+    for (const auto& [la, fa] : kLayouts)
+      expect_product(c.fn(fa(a), fa(b)), ref_matmul(a, b), t, c.name + " " + la);
+  }
+  const Tensor a1 = testing::random_tensor({1, 5, 4}, t, -2, 2, 9).expand({3, 5, 4});
+  const Tensor b1 = testing::random_tensor({1, 4, 6}, t, -2, 2, 8).expand({3, 4, 6});
+  expect_product(bmm(a1, b1), ref_matmul(a1, b1), t, "both expanded");
+  const int64_t M = 13, K = 21, N = 7;
+  for (const Dims& bs : {Dims{N}, Dims{M, 1}, Dims{M, N}})
+    for (auto [beta, alpha] : {std::pair{1.0, 1.0}, std::pair{0.5, 2.0}}) {
+      const Tensor a = product_input({M, K}, t, 1), b = product_input({N, K}, t, 2).t();
+      const Tensor bias = product_input(bs, t, 3);
+      std::vector<double> scale;
+      const std::vector<double> want = ref_addmm(bias, a, b, beta, alpha, &scale);
+      const Tensor got = addmm(bias, a, b, beta, alpha);
+      for (int64_t i = 0; i < got.numel(); ++i)
+        EXPECT_LE(std::abs(at(got, i) - want[static_cast<size_t>(i)]),
+                  product_tol(t) * (std::abs(want[static_cast<size_t>(i)]) + scale[static_cast<size_t>(i)]))
+            << "addmm bias " << bs << " beta " << beta << " element " << i;
+      expect_same_values(got, addmm(f32(bias), f32(a), f32(b), beta, alpha).to(t), "addmm rounded once");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
