@@ -4,7 +4,9 @@
 // allocation, checks, primitive-cache lookup and layout reorders included. Reports ms per call on
 // 2 threads (KILN_BENCH_THREADS overrides). The first layer also runs through oneDNN directly, as
 // its documentation recommends (layouts "any", reorders to and from the caller's NCHW), beside
-// Kiln's direct kernels (Note [Few-channel convolution]).
+// Kiln's direct kernels (Note [Few-channel convolution]), and a 3->32 first layer on 32x32 colour
+// images runs beside them. KILN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 runs both sides at
+// the AVX2 level (the direct oneDNN runs can make their primitives before Kiln caps oneDNN).
 //   ./bench_conv --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
 
@@ -32,6 +34,7 @@ struct ConvLayer {
   int64_t in, out, size;  // channels in and out, input height = width
 };
 constexpr ConvLayer kConv1{1, 32, 28}, kConv2{32, 64, 14};
+constexpr ConvLayer kConvRgb{3, 32, 32};  // a first layer on colour images: the direct kernels' 27-tap layout
 
 void report_ms(benchmark::State& state) { state.SetLabel("ms per call in real_time"); }
 
@@ -158,6 +161,8 @@ BENCHMARK_CAPTURE(conv_forward, conv1_1to32_28x28, kConv1)->Unit(benchmark::kMil
 BENCHMARK(onednn_conv1_forward)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(conv_backward, conv1_weight_bias_only, kConv1, false)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(onednn_conv1_backward_weights)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(conv_forward, rgb_3to32_32x32, kConvRgb)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(conv_backward, rgb_weight_bias_only, kConvRgb, false)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(maxpool_forward, pool1_32x28x28, 32, 28)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(maxpool_backward, pool1_32x28x28, 32, 28)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(conv_forward, conv2_32to64_14x14, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,45 +1,44 @@
 // Note [Few-channel convolution]: a first layer reads one to three input channels (1->32 3x3 in
 // the demo CNN). oneDNN has no channels-last kernel worth using at so few channels and takes the
-// 16-channel-blocked layout, so every call reorders its 32-channel output (or, backward, the
-// output's gradient) between blocked and NCHW: in the CNN's loop, 2.0 ms per reorder of
-// 128x32x28x28 beside 3.0 ms for the forward itself, for 58 MFLOP. Here each output row is
-// computed straight in NCHW, sixteen columns per AVX-512 vector, as bias plus one FMA per weight
-// over a zero-padded copy of the image's input planes; the backward-weights pass is the same walk
-// with one vector accumulator per weight, added lane-wise into doubles once per (image, output
-// channel). The forward costs about what writing the 32-channel tensor once does (128x32x28x28:
-// 0.52 against 0.48 ms for a clone); the weight gradient about 4x reading it (1.05 against 0.23 ms
-// for a sum); perf puts its time in the unaligned loads (one per FMA) and per-row overhead.
+// 16-channel-blocked layout, so every call reorders its output (or, backward, the output's
+// gradient) between blocked and NCHW, which costs more than the convolution itself; and its
+// results then depend on the thread count. Here each output row is computed straight in NCHW, one
+// register of columns at a time (lanes.h: 16 with AVX-512, 8 with AVX2, 4 with SSE2), as bias plus
+// one FMA per weight over a zero-padded copy of the image's input planes; the backward-weights pass
+// is the same walk with one register accumulator per weight, added lane-wise into doubles once per
+// (image, output channel). Each sum has one order whatever the thread count, at every ISA level.
+// bench/bench_conv.cpp times both passes against oneDNN (figures in bench/README.md).
 #include "kernels/cpu/conv_direct.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-#include "tensor/error.h"
+#include "kernels/cpu/lanes.h"
 #include "tensor/parallel.h"
 
 namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
+using lanes::f32v;
+using lanes::kWidth;
+
 // Weights per output channel (C * kh * kw) the kernels take: 3 channels of 3x3, or one of 5x5.
 // Backward keeps one vector accumulator per weight (in registers for the compiled layouts).
 constexpr int64_t kDirectConvTaps = 27;
 
+// Output rows narrower than this leave most of an AVX-512 register idle. The same bound at every
+// ISA level, so a shape takes the same path on every machine; it is at least kWidth, which
+// forward_row needs.
+constexpr int64_t kMinRowWidth = 16;
+static_assert(kMinRowWidth >= kWidth);
+
 }  // namespace
 
 bool direct_conv_takes(const DirectConvShape& s) {
-#ifdef __AVX512F__
-  return s.c * s.kh * s.kw <= kDirectConvTaps && s.wo >= 16;
-#else
-  (void)s;
-  return false;
-#endif
+  return s.c * s.kh * s.kw <= kDirectConvTaps && s.wo >= kMinRowWidth;
 }
 
-#ifdef __AVX512F__
 namespace {
 
 // One image's input planes with their zero border: (C, Hp, Wp), Hp = Ho + kh - 1, Wp = Wo + kw - 1,
@@ -69,24 +68,20 @@ struct PaddedImage {
   }
 };
 
-__mmask16 lanes(int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); }
-
-// Lane-wise sums in double, sixteen per weight: a plane's float partial sums are added once per
-// (image, output channel) without a horizontal sum (which, at 16 serial adds per weight, cost as
-// much as the plane's own FMAs), and summed across lanes once at the end.
-constexpr int64_t kLanes = 16;
-
-void add_lanes(double* into, __m512 v) {
-  // Zero-masked forms throughout: GCC 12 warns on the plain ones' undefined pass-through.
-  const __m512d lo = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, v, 0));
-  const __m512d hi = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
-  _mm512_storeu_pd(into, _mm512_add_pd(_mm512_loadu_pd(into), lo));
-  _mm512_storeu_pd(into + 8, _mm512_add_pd(_mm512_loadu_pd(into + 8), hi));
+// Lane-wise sums in double, kWidth per weight: a plane's float partial sums are added once per
+// (image, output channel) without a horizontal sum (which, at kWidth serial adds per weight, costs
+// as much as the plane's own FMAs), and summed across lanes once at the end.
+void add_lanes(double* into, f32v v) {
+  using f64v = double __attribute__((vector_size(8 * kWidth)));  // two registers: kept in this body
+  f64v sum;
+  std::memcpy(&sum, into, sizeof sum);
+  sum += __builtin_convertvector(v, f64v);
+  std::memcpy(into, &sum, sizeof sum);
 }
 
 double sum_lanes(const double* lane) {
   double sum = 0;
-  for (int64_t k = 0; k < kLanes; ++k) sum += lane[k];
+  for (int64_t k = 0; k < kWidth; ++k) sum += lane[k];
   return sum;
 }
 
@@ -107,24 +102,28 @@ struct Taps {
 };
 
 // One output row of every output channel: each input vector is loaded once and serves all
-// channels, whose sums (bias, then weights in (c, i, j) order) are independent chains.
+// channels, whose sums (bias, then weights in (c, i, j) order) are independent chains. Where the
+// row is not a whole number of registers, its last register ends at the row's end and overlaps
+// the one before: the overlapped outputs are computed again, to the same values, by this thread.
 template <int Rows, int Kw>
 void forward_row(const DirectConvShape& s, const PaddedImage& x, const Taps<Rows, Kw>& taps, const float* w,
                  const float* bias, float* dst_image, int64_t oh) {
   const int64_t plane = s.ho * s.wo, n_taps = taps.count();
-  for (int64_t ow = 0; ow < s.wo; ow += 16) {
-    const __mmask16 m = lanes(s.wo - ow);
+  for (int64_t step = 0; step < s.wo; step += kWidth) {
+    const int64_t ow = std::min(step, s.wo - kWidth);
     const float* at = x.data.data() + oh * x.wp + ow;
-    __m512 in[Rows && Kw ? Rows * Kw : kDirectConvTaps] = {};
+    f32v in[Rows && Kw ? Rows * Kw : kDirectConvTaps];
     for (int64_t r = 0; r < taps.n_rows(); ++r)
-      for (int64_t j = 0; j < taps.n_cols(); ++j)
-        in[r * taps.n_cols() + j] = _mm512_maskz_loadu_ps(m, at + taps.row_offset[r] + j);
+      for (int64_t j = 0; j < taps.n_cols(); ++j) in[r * taps.n_cols() + j] = lanes::load(at + taps.row_offset[r] + j);
     float* out = dst_image + oh * s.wo + ow;
     for (int64_t o = 0; o < s.o; ++o) {
       const float* wo = w + o * n_taps;
-      __m512 acc = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-      for (int64_t t = 0; t < n_taps; ++t) acc = _mm512_fmadd_ps(_mm512_set1_ps(wo[t]), in[t], acc);
-      _mm512_mask_storeu_ps(out + o * plane, m, acc);
+      f32v acc = lanes::splat(bias ? bias[o] : 0.0f);
+      // Unrolled, a channel's chain is short enough for the out-of-order core to overlap the next
+      // channels' chains with it (GCC leaves 27 taps rolled, one FMA's latency per tap).
+#pragma GCC unroll 32
+      for (int64_t t = 0; t < n_taps; ++t) acc = lanes::fmadd(lanes::splat(wo[t]), in[t], acc);
+      lanes::store(out + o * plane, acc);
     }
   }
 }
@@ -132,24 +131,28 @@ void forward_row(const DirectConvShape& s, const PaddedImage& x, const Taps<Rows
 // Lanes of sums[t] += g * (input under weight t) over the plane, and of sums[count] += g.
 // (Two output channels per input load, tried for one channel of 3x3, ran 1.6x slower: GCC kept
 // the 20 accumulators on the stack.)
+// A row's last, partial register loads only its lanes (the rest read as zero, so they add exact
+// zeros whatever the input holds there).
 template <int Rows, int Kw>
 void weights_plane(const DirectConvShape& s, const PaddedImage& x, const Taps<Rows, Kw>& taps, const float* g,
                    double* sums) {
-  __m512 acc[Rows && Kw ? Rows * Kw : kDirectConvTaps] = {};
-  __m512 acc_b = _mm512_setzero_ps();
-  for (int64_t oh = 0; oh < s.ho; ++oh)
-    for (int64_t ow = 0; ow < s.wo; ow += 16) {
-      const __mmask16 m = lanes(s.wo - ow);
-      const __m512 gv = _mm512_maskz_loadu_ps(m, g + oh * s.wo + ow);
-      const float* at = x.data.data() + oh * x.wp + ow;
-      acc_b = _mm512_add_ps(acc_b, gv);
-      for (int64_t r = 0; r < taps.n_rows(); ++r)
-        for (int64_t j = 0; j < taps.n_cols(); ++j)
-          acc[r * taps.n_cols() + j] =
-              _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, at + taps.row_offset[r] + j), acc[r * taps.n_cols() + j]);
-    }
-  for (int64_t t = 0; t < taps.count(); ++t) add_lanes(sums + t * kLanes, acc[t]);
-  add_lanes(sums + taps.count() * kLanes, acc_b);
+  f32v acc[Rows && Kw ? Rows * Kw : kDirectConvTaps] = {};
+  f32v acc_b = {};
+  const auto accumulate = [&](int64_t oh, int64_t ow, auto load) {
+    const f32v gv = load(g + oh * s.wo + ow);
+    const float* at = x.data.data() + oh * x.wp + ow;
+    acc_b += gv;
+    for (int64_t r = 0; r < taps.n_rows(); ++r)
+      for (int64_t j = 0; j < taps.n_cols(); ++j)
+        acc[r * taps.n_cols() + j] = lanes::fmadd(gv, load(at + taps.row_offset[r] + j), acc[r * taps.n_cols() + j]);
+  };
+  const int64_t whole = s.wo / kWidth * kWidth, tail = s.wo - whole;
+  for (int64_t oh = 0; oh < s.ho; ++oh) {
+    for (int64_t ow = 0; ow < whole; ow += kWidth) accumulate(oh, ow, [](const float* p) { return lanes::load(p); });
+    if (tail) accumulate(oh, whole, [tail](const float* p) { return lanes::load_first(p, tail); });
+  }
+  for (int64_t t = 0; t < taps.count(); ++t) add_lanes(sums + t * kWidth, acc[t]);
+  add_lanes(sums + taps.count() * kWidth, acc_b);
 }
 
 // Calls f.template operator()<Rows, Kw>() with the compile-time layout where one exists: one or
@@ -190,31 +193,19 @@ void direct_conv_backward_weights_f32(const DirectConvShape& s, const float* src
       PaddedImage x(s);
       const Taps<Rows, Kw> layout(s, x);
       const int64_t slots = taps + 1;  // the weights, then the bias
-      std::vector<double> sums(static_cast<size_t>((o1 - o0) * slots * kLanes), 0.0);
+      std::vector<double> sums(static_cast<size_t>((o1 - o0) * slots * kWidth), 0.0);
       for (int64_t img = 0; img < s.n; ++img) {
         x.load(s, src + img * s.c * s.h * s.w);
         for (int64_t o = o0; o < o1; ++o)
-          weights_plane(s, x, layout, diff_dst + (img * s.o + o) * plane, sums.data() + (o - o0) * slots * kLanes);
+          weights_plane(s, x, layout, diff_dst + (img * s.o + o) * plane, sums.data() + (o - o0) * slots * kWidth);
       }
       for (int64_t o = o0; o < o1; ++o) {
-        const double* own = sums.data() + (o - o0) * slots * kLanes;
-        for (int64_t t = 0; t < taps; ++t) diff_weight[o * taps + t] = static_cast<float>(sum_lanes(own + t * kLanes));
-        if (diff_bias) diff_bias[o] = static_cast<float>(sum_lanes(own + taps * kLanes));
+        const double* own = sums.data() + (o - o0) * slots * kWidth;
+        for (int64_t t = 0; t < taps; ++t) diff_weight[o * taps + t] = static_cast<float>(sum_lanes(own + t * kWidth));
+        if (diff_bias) diff_bias[o] = static_cast<float>(sum_lanes(own + taps * kWidth));
       }
     });
   });
 }
-
-#else
-
-// Unreachable: direct_conv_takes is false without AVX-512.
-void direct_conv_forward_f32(const DirectConvShape&, const float*, const float*, const float*, float*) {
-  detail::throw_error("conv2d: the direct few-channel kernel needs AVX-512");
-}
-void direct_conv_backward_weights_f32(const DirectConvShape&, const float*, const float*, float*, float*) {
-  detail::throw_error("conv2d: the direct few-channel kernel needs AVX-512");
-}
-
-#endif
 
 }  // namespace kiln::cpu

@@ -14,9 +14,9 @@ struct DirectConvShape {
   int64_t n, c, h, w, o, ho, wo, kh, kw, pad_top, pad_left;
 };
 
-// True when this build has the kernels (AVX-512) and the shape is one they take: stride 1,
-// dilation 1, one group (the caller checks those) and at most kDirectConvTaps weights per output
-// channel, each output row at least 16 wide.
+// True when the shape is one the kernels take (at every ISA level): stride 1, dilation 1, one
+// group (the caller checks those) and at most kDirectConvTaps weights per output channel, each
+// output row at least 16 wide.
 bool direct_conv_takes(const DirectConvShape& s);
 
 // dst = conv(src, weight) + bias (bias may be null). All buffers contiguous.

@@ -9,12 +9,10 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
-
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include <utility>
 
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/lanes.h"
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -110,107 +108,133 @@ void max_pool_plane_2x2(const T* x, int64_t W, T* out, int64_t* idx, int64_t Ho,
   }
 }
 
-#ifdef __AVX512F__
-// The same for f32, written out in AVX-512: at CNN widths (Wo of 7 or 14) the loop above is
-// mostly its scalar tail. Sixteen outputs per step, even and odd columns split by permutes, and
-// the last step masked, so every width stays vectorised. Flat indices are built in int32 (the
-// caller checks that a plane fits) and widened at the store.
-// pooled_relu, sixteen lanes: best where it is > 0 or NaN, else a zero with `first`'s sign where
-// `first` is -0 (fpclass 0x04) and +0 otherwise.
-inline __m512 pooled_relu(__m512 best, __m512 first) {
-  const __mmask16 keep = _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_NLE_UQ);
-  const __m512 zero = _mm512_maskz_mov_ps(_mm512_fpclass_ps_mask(first, 0x04), _mm512_set1_ps(-0.0f));
-  return _mm512_mask_mov_ps(zero, keep, best);
+// The same for f32, one register of lanes at a time (lanes.h): at CNN widths (Wo of 7 or 14) the
+// loop above is mostly its scalar tail. A register of outputs per step, even and odd columns split
+// by shuffles, and the last step partial, so every width stays vectorised. Flat indices are built
+// in int32 (the caller checks that a plane fits) and widened at the store.
+using lanes::f32v;
+using lanes::i32v;
+using lanes::i64v;
+using lanes::kWidth;
+
+constexpr int64_t kHalf = kWidth / 2;
+
+// Lane k holds k.
+inline i32v lane_numbers() {
+  return []<size_t... k>(std::index_sequence<k...>) { return i32v{static_cast<int32_t>(k)...}; }(
+      std::make_index_sequence<kWidth>());
+}
+
+// Shuffles of two registers a and b read as one list of 2 * kWidth lanes, a's first.
+template <class V>
+inline V even_lanes(V a, V b) {
+  return [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(a, b, (2 * k)...); }(
+      std::make_index_sequence<kWidth>());
+}
+template <class V>
+inline V odd_lanes(V a, V b) {
+  return [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(a, b, (2 * k + 1)...); }(
+      std::make_index_sequence<kWidth>());
+}
+// Half `half` (0: low, 1: high) of `left` and of `right`, interleaved, left first (a row of
+// windows' left and right corners).
+template <int half>
+inline f32v interleave(f32v left, f32v right) {
+  return [&]<size_t... k>(std::index_sequence<k...>) {
+    return __builtin_shufflevector(left, right, (half * kHalf + k / 2 + k % 2 * kWidth)...);
+  }(std::make_index_sequence<kWidth>());
+}
+// v's high half moved down to lanes 0..kHalf - 1.
+inline f32v high_half(f32v v) {
+  return [&]<size_t... k>(std::index_sequence<k...>) { return __builtin_shufflevector(v, v, (k + kHalf) % kWidth...); }(
+      std::make_index_sequence<kWidth>());
+}
+// Half `half` of v, widened to int64.
+template <int half>
+inline i64v widen(i32v v) {
+  return [&]<size_t... k>(std::index_sequence<k...>) {
+    return __builtin_convertvector(__builtin_shufflevector(v, v, (half * kHalf + k)...), i64v);
+  }(std::make_index_sequence<kHalf>());
+}
+
+// pooled_relu, lane-wise: best where it is > 0 or NaN, else a zero with `first`'s sign where
+// `first` is -0 (its sign bit alone) and +0 otherwise.
+inline f32v pooled_relu(f32v best, f32v first) {
+  constexpr int32_t kSign = std::numeric_limits<int32_t>::min();
+  const i32v negative_zero = reinterpret_cast<i32v>(first) == kSign;
+  return best <= 0.0f ? reinterpret_cast<f32v>(negative_zero & kSign) : best;
 }
 
 // Each lane's window maximum over its top-left element `first` and the other three `candidates`
 // (top-right, bottom-left, bottom-right); a NaN wins, and only a later NaN replaces it (torch's
 // scan order). Returns the maximum, with the offset of its element from the top-left in `step`
 // (0, 1, W or W + 1 for rows W apart).
-inline __m512 window_max(__m512 first, const __m512 (&candidates)[3], int64_t W, __m512i& step) {
-  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(W));
-  const __m512i steps[3] = {one, below, _mm512_add_epi32(below, one)};
-  __m512 best = first;
-  step = _mm512_setzero_si512();
+inline f32v window_max(f32v first, const f32v (&candidates)[3], int64_t W, i32v& step) {
+  const int32_t steps[3] = {1, static_cast<int32_t>(W), static_cast<int32_t>(W + 1)};
+  f32v best = first;
+  step = i32v{};
   for (int c = 0; c < 3; ++c) {
-    const __m512 v = candidates[c];
-    const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    best = _mm512_mask_mov_ps(best, take, v);
-    step = _mm512_mask_mov_epi32(step, take, steps[c]);
+    const f32v v = candidates[c];
+    const i32v take = (v > best) | (v != v);
+    best = take ? v : best;
+    step = take ? i32v{} + steps[c] : step;
   }
   return best;
 }
 
 void max_pool_plane_2x2_f32(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo, bool relu) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
+  const i32v lane = lane_numbers();
   for (int64_t oh = 0; oh < Ho; ++oh) {
     const float* r0 = x + 2 * oh * W;
     const float* r1 = r0 + W;
     const int32_t base = static_cast<int32_t>(2 * oh * W);
-    for (int64_t ow = 0; ow < Wo; ow += 16) {
-      const int64_t n = std::min<int64_t>(16, Wo - ow);
-      const __mmask16 lo = low_bits(2 * n), hi = low_bits(2 * n - 16 > 0 ? 2 * n - 16 : 0), out_mask = low_bits(n);
-      const __m512 r0a = _mm512_maskz_loadu_ps(lo, r0 + 2 * ow), r0b = _mm512_maskz_loadu_ps(hi, r0 + 2 * ow + 16);
-      const __m512 r1a = _mm512_maskz_loadu_ps(lo, r1 + 2 * ow), r1b = _mm512_maskz_loadu_ps(hi, r1 + 2 * ow + 16);
-      const __m512 candidates[3] = {_mm512_permutex2var_ps(r0a, odd, r0b), _mm512_permutex2var_ps(r1a, even, r1b),
-                                    _mm512_permutex2var_ps(r1a, odd, r1b)};
-      const __m512 first = _mm512_permutex2var_ps(r0a, even, r0b);
-      __m512i step;
-      __m512 best = window_max(first, candidates, W, step);
-      const __m512i offset = _mm512_add_epi32(
-          _mm512_add_epi32(_mm512_set1_epi32(base + static_cast<int32_t>(2 * ow)), _mm512_add_epi32(lane, lane)), step);
+    for (int64_t ow = 0; ow < Wo; ow += kWidth) {
+      const int64_t n = std::min<int64_t>(kWidth, Wo - ow), lo = std::min<int64_t>(2 * n, kWidth), hi = 2 * n - lo;
+      const f32v r0a = lanes::load_first(r0 + 2 * ow, lo), r0b = lanes::load_first(r0 + 2 * ow + kWidth, hi);
+      const f32v r1a = lanes::load_first(r1 + 2 * ow, lo), r1b = lanes::load_first(r1 + 2 * ow + kWidth, hi);
+      const f32v candidates[3] = {odd_lanes(r0a, r0b), even_lanes(r1a, r1b), odd_lanes(r1a, r1b)};
+      const f32v first = even_lanes(r0a, r0b);
+      i32v step;
+      f32v best = window_max(first, candidates, W, step);
+      const i32v offset = (base + static_cast<int32_t>(2 * ow)) + lane + lane + step;
       if (relu) best = pooled_relu(best, first);
-      _mm512_mask_storeu_ps(out + oh * Wo + ow, out_mask, best);
-      // Zero-masked forms of the widening intrinsics: GCC 12 warns on the plain ones' undefined pass-through.
-      const __m512i low = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0));
-      const __m512i high = _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 1));
+      lanes::store_first(out + oh * Wo + ow, best, n);
       int64_t* io = idx + oh * Wo + ow;
-      _mm512_mask_storeu_epi64(io, static_cast<__mmask8>(out_mask), low);
-      _mm512_mask_storeu_epi64(io + 8, static_cast<__mmask8>(out_mask >> 8), high);
+      lanes::store_first(io, widen<0>(offset), std::min(n, kHalf));
+      lanes::store_first(io + kHalf, widen<1>(offset), std::max<int64_t>(0, n - kHalf));
     }
   }
 }
 
-// Outputs at most 8 wide (the CNN's 14x14 -> 7x7) would leave most of a 16-lane vector idle: two
-// output rows share one, lanes 0-7 for row oh and 8-15 for row oh + 1 (in the CNN's loop the
-// one-row kernel took 0.74 ms for 128x64x14x14, for a 6.4 MB input).
+// Outputs at most kWidth / 2 wide (the CNN's 14x14 -> 7x7 with AVX-512) would leave most of a
+// register idle: two output rows share one, the low half for row oh and the high half for row
+// oh + 1.
 void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_t* idx, int64_t Ho, int64_t Wo,
                                    bool relu) {
-  // Lane k < 8 takes column 2k (+1) of the first vector, lane 8 + k column 2k (+1) of the second.
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i column = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-  const __mmask16 row = static_cast<__mmask16>((1u << (2 * Wo)) - 1);
-  const __mmask8 outputs = static_cast<__mmask8>((1u << Wo) - 1);
+  // Lane k < kHalf takes column 2k (+1) of the first register, lane kHalf + k column 2k (+1) of the second.
+  const i32v lane = lane_numbers();
+  const i32v column = 2 * (lane % static_cast<int32_t>(kHalf));
+  const i32v upper = lane >= static_cast<int32_t>(kHalf);
   for (int64_t oh = 0; oh < Ho; oh += 2) {
     const bool pair = oh + 1 < Ho;
     const float* r0 = x + 2 * oh * W;
-    const __m512 t0 = _mm512_maskz_loadu_ps(row, r0), b0 = _mm512_maskz_loadu_ps(row, r0 + W);
-    const __m512 t1 = pair ? _mm512_maskz_loadu_ps(row, r0 + 2 * W) : _mm512_setzero_ps();
-    const __m512 b1 = pair ? _mm512_maskz_loadu_ps(row, r0 + 3 * W) : _mm512_setzero_ps();
-    const __m512 candidates[3] = {_mm512_permutex2var_ps(t0, odd, t1), _mm512_permutex2var_ps(b0, even, b1),
-                                  _mm512_permutex2var_ps(b0, odd, b1)};
-    const __m512 first = _mm512_permutex2var_ps(t0, even, t1);
-    __m512i step;
-    __m512 best = window_max(first, candidates, W, step);
-    const __m512i corner = _mm512_add_epi32(
-        column, _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(static_cast<int32_t>(2 * oh * W)),
-                                        _mm512_set1_epi32(static_cast<int32_t>(2 * (oh + 1) * W))));
-    const __m512i offset = _mm512_add_epi32(corner, step);
+    const f32v t0 = lanes::load_first(r0, 2 * Wo), b0 = lanes::load_first(r0 + W, 2 * Wo);
+    const f32v t1 = pair ? lanes::load_first(r0 + 2 * W, 2 * Wo) : f32v{};
+    const f32v b1 = pair ? lanes::load_first(r0 + 3 * W, 2 * Wo) : f32v{};
+    const f32v candidates[3] = {odd_lanes(t0, t1), even_lanes(b0, b1), odd_lanes(b0, b1)};
+    const f32v first = even_lanes(t0, t1);
+    i32v step;
+    f32v best = window_max(first, candidates, W, step);
+    const i32v corner = column + static_cast<int32_t>(2 * oh * W) + (upper & static_cast<int32_t>(2 * W));
+    const i32v offset = corner + step;
     if (relu) best = pooled_relu(best, first);
-    _mm256_mask_storeu_ps(out + oh * Wo, outputs, _mm512_maskz_extractf32x8_ps(0xFF, best, 0));
-    _mm512_mask_storeu_epi64(idx + oh * Wo, outputs,
-                             _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 0)));
+    lanes::store_first(out + oh * Wo, best, Wo);
+    lanes::store_first(idx + oh * Wo, widen<0>(offset), Wo);
     if (!pair) break;
-    _mm256_mask_storeu_ps(out + (oh + 1) * Wo, outputs, _mm512_maskz_extractf32x8_ps(0xFF, best, 1));
-    _mm512_mask_storeu_epi64(idx + (oh + 1) * Wo, outputs,
-                             _mm512_maskz_cvtepi32_epi64(0xFF, _mm512_maskz_extracti64x4_epi64(0xF, offset, 1)));
+    lanes::store_first(out + (oh + 1) * Wo, high_half(best), Wo);
+    lanes::store_first(idx + (oh + 1) * Wo, widen<1>(offset), Wo);
   }
 }
-#endif
 
 void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices) {
   if (out.numel() == 0) return;
@@ -224,14 +248,12 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
     int64_t* pi = static_cast<int64_t*>(indices.data_ptr());
     parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-#ifdef __AVX512F__
         if constexpr (std::is_same_v<T, float>)
           if (two_by_two && H * W <= std::numeric_limits<int32_t>::max()) {
-            if (Wo <= 8) max_pool_plane_2x2_f32_narrow(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
-            else max_pool_plane_2x2_f32(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
+            const auto plane_2x2 = Wo <= kHalf ? max_pool_plane_2x2_f32_narrow : max_pool_plane_2x2_f32;
+            plane_2x2(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
             continue;
           }
-#endif
         if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
         else max_pool_plane<T>(px + k * H * W, H, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p);
       }
@@ -242,114 +264,104 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
 // Note [Dense 2x2 max-pool backward]: when the input tiles exactly into 2x2 windows (H = 2 Ho,
 // W = 2 Wo, the CNN case), each input position belongs to one window, so its gradient is g where
 // the window's index points at it and 0 elsewhere: one streaming write per position, where the
-// general path fills the plane and then scatters into it (in the CNN's loop 128x32x28x28 took
-// 1.1 ms that way). The indices carry no kernel size, so each is checked to lie in its own window;
-// a plane where one does not (indices from overlapping windows of the same output size, or bad
-// ones) returns false and is redone by the general path, which also reports bad indices.
-#ifdef __AVX512F__
+// general path fills the plane and then scatters into it. The indices carry no kernel size, so
+// each is checked to lie in its own window; a plane where one does not (indices from overlapping
+// windows of the same output size, or bad ones) returns false and is redone by the general path,
+// which also reports bad indices. Written once over lanes.h's registers, as the forward above.
+
 // ReLU's backward mask on its output: not (y <= 0), so a NaN passes its gradient, as relu_backward.
-inline __mmask16 relu_passes(__m512 y) { return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ); }
+inline i32v relu_passes(f32v y) { return ~(y <= 0.0f); }
 
 // One gradient per lane split into its window's four corners: each lane in `in` goes to the corner
 // its index points at, found from the index's offset from the window's top-left element (lanes
-// 0-7 in `low`, 8-15 in `high`; rows W apart). False when an index lies outside its window. Lanes
-// outside `in` load index 0, so their offset is minus a corner at least 2 away: no corner's.
+// 0..kHalf - 1 in `low`, the rest in `high`; rows W apart). False when an index in `in` lies
+// outside its window. Lanes outside `in` hold a zero gradient, so their corner does not matter.
 struct Corners {
-  __m512 top_left, top_right, bottom_left, bottom_right;
+  f32v top_left, top_right, bottom_left, bottom_right;
 };
-inline bool split_by_corner(__m512 g, __m512i low, __m512i high, __mmask16 in, int64_t W, Corners& c) {
-  const auto at = [&](int64_t offset) {
-    const __m512i value = _mm512_set1_epi64(offset);
-    return static_cast<__mmask16>(_mm512_cmpeq_epi64_mask(low, value) |
-                                  (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(high, value)) << 8));
-  };
-  const __mmask16 tl = at(0), tr = at(1), bl = at(W), br = at(W + 1);
-  if (static_cast<__mmask16>(tl | tr | bl | br) != in) return false;
-  c = {_mm512_maskz_mov_ps(tl, g), _mm512_maskz_mov_ps(tr, g), _mm512_maskz_mov_ps(bl, g), _mm512_maskz_mov_ps(br, g)};
+inline bool split_by_corner(f32v g, i64v low, i64v high, i32v in, int64_t W, Corners& c) {
+  // Compared in int32, lined up with g's lanes: each int64 offset's low half, where its high half
+  // (`above`) is 0 for every offset inside the window (W + 1 fits in int32: the caller checks).
+  const i32v offset = even_lanes(reinterpret_cast<i32v>(low), reinterpret_cast<i32v>(high));
+  const i32v above = odd_lanes(reinterpret_cast<i32v>(low), reinterpret_cast<i32v>(high));
+  const int32_t w = static_cast<int32_t>(W);
+  const i32v tl = offset == 0, tr = offset == 1, bl = offset == w, br = offset == w + 1;
+  if (lanes::any(in & (above | ~(tl | tr | bl | br)))) return false;
+  const f32v zero = {};
+  c = {tl ? g : zero, tr ? g : zero, bl ? g : zero, br ? g : zero};
   return true;
-}
-
-// Sixteen floats of one input row: lanes 8 * half .. 8 * half + 7 of `left` and `right`
-// interleaved, left first (a row of windows' left and right corners).
-inline __m512 interleave(__m512 left, __m512 right, int half) {
-  const __m512i pick = half == 0 ? _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
-                                 : _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  return _mm512_permutex2var_ps(left, pick, right);
 }
 
 // y, when not null, is the fused pool + ReLU's output: g counts as 0 where y <= 0 (NaN passes).
 bool max_pool_backward_plane_2x2_f32(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
                                      int64_t Ho) {
   const int64_t W = 2 * Wo;
-  const __m512i lane2 = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const auto low_bits = [](int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); };
+  const i32v lane = lane_numbers();
+  const i64v lane2 = 2 * widen<0>(lane);  // 0, 2, 4, ...: the low half's corners
   for (int64_t oh = 0; oh < Ho; ++oh) {
     float* r0 = gx + 2 * oh * W;
     float* r1 = r0 + W;
-    for (int64_t ow = 0; ow < Wo; ow += 16) {
-      const int64_t n = std::min<int64_t>(16, Wo - ow);
-      const __mmask16 in = low_bits(n);
-      __m512 g = _mm512_maskz_loadu_ps(in, go + oh * Wo + ow);
-      if (y) g = _mm512_maskz_mov_ps(relu_passes(_mm512_maskz_loadu_ps(in, y + oh * Wo + ow)), g);
-      const __m512i corner = _mm512_add_epi64(_mm512_set1_epi64(2 * oh * W + 2 * ow), lane2);
-      const __m512i low = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in), ix + oh * Wo + ow), corner);
-      const __m512i high = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(static_cast<__mmask8>(in >> 8), ix + oh * Wo + ow + 8),
-                                            _mm512_add_epi64(corner, _mm512_set1_epi64(16)));
+    for (int64_t ow = 0; ow < Wo; ow += kWidth) {
+      const int64_t n = std::min<int64_t>(kWidth, Wo - ow), n_low = std::min(n, kHalf);
+      f32v g = lanes::load_first(go + oh * Wo + ow, n);
+      if (y) g = relu_passes(lanes::load_first(y + oh * Wo + ow, n)) ? g : f32v{};
+      const i64v corner = (2 * oh * W + 2 * ow) + lane2;
+      const i64v low = lanes::load_first(ix + oh * Wo + ow, n_low) - corner;
+      const i64v high = lanes::load_first(ix + oh * Wo + ow + kHalf, n - n_low) - (corner + kWidth);
       Corners c;
-      if (!split_by_corner(g, low, high, in, W, c)) return false;
-      const __mmask16 first = low_bits(2 * n), second = low_bits(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-      _mm512_mask_storeu_ps(r0 + 2 * ow, first, interleave(c.top_left, c.top_right, 0));
-      _mm512_mask_storeu_ps(r0 + 2 * ow + 16, second, interleave(c.top_left, c.top_right, 1));
-      _mm512_mask_storeu_ps(r1 + 2 * ow, first, interleave(c.bottom_left, c.bottom_right, 0));
-      _mm512_mask_storeu_ps(r1 + 2 * ow + 16, second, interleave(c.bottom_left, c.bottom_right, 1));
+      if (!split_by_corner(g, low, high, lane < static_cast<int32_t>(n), W, c)) return false;
+      const int64_t first = std::min<int64_t>(2 * n, kWidth), second = 2 * n - first;
+      lanes::store_first(r0 + 2 * ow, interleave<0>(c.top_left, c.top_right), first);
+      lanes::store_first(r0 + 2 * ow + kWidth, interleave<1>(c.top_left, c.top_right), second);
+      lanes::store_first(r1 + 2 * ow, interleave<0>(c.bottom_left, c.bottom_right), first);
+      lanes::store_first(r1 + 2 * ow + kWidth, interleave<1>(c.bottom_left, c.bottom_right), second);
     }
   }
   return true;
 }
 
-// Outputs at most 8 wide: two output rows per vector, as max_pool_plane_2x2_f32_narrow (in the
-// CNN's loop the fill + scatter took 0.67 ms for 128x64x14x14).
+// Outputs at most kWidth / 2 wide: two output rows per register, as max_pool_plane_2x2_f32_narrow.
 bool max_pool_backward_plane_2x2_f32_narrow(const float* go, const int64_t* ix, const float* y, float* gx, int64_t Wo,
                                             int64_t Ho) {
   const int64_t W = 2 * Wo;
-  const __m512i column = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __mmask8 outputs = static_cast<__mmask8>((1u << Wo) - 1);
-  const __mmask16 row = static_cast<__mmask16>((1u << W) - 1);
+  const i32v lane = lane_numbers();
+  const i64v column = 2 * widen<0>(lane);
+  const i32v in_row = lane % static_cast<int32_t>(kHalf) < static_cast<int32_t>(Wo);
+  // Rows oh and oh + 1 lie next to each other: lane kHalf + k takes element Wo + k of the pair.
+  const i32v spread = lane < static_cast<int32_t>(kHalf) ? lane : lane - static_cast<int32_t>(kHalf - Wo);
   for (int64_t oh = 0; oh < Ho; oh += 2) {
     const bool pair = oh + 1 < Ho;
-    const __mmask8 second = pair ? outputs : 0;
-    // Lanes 0-7: output row oh; lanes 8-15: row oh + 1.
+    const int64_t second = pair ? Wo : 0;
+    // Low half: output row oh; high half: row oh + 1 (lanes past Wo in each half are not stored).
     const auto two_rows = [&](const float* p) {
-      return _mm512_insertf32x8(_mm512_insertf32x8(_mm512_setzero_ps(), _mm256_maskz_loadu_ps(outputs, p + oh * Wo), 0),
-                                _mm256_maskz_loadu_ps(second, p + (oh + 1) * Wo), 1);
+      return __builtin_shuffle(lanes::load_first(p + oh * Wo, Wo + second), spread);
     };
-    __m512 g = two_rows(go);
-    if (y) g = _mm512_maskz_mov_ps(relu_passes(two_rows(y)), g);
-    const __m512i low = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(outputs, ix + oh * Wo),
-                                         _mm512_add_epi64(column, _mm512_set1_epi64(2 * oh * W)));
-    const __m512i high = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(second, ix + (oh + 1) * Wo),
-                                          _mm512_add_epi64(column, _mm512_set1_epi64(2 * (oh + 1) * W)));
+    f32v g = two_rows(go);
+    if (y) g = relu_passes(two_rows(y)) ? g : f32v{};
+    const i64v low = lanes::load_first(ix + oh * Wo, Wo) - (column + 2 * oh * W);
+    const i64v high = lanes::load_first(ix + (oh + 1) * Wo, second) - (column + 2 * (oh + 1) * W);
     Corners c;
-    if (!split_by_corner(g, low, high, static_cast<__mmask16>(outputs | (static_cast<unsigned>(second) << 8)), W, c))
+    if (!split_by_corner(g, low, high, pair ? in_row : in_row & (lane < static_cast<int32_t>(kHalf)), W, c))
       return false;
     float* r0 = gx + 2 * oh * W;
-    _mm512_mask_storeu_ps(r0, row, interleave(c.top_left, c.top_right, 0));
-    _mm512_mask_storeu_ps(r0 + W, row, interleave(c.bottom_left, c.bottom_right, 0));
+    lanes::store_first(r0, interleave<0>(c.top_left, c.top_right), W);
+    lanes::store_first(r0 + W, interleave<0>(c.bottom_left, c.bottom_right), W);
     if (!pair) break;
-    _mm512_mask_storeu_ps(r0 + 2 * W, row, interleave(c.top_left, c.top_right, 1));
-    _mm512_mask_storeu_ps(r0 + 3 * W, row, interleave(c.bottom_left, c.bottom_right, 1));
+    lanes::store_first(r0 + 2 * W, interleave<1>(c.top_left, c.top_right), W);
+    lanes::store_first(r0 + 3 * W, interleave<1>(c.bottom_left, c.bottom_right), W);
   }
   return true;
 }
-#endif
 
 // grad_x plane = 0, then grad_out scattered to the recorded positions (windows may overlap, so
 // one position can collect several gradients); index -1 (an empty window) scatters nothing.
 void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, const Tensor& relu_output,
                              Tensor& grad_x) {
   if (grad_x.numel() == 0) return;
-  const int64_t plane = grad_x.size(2) * grad_x.size(3), out_plane = grad_out.size(2) * grad_out.size(3);
-  [[maybe_unused]] const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3);
+  const int64_t plane = grad_x.size(2) * grad_x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  const int64_t out_plane = Ho * Wo;
+  const bool tiles_2x2 = grad_x.size(2) == 2 * grad_out.size(2) && grad_x.size(3) == 2 * grad_out.size(3) &&
+                         grad_x.size(3) < std::numeric_limits<int32_t>::max();
   visit_floating(grad_x.dtype(), "max_pool2d_backward", [&]<class T>() {
     using C = compute_t<T>;
     const T* pg = static_cast<const T*>(grad_out.data_ptr());
@@ -364,13 +376,10 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, cons
         const T* go = pg + k * out_plane;
         const int64_t* ix = pi + k * out_plane;
         const T* y = py ? py + k * out_plane : nullptr;
-#ifdef __AVX512F__
         if constexpr (std::is_same_v<T, float>)
-          if (tiles_2x2 && (grad_out.size(3) <= 8
-                                ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, grad_out.size(3), grad_out.size(2))
-                                : max_pool_backward_plane_2x2_f32(go, ix, y, gx, grad_out.size(3), grad_out.size(2))))
+          if (tiles_2x2 && (Wo <= kHalf ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, Wo, Ho)
+                                        : max_pool_backward_plane_2x2_f32(go, ix, y, gx, Wo, Ho)))
             continue;
-#endif
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
           const int64_t at = ix[j];

@@ -115,9 +115,10 @@ const std::vector<ConvCase> kCases = {
     {{2, 16, 6, 7}, {20, 16, 2, 3}, false, {1, 1}, {0, 1}},
     {{1, 16, 5, 4}, {16, 24, 3, 3}, true, {1, 1}, {1, 0}, {1, 1}, {0, 0}, 1, true},
     // f32 with stride 1, few input channels and outputs at least 16 wide: the direct kernels (Note
-    // [Few-channel convolution]), with ragged row ends; one and three channels of 3x3 have their
-    // own compiled layouts, the rest the general one.
+    // [Few-channel convolution]), with rows of whole registers and ragged row ends at 16, 8 and 4
+    // lanes; one and three channels of 3x3 have their own compiled layouts, the rest the general one.
     {{2, 1, 6, 20}, {5, 1, 3, 3}, true, {1, 1}, {1, 1}},
+    {{1, 1, 3, 32}, {2, 1, 3, 3}, true, {1, 1}, {1, 1}},
     {{1, 3, 5, 33}, {4, 3, 3, 3}, true, {1, 1}, {1, 1}},
     {{2, 1, 7, 21}, {3, 1, 5, 5}, false, {1, 1}, {2, 1}},
     {{1, 2, 4, 17}, {3, 2, 2, 1}, true},

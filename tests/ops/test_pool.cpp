@@ -79,12 +79,15 @@ const std::vector<PoolCase> kCases = {
     {{2, 3, 8, 8}, 2, 2, 0, 1, false},      {{1, 2, 7, 6}, 3, 2, 1, 1, true},
     {{2, 2, 7, 6}, 3, 2, 1, 1, true, false}, {{1, 2, 6, 7}, 2, 1, 1, 2, true},
     {{1, 1, 5, 5}, 3, 1, 1, 1, false},      {{2, 2, 9, 9}, 2, 2, 0, 1, false},
-    // 2x2 windows over widths that fill 16 vector lanes and leave ragged tails (Wo 14, 17, 33)
+    // 2x2 windows over widths that fill whole registers (16, 8 or 4 lanes by ISA level) and leave
+    // ragged tails (Wo 14, 17, 33)
     {{2, 3, 28, 28}, 2, 2, 0, 1, false},    {{1, 2, 6, 34}, 2, 2, 0, 1, false},
     {{1, 1, 5, 67}, 2, 2, 0, 1, false},
-    // outputs at most 8 wide go two rows per vector, the last row alone when Ho is odd
+    // outputs at most half a register wide go two rows per register, the last row alone when Ho is
+    // odd; Wo 2, 4 and 5 sit at that bound for 4 and 8 lanes
     {{2, 3, 14, 14}, 2, 2, 0, 1, false},    {{1, 2, 7, 15}, 2, 2, 0, 1, false},
-    {{1, 1, 2, 16}, 2, 2, 0, 1, false},
+    {{1, 1, 2, 16}, 2, 2, 0, 1, false},     {{1, 2, 6, 4}, 2, 2, 0, 1, false},
+    {{1, 2, 5, 8}, 2, 2, 0, 1, false},      {{2, 1, 6, 11}, 2, 2, 0, 1, false},
 };
 
 std::string name_of(const PoolCase& c) {
@@ -235,7 +238,8 @@ std::vector<double> ref_max_pool_backward(const Tensor& g, const Tensor& indices
 // Inputs that tile into 2x2 windows take the dense backward (Note [Dense 2x2 max-pool backward]);
 // a plane whose indices leave their windows takes the scatter.
 TEST(Pool, MaxPoolBackwardOverTiledPlanesMatchesScatter) {
-  for (const int64_t Wo : {1, 3, 7, 8, 14, 16, 17, 33}) {  // up to 8: two rows per vector; Ho = 3
+  // Up to half a register wide (8, 4 or 2 by ISA level): two rows per register; Ho = 3.
+  for (const int64_t Wo : {1, 2, 3, 4, 5, 7, 8, 9, 14, 16, 17, 33}) {
     const Dims shape{2, 3, 6, 2 * Wo};
     Tensor x = kt::random_tensor(shape, DType::f32, -2, 2, 30 + Wo);
     x.select(0, 1).select(0, 2).select(0, 3).select(0, 2 * Wo - 1).fill_(kt::kNaN);  // a NaN wins its window
