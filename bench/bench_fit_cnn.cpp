@@ -31,6 +31,7 @@
 #include "nn/layers/linear.h"
 #include "nn/layers/pool.h"
 #include "nn/optim/adam.h"
+#include "tensor/cpu_capability.h"
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 #include "train/arg_parser.h"
@@ -199,10 +200,10 @@ void fit(const Options& options, const ProcessStart& start) {
   }
   const double loss = model.last_loss.item<double>();
   std::printf("RESULT bench=fit_cnn side=kiln epoch_s=%.4f first_step_s=%.4f peak_rss_mib=%.1f epochs=%zu "
-              "batches_per_epoch=%lld threads=%d start_clock=%s loss=%.5f\n",
+              "batches_per_epoch=%lld threads=%d start_clock=%s loss=%.5f cpu_level=%s\n",
               total / static_cast<double>(timer->epoch_seconds.size()), timer->start_to_first_step, peak_rss_mib(),
               timer->epoch_seconds.size(), static_cast<long long>(timer->epoch_batches[0]), get_num_threads(),
-              start.source, loss);
+              start.source, loss, cpu_capability_name(cpu_capability()).data());
   std::fflush(stdout);
   KILN_CHECK(std::isfinite(loss), "bench_fit_cnn: the loss is ", loss, " at the end of fit");
 }

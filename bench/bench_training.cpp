@@ -33,6 +33,7 @@
 #include "nn/layers/pool.h"
 #include "nn/optim/adam.h"
 #include "nn/optim/sgd.h"
+#include "tensor/cpu_capability.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"
 #include "tensor/generator.h"
@@ -240,9 +241,11 @@ int main(int argc, char** argv) {
   if (auto code = parse(argc, argv, options)) return *code;
   try {
     set_num_threads(options.threads);
-    std::printf("# kiln training benchmark: threads=%d (asked %d) batch=%lld warmup=%lld steps=%lld\n",
+    std::printf("# kiln training benchmark: threads=%d (asked %d) batch=%lld warmup=%lld steps=%lld "
+                "cpu_level=%s\n",
                 get_num_threads(), options.threads, static_cast<long long>(options.batch),
-                static_cast<long long>(options.warmup), static_cast<long long>(options.steps));
+                static_cast<long long>(options.warmup), static_cast<long long>(options.steps),
+                cpu_capability_name(cpu_capability()).data());
     if (options.model != "cnn") run_mlp(options);
     if (options.model != "mlp") run_cnn(options);
     return 0;
