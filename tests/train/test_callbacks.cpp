@@ -207,25 +207,58 @@ std::string run_with_bar(callbacks::ProgressBarOptions options, int64_t epochs =
   return text;
 }
 
-TEST(ProgressBar, PlainLinesWhenNotATerminal) {
-  const std::string text = run_with_bar({.interactive = false});
-  EXPECT_EQ(text.find('\r'), std::string::npos);
+std::vector<std::string> line_heads(const std::string& text) {
   std::vector<std::string> heads;
   for (const std::string& line : split_lines(text)) heads.push_back(line.substr(0, line.find(" [")));
-  EXPECT_EQ(heads, (std::vector<std::string>{
-                       "Sanity Checking DataLoader 0: 1/1 (100%)",
-                       "Epoch 0: 1/2 (50%)", "Epoch 0: 2/2 (100%)", "Validation DataLoader 0: 1/1 (100%)",
-                       "Epoch 0: 2/2 (100%)",  // the epoch's final line, with the epoch metrics
-                       "Epoch 1: 1/2 (50%)", "Epoch 1: 2/2 (100%)", "Validation DataLoader 0: 1/1 (100%)",
-                       "Epoch 1: 2/2 (100%)"}));
+  return heads;
+}
+
+// Note [Progress in a log]: one line per epoch, with the validation metrics; no sanity check or
+// validation lines of their own.
+TEST(ProgressBar, OneLinePerEpochWhenNotATerminal) {
+  const std::string text = run_with_bar({.interactive = false});
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  EXPECT_EQ(line_heads(text), (std::vector<std::string>{"Epoch 0: 2/2 (100%)", "Epoch 1: 2/2 (100%)"}));
   const std::vector<std::string> lines = split_lines(text);
-  EXPECT_NE(lines[1].find("v_num=0, train_loss_step="), std::string::npos) << lines[1];
-  EXPECT_NE(lines[4].find("train_loss_epoch="), std::string::npos) << lines[4];
-  EXPECT_NE(lines[4].find("it/s"), std::string::npos) << lines[4];
+  for (const std::string& line : lines) {
+    // TinyClassifier logs val_loss and val_acc without prog_bar, so only training metrics show.
+    EXPECT_NE(line.find("v_num=0, train_loss_epoch="), std::string::npos) << line;
+    EXPECT_NE(line.find("train_loss_step="), std::string::npos) << line;
+    EXPECT_NE(line.find("it/s"), std::string::npos) << line;
+  }
+  // leave=false reuses a terminal line; a log keeps every epoch's all the same.
+  EXPECT_EQ(line_heads(run_with_bar({.leave = false, .interactive = false})), line_heads(text));
+}
+
+TEST(ProgressBar, LogRefreshRateAddsALineEveryNBatches) {
+  EXPECT_EQ(line_heads(run_with_bar({.log_refresh_rate = 1, .interactive = false})),
+            (std::vector<std::string>{"Epoch 0: 1/2 (50%)", "Epoch 0: 2/2 (100%)", "Epoch 1: 1/2 (50%)", "Epoch 1: 2/2 (100%)"}));
+  EXPECT_EQ(line_heads(run_with_bar({.log_refresh_rate = 2, .interactive = false})),
+            (std::vector<std::string>{"Epoch 0: 2/2 (100%)", "Epoch 1: 2/2 (100%)"}));
+  kt::expect_error([] { callbacks::ProgressBar({.log_refresh_rate = -2}); }, {"ProgressBar", "log_refresh_rate", "-2"});
+}
+
+// The test, validate and predict bars count to the known number of batches ("4/4", not "4it").
+TEST(ProgressBar, EvaluationBarsShowTheirTotal) {
+  std::FILE* out = std::tmpfile();
+  auto bar = std::make_shared<callbacks::ProgressBar>(callbacks::ProgressBarOptions{.stream = out, .interactive = false});
+  TinyClassifier module(0.0);
+  TrainerConfig config = quiet({.logger = false, .callbacks = {bar}});
+  config.enable_progress_bar = true;
+  config.limit_test_batches = BatchLimit(int64_t{3});
+  Trainer trainer(config);
+  const Loaders loaders{.val = make_loader(10, false, 0), .test = make_loader(10, false, 0), .predict = make_loader(20, false, 0)};
+  trainer.test(module, loaders);
+  trainer.validate(module, loaders);
+  trainer.predict(module, loaders);
+  const std::string text = read_all(out);
+  std::fclose(out);
+  EXPECT_EQ(line_heads(text), (std::vector<std::string>{"Testing DataLoader 0: 3/3 (100%)", "Validation DataLoader 0: 4/4 (100%)",
+                                                        "Predicting DataLoader 0: 2/2 (100%)"}));
 }
 
 TEST(ProgressBar, RedrawsOneLineOnATerminal) {
-  const std::string text = run_with_bar({.interactive = true, .ncols = 100});
+  const std::string text = run_with_bar({.interactive = true, .ncols = 120});  // room for every metric
   // One finished line per epoch; everything else is redrawn in place.
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
   const std::vector<std::string> lines = split_lines(text);
@@ -243,7 +276,7 @@ TEST(ProgressBar, RedrawsOneLineOnATerminal) {
   }
   EXPECT_NE(lines[0].find("\rSanity Checking DataLoader 0: "), std::string::npos);
 
-  const std::string one_line = run_with_bar({.leave = false, .interactive = true, .ncols = 100});
+  const std::string one_line = run_with_bar({.leave = false, .interactive = true, .ncols = 120});
   EXPECT_EQ(std::count(one_line.begin(), one_line.end(), '\n'), 1);  // Lightning's default leave=False
 }
 
