@@ -4,7 +4,10 @@
 // and default_callbacks' list and refusals.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
+#include <stdexcept>
+#include <thread>
 
 #include "nn/containers.h"
 #include "nn/optim/adam.h"
@@ -236,6 +239,59 @@ TEST(ProgressBar, LogRefreshRateAddsALineEveryNBatches) {
   EXPECT_EQ(line_heads(run_with_bar({.log_refresh_rate = 2, .interactive = false})),
             (std::vector<std::string>{"Epoch 0: 2/2 (100%)", "Epoch 1: 2/2 (100%)"}));
   kt::expect_error([] { callbacks::ProgressBar({.log_refresh_rate = -2}); }, {"ProgressBar", "log_refresh_rate", "-2"});
+}
+
+struct SaveAndStopAtBatch : Callback {
+  SaveAndStopAtBatch(int64_t batch, std::string path) : batch(batch), path(std::move(path)) {}
+  std::string name() const override { return "SaveAndStopAtBatch"; }
+  void on_train_batch_end(Trainer& trainer, TrainModule&, const data::Batch&, int64_t batch_idx) override {
+    if (batch_idx != batch) return;
+    trainer.save_checkpoint(path);
+    throw std::runtime_error("stop for the test");
+  }
+  int64_t batch;
+  std::string path;
+};
+
+class SlowClassifier : public TinyClassifier {
+ public:
+  SlowClassifier() : TinyClassifier(0.0) {}
+  StepOutput training_step(const data::Batch& batch, int64_t batch_idx) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return TinyClassifier::training_step(batch, batch_idx);
+  }
+};
+
+// A run resumed after batch 3 of 10 counts from 4/10, and its rate from the batches it timed: at
+// 20 ms or more a batch, at most 50 it/s (counting the restored batches too would show 200 or more).
+TEST(ProgressBar, AResumedEpochCountsOnFromItsBatchAndTimesOnlyNewBatches) {
+  const std::string path = fresh_dir("bar_resume") + "/mid.ckpt";
+  const Loaders loaders{.train = make_loader(4, false, 0)};
+  {
+    TinyClassifier module(0.0);
+    Trainer trainer(quiet({.max_epochs = 1, .logger = false, .callbacks = {std::make_shared<SaveAndStopAtBatch>(2, path)}}));
+    EXPECT_THROW(trainer.fit(module, loaders), std::runtime_error);
+  }
+  std::FILE* out = std::tmpfile();
+  auto bar = std::make_shared<callbacks::ProgressBar>(
+      callbacks::ProgressBarOptions{.log_refresh_rate = 1, .stream = out, .interactive = false});
+  SlowClassifier module;
+  TrainerConfig config = quiet({.max_epochs = 1, .logger = false, .callbacks = {bar}});
+  config.enable_progress_bar = true;
+  Trainer(config).fit(module, loaders, path);
+  const std::string text = read_all(out);
+  std::fclose(out);
+  const std::vector<std::string> heads = line_heads(text);
+  ASSERT_EQ(heads.size(), 7u) << text;
+  EXPECT_EQ(heads.front(), "Epoch 0: 4/10 (40%)");
+  EXPECT_EQ(heads.back(), "Epoch 0: 10/10 (100%)");
+  for (const std::string& line : split_lines(text)) {
+    const size_t unit = line.find("it/s");
+    ASSERT_NE(unit, std::string::npos) << line;
+    const double rate = std::stod(line.substr(line.rfind(", ", unit) + 2, unit));
+    EXPECT_GT(rate, 0) << line;
+    EXPECT_LE(rate, 50.5) << line;
+  }
 }
 
 // The test, validate and predict bars count to the known number of batches ("4/4", not "4it").

@@ -188,6 +188,14 @@ TEST(ProgressBarWriter, PlainLinesAtTheEndAndEveryNBatches) {
   EXPECT_EQ(run(25, 50, 50), "Epoch 0: 25/50 (50%) [00:12<00:12,  2.00it/s]\n" + end);
   // Unknown total: the same rule.
   EXPECT_EQ(run(30, 0, 50), "Epoch 0: 30it [00:15,  2.00it/s]\nEpoch 0: 50it [00:25,  2.00it/s, loss=0.412, v_num=0]\n");
+
+  // A resumed bar (20 batches restored) writes no line for where it starts, only for what it does.
+  std::FILE* f = std::tmpfile();
+  kiln::ProgressBar bar({.stream = f, .plain_every_n = 10});
+  for (int64_t i = 20; i <= 35; ++i)
+    bar.update({.description = "Epoch 1", .count = i, .total = 50, .initial = 20, .elapsed_s = 0.5 * static_cast<double>(i - 20)});
+  EXPECT_EQ(contents(f), "Epoch 1: 30/50 (60%) [00:05<00:10,  2.00it/s]\n");
+  std::fclose(f);
 }
 
 // Without a width the terminal's is used: $COLUMNS when the stream is no terminal to ask.

@@ -216,7 +216,7 @@ void ProgressBar::update(const ProgressSnapshot& s) {
   }
   // Note [Progress in a log]: the completing count is finish()'s to write.
   const int64_t n = options_.plain_every_n;
-  if (n > 0 && s.count > 0 && s.count % n == 0 && !complete && s.count != last_plain_count_) {
+  if (n > 0 && s.count > s.initial && s.count % n == 0 && !complete && s.count != last_plain_count_) {
     write(format_plain_line(s) + "\n");
     last_plain_count_ = s.count;
   }
