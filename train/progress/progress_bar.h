@@ -57,11 +57,11 @@ struct ProgressBarOptions {
 };
 
 // Note [Progress in a log]
-// Piped into a file, '\r' redraws make one enormous line, and a line per redraw buries the log.
-// So elsewhere than a terminal, update() writes only when count is a multiple of plain_every_n
-// (0, the default: never) beyond `initial`, and finish() writes the final state: one line per finished bar, e.g.
-// one per epoch, as a log of tqdm's bar with leave=True shows once it has been rendered. The count
-// that completes a bar is left to finish(), whose line carries the metrics known by then.
+// Piped into a file, tqdm's '\r' redraws make one enormous line, and a line per redraw buries the
+// log. So elsewhere than a terminal, update() writes only at counts past `initial` that are
+// multiples of plain_every_n (0, the default: never), and finish() writes the final state: one
+// line per finished bar, one per epoch, which is what a terminal keeps. The count that completes a
+// bar is left to finish(), whose line carries the metrics known by then (the epoch's validation).
 
 // Writes snapshots as they come: on a terminal, one line redrawn with '\r'; otherwise as the note
 // above says. finish() leaves the final state on its own line (tqdm's leave=True).
