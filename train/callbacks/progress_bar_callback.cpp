@@ -39,9 +39,12 @@ ProgressMetrics ProgressBar::metrics_for(const Trainer& trainer) {
   return out;
 }
 
-// Off a terminal the renderer picks its lines by log_refresh_rate, so it sees every batch.
+// Off a terminal only the log_refresh_rate lines are written (Note [Progress in a log]); the ends
+// of bars are finish()'s.
 bool ProgressBar::should_update(int64_t count, int64_t total) const {
-  return enabled() && (!renderer_->interactive() || count % options_.refresh_rate == 0 || count == total);
+  if (!enabled()) return false;
+  if (!renderer_->interactive()) return options_.log_refresh_rate > 0 && count % options_.log_refresh_rate == 0;
+  return count % options_.refresh_rate == 0 || count == total;
 }
 
 ProgressSnapshot ProgressBar::snapshot(const Bar& bar, ProgressMetrics metrics) const {
