@@ -64,6 +64,10 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
         module.validation_step(batch, idx);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
         module.on_validation_batch_end(batch, idx);
+        if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {
+          skip_validation_without_step();  // Note [A val loader without validation_step] (trainer.cpp)
+          break;
+        }
       }
       if (++idx >= max_batches) break;
     }

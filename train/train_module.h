@@ -70,7 +70,8 @@ class TrainModule : public nn::Module {
 
   // ---- the steps
   virtual StepOutput training_step(const data::Batch& batch, int64_t batch_idx) = 0;
-  virtual void validation_step(const data::Batch& batch, int64_t batch_idx) {}
+  // Not overriding it turns validation off in fit: see Note [A val loader without validation_step].
+  virtual void validation_step(const data::Batch& batch, int64_t batch_idx) { validation_step_missing_ = true; }
   virtual void test_step(const data::Batch& batch, int64_t batch_idx) {}
   virtual Tensor predict_step(const data::Batch& batch, int64_t batch_idx) { return forward(batch[0]); }
   virtual std::vector<OptimizerConfig> configure_optimizers() = 0;
@@ -133,6 +134,7 @@ class TrainModule : public nn::Module {
   friend class Trainer;
   Trainer* trainer_ = nullptr;
   Json hparams_ = Json::object();
+  bool validation_step_missing_ = false;  // set by the default validation_step when it runs
 };
 
 // Where the data comes from (Lightning's LightningDataModule). Loaders are created on demand, once

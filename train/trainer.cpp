@@ -225,6 +225,7 @@ void Trainer::setup_fit_data() {
              "Kiln's Trainer needs a sized loader for now");
   num_train_batches_ = train_batch_limit(train_loader_->size());
   num_val_batches_ = val_loader_ ? val_batch_limit(val_loader_->size()) : 0;
+  if (num_val_batches_ > 0 && module_->validation_step_missing_) skip_validation_without_step();
   // Lightning turns the train loader's shuffling off when overfitting, so every epoch trains on the
   // data set's first batches: the loader is rebuilt over the same data set, sequentially.
   const data::DataLoaderOptions& options = train_loader_->options();
@@ -243,6 +244,18 @@ void Trainer::setup_fit_data() {
                "fit: val_check_interval (", *every, ") must be less than or equal to the number of training batches (",
                num_train_batches_, "). To disable validation set limit_val_batches = 0; to validate every ", *every,
                " batches across epochs, unset check_val_every_n_epoch");
+}
+
+// Note [A val loader without validation_step]
+// Lightning skips the validation loop, with a warning, when fit gets a validation loader but the
+// module has no validation_step. C++ cannot ask whether a virtual is overridden, so the default
+// validation_step marks the module when it runs: the first validation of a fit (the sanity check,
+// as a rule) stops after that one batch, its hooks closed in order, and the fit validates no more.
+// A module already marked skips validation from the start. trainer.validate() is left as it is.
+void Trainer::skip_validation_without_step() {
+  std::fprintf(stderr, "warning: Trainer: you passed in a val_dataloader but have no validation_step; "
+                       "skipping the validation loop\n");
+  num_val_batches_ = 0;
 }
 
 void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path) {

@@ -117,6 +117,7 @@ class Trainer {
   bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
   void log_step_metrics();
   void setup_fit_data();
+  void skip_validation_without_step();
   void record_thread_count();
   void check_thread_count() const;
   // ---- evaluation (evaluation_loop.cpp)

@@ -4,7 +4,10 @@
 // and default_callbacks' list and refusals.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
+#include <stdexcept>
+#include <thread>
 
 #include "nn/containers.h"
 #include "nn/optim/adam.h"
@@ -207,25 +210,111 @@ std::string run_with_bar(callbacks::ProgressBarOptions options, int64_t epochs =
   return text;
 }
 
-TEST(ProgressBar, PlainLinesWhenNotATerminal) {
-  const std::string text = run_with_bar({.interactive = false});
-  EXPECT_EQ(text.find('\r'), std::string::npos);
+std::vector<std::string> line_heads(const std::string& text) {
   std::vector<std::string> heads;
   for (const std::string& line : split_lines(text)) heads.push_back(line.substr(0, line.find(" [")));
-  EXPECT_EQ(heads, (std::vector<std::string>{
-                       "Sanity Checking DataLoader 0: 1/1 (100%)",
-                       "Epoch 0: 1/2 (50%)", "Epoch 0: 2/2 (100%)", "Validation DataLoader 0: 1/1 (100%)",
-                       "Epoch 0: 2/2 (100%)",  // the epoch's final line, with the epoch metrics
-                       "Epoch 1: 1/2 (50%)", "Epoch 1: 2/2 (100%)", "Validation DataLoader 0: 1/1 (100%)",
-                       "Epoch 1: 2/2 (100%)"}));
+  return heads;
+}
+
+// Note [Progress in a log]: one line per epoch, with the validation metrics; no sanity check or
+// validation lines of their own.
+TEST(ProgressBar, OneLinePerEpochWhenNotATerminal) {
+  const std::string text = run_with_bar({.interactive = false});
+  EXPECT_EQ(text.find('\r'), std::string::npos);
+  EXPECT_EQ(line_heads(text), (std::vector<std::string>{"Epoch 0: 2/2 (100%)", "Epoch 1: 2/2 (100%)"}));
   const std::vector<std::string> lines = split_lines(text);
-  EXPECT_NE(lines[1].find("v_num=0, train_loss_step="), std::string::npos) << lines[1];
-  EXPECT_NE(lines[4].find("train_loss_epoch="), std::string::npos) << lines[4];
-  EXPECT_NE(lines[4].find("it/s"), std::string::npos) << lines[4];
+  for (const std::string& line : lines) {
+    // TinyClassifier logs val_loss and val_acc without prog_bar, so only training metrics show.
+    EXPECT_NE(line.find("v_num=0, train_loss_epoch="), std::string::npos) << line;
+    EXPECT_NE(line.find("train_loss_step="), std::string::npos) << line;
+    EXPECT_NE(line.find("it/s"), std::string::npos) << line;
+  }
+  // leave=false reuses a terminal line; a log keeps every epoch's all the same.
+  EXPECT_EQ(line_heads(run_with_bar({.leave = false, .interactive = false})), line_heads(text));
+}
+
+TEST(ProgressBar, LogRefreshRateAddsALineEveryNBatches) {
+  EXPECT_EQ(line_heads(run_with_bar({.log_refresh_rate = 1, .interactive = false})),
+            (std::vector<std::string>{"Epoch 0: 1/2 (50%)", "Epoch 0: 2/2 (100%)", "Epoch 1: 1/2 (50%)", "Epoch 1: 2/2 (100%)"}));
+  EXPECT_EQ(line_heads(run_with_bar({.log_refresh_rate = 2, .interactive = false})),
+            (std::vector<std::string>{"Epoch 0: 2/2 (100%)", "Epoch 1: 2/2 (100%)"}));
+  kt::expect_error([] { callbacks::ProgressBar({.log_refresh_rate = -2}); }, {"ProgressBar", "log_refresh_rate", "-2"});
+}
+
+struct SaveAndStopAtBatch : Callback {
+  SaveAndStopAtBatch(int64_t batch, std::string path) : batch(batch), path(std::move(path)) {}
+  std::string name() const override { return "SaveAndStopAtBatch"; }
+  void on_train_batch_end(Trainer& trainer, TrainModule&, const data::Batch&, int64_t batch_idx) override {
+    if (batch_idx != batch) return;
+    trainer.save_checkpoint(path);
+    throw std::runtime_error("stop for the test");
+  }
+  int64_t batch;
+  std::string path;
+};
+
+class SlowClassifier : public TinyClassifier {
+ public:
+  SlowClassifier() : TinyClassifier(0.0) {}
+  StepOutput training_step(const data::Batch& batch, int64_t batch_idx) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return TinyClassifier::training_step(batch, batch_idx);
+  }
+};
+
+// A run resumed after batch 3 of 10 counts from 4/10, and its rate from the batches it timed: at
+// 20 ms or more a batch, at most 50 it/s (counting the restored batches too would show 200 or more).
+TEST(ProgressBar, AResumedEpochCountsOnFromItsBatchAndTimesOnlyNewBatches) {
+  const std::string path = fresh_dir("bar_resume") + "/mid.ckpt";
+  const Loaders loaders{.train = make_loader(4, false, 0)};
+  {
+    TinyClassifier module(0.0);
+    Trainer trainer(quiet({.max_epochs = 1, .logger = false, .callbacks = {std::make_shared<SaveAndStopAtBatch>(2, path)}}));
+    EXPECT_THROW(trainer.fit(module, loaders), std::runtime_error);
+  }
+  std::FILE* out = std::tmpfile();
+  auto bar = std::make_shared<callbacks::ProgressBar>(
+      callbacks::ProgressBarOptions{.log_refresh_rate = 1, .stream = out, .interactive = false});
+  SlowClassifier module;
+  TrainerConfig config = quiet({.max_epochs = 1, .logger = false, .callbacks = {bar}});
+  config.enable_progress_bar = true;
+  Trainer(config).fit(module, loaders, path);
+  const std::string text = read_all(out);
+  std::fclose(out);
+  const std::vector<std::string> heads = line_heads(text);
+  ASSERT_EQ(heads.size(), 7u) << text;
+  EXPECT_EQ(heads.front(), "Epoch 0: 4/10 (40%)");
+  EXPECT_EQ(heads.back(), "Epoch 0: 10/10 (100%)");
+  for (const std::string& line : split_lines(text)) {
+    const size_t unit = line.find("it/s");
+    ASSERT_NE(unit, std::string::npos) << line;
+    const double rate = std::stod(line.substr(line.rfind(", ", unit) + 2, unit));
+    EXPECT_GT(rate, 0) << line;
+    EXPECT_LE(rate, 50.5) << line;
+  }
+}
+
+// The test, validate and predict bars count to the known number of batches ("4/4", not "4it").
+TEST(ProgressBar, EvaluationBarsShowTheirTotal) {
+  std::FILE* out = std::tmpfile();
+  auto bar = std::make_shared<callbacks::ProgressBar>(callbacks::ProgressBarOptions{.stream = out, .interactive = false});
+  TinyClassifier module(0.0);
+  TrainerConfig config = quiet({.logger = false, .callbacks = {bar}});
+  config.enable_progress_bar = true;
+  config.limit_test_batches = BatchLimit(int64_t{3});
+  Trainer trainer(config);
+  const Loaders loaders{.val = make_loader(10, false, 0), .test = make_loader(10, false, 0), .predict = make_loader(20, false, 0)};
+  trainer.test(module, loaders);
+  trainer.validate(module, loaders);
+  trainer.predict(module, loaders);
+  const std::string text = read_all(out);
+  std::fclose(out);
+  EXPECT_EQ(line_heads(text), (std::vector<std::string>{"Testing DataLoader 0: 3/3 (100%)", "Validation DataLoader 0: 4/4 (100%)",
+                                                        "Predicting DataLoader 0: 2/2 (100%)"}));
 }
 
 TEST(ProgressBar, RedrawsOneLineOnATerminal) {
-  const std::string text = run_with_bar({.interactive = true, .ncols = 100});
+  const std::string text = run_with_bar({.interactive = true, .ncols = 120});  // room for every metric
   // One finished line per epoch; everything else is redrawn in place.
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
   const std::vector<std::string> lines = split_lines(text);
@@ -243,7 +332,7 @@ TEST(ProgressBar, RedrawsOneLineOnATerminal) {
   }
   EXPECT_NE(lines[0].find("\rSanity Checking DataLoader 0: "), std::string::npos);
 
-  const std::string one_line = run_with_bar({.leave = false, .interactive = true, .ncols = 100});
+  const std::string one_line = run_with_bar({.leave = false, .interactive = true, .ncols = 120});
   EXPECT_EQ(std::count(one_line.begin(), one_line.end(), '\n'), 1);  // Lightning's default leave=False
 }
 

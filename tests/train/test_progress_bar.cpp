@@ -2,6 +2,7 @@
 // rate, percent, the bar's eighth-blocks, the metric postfix, the width fitting, the plain
 // non-terminal lines, and when ProgressBar writes what (into a temporary file, no terminal needed).
 #include <cstdio>
+#include <cstdlib>
 
 #include "testing.h"
 #include "train/progress/progress_bar.h"
@@ -44,6 +45,17 @@ TEST(ProgressFormat, Rate) {
   EXPECT_EQ(kiln::format_rate(123456, 1.0), "123456.00it/s");
   EXPECT_EQ(kiln::format_rate(0, 5.0), "?it/s");
   EXPECT_EQ(kiln::format_rate(10, 0.0), "?it/s");
+  EXPECT_EQ(kiln::format_rate(-3, 1.0), "?it/s");
+}
+
+// A resumed epoch starts its clock at batch 300: the rate counts only the batches timed since.
+TEST(ProgressFormat, RateOfAResumedEpochCountsOnlyTimedBatches) {
+  const ProgressSnapshot start{.description = "Epoch 3", .count = 300, .total = 469, .initial = 300, .elapsed_s = 0.001};
+  EXPECT_EQ(kiln::format_bar_line(start, 0), "Epoch 3:  64%|██████▍   | 300/469 [00:00<?, ?it/s]");
+  // 1 batch in 0.05 s: 20 it/s, and 168 batches left take 8.4 s. (Counting all 301: 6020.00it/s.)
+  const ProgressSnapshot one{.description = "Epoch 3", .count = 301, .total = 469, .initial = 300, .elapsed_s = 0.05};
+  EXPECT_EQ(kiln::format_bar_line(one, 0), "Epoch 3:  64%|██████▍   | 301/469 [00:00<00:08, 20.00it/s]");
+  EXPECT_EQ(kiln::format_plain_line(one), "Epoch 3: 301/469 (64%) [00:00<00:08, 20.00it/s]");
 }
 
 TEST(ProgressFormat, MetricValuesLikeLightning) {
@@ -87,7 +99,7 @@ TEST(ProgressFormat, TerminalLine) {
   const int bar_cells = 100 - static_cast<int>(left.size() + right.size());
   EXPECT_EQ(kiln::format_bar_line(s, 100), left + kiln::render_bar(200.0 / 469, bar_cells) + right);
   EXPECT_EQ(kiln::display_width(kiln::format_bar_line(s, 100)), 100u);
-  // Too narrow: a one-cell bar, the line cut at the width.
+  // Too narrow even with a one-cell bar and no metric: the line is cut at the width.
   EXPECT_EQ(kiln::format_bar_line(s, 20), "Epoch 1/5:  43%|▍| 2");  // int(0.4264 * 8) = 3 eighths
 
   EXPECT_EQ(kiln::format_bar_line({.description = "Epoch 0", .count = 0, .total = 10}, 0),
@@ -97,6 +109,31 @@ TEST(ProgressFormat, TerminalLine) {
   EXPECT_EQ(kiln::format_bar_line({.description = "Validation", .count = 37, .elapsed_s = 2}, 0),
             "Validation: 37it [00:02, 18.50it/s]");  // unknown total
   EXPECT_EQ(kiln::format_bar_line({.count = 1, .total = 2, .elapsed_s = 1}, 0), " 50%|█████     | 1/2 [00:01<00:01,  1.00it/s]");
+}
+
+// Note [Fitting the bar to the width]: the bar shrinks to one cell, then whole metrics go, v_num
+// first and then from the last; a name or value is never cut.
+TEST(ProgressFormat, MetricsDroppedWholeToFitTheWidth) {
+  const ProgressSnapshot s{.description = "Epoch 0", .count = 40, .total = 40, .elapsed_s = 8.64,
+                           .metrics = {{"v_num", int64_t{0}}, {"train_loss", 0.65}, {"val_acc", 0.809}, {"val_loss", 0.53}}};
+  const std::string all = "Epoch 0: 100%|██████████| 40/40 [00:08<00:00,  4.63it/s, v_num=0, train_loss=0.650, "
+                          "val_acc=0.809, val_loss=0.530]";
+  EXPECT_EQ(kiln::format_bar_line(s, 0), all);  // no width: everything
+  EXPECT_EQ(kiln::format_bar_line(s, 120), "Epoch 0: 100%|" + kiln::render_bar(1, 16) + all.substr(all.find("| 40/40")));
+  // 14 + 1 + 65 columns: v_num and val_loss dropped, the bar down to one cell.
+  EXPECT_EQ(kiln::format_bar_line(s, 80), "Epoch 0: 100%|█| 40/40 [00:08<00:00,  4.63it/s, train_loss=0.650, val_acc=0.809]");
+  EXPECT_EQ(kiln::format_bar_line(s, 79),
+            "Epoch 0: 100%|" + kiln::render_bar(1, 15) + "| 40/40 [00:08<00:00,  4.63it/s, train_loss=0.650]");
+  EXPECT_EQ(kiln::format_bar_line(s, 50), "Epoch 0: 100%|████| 40/40 [00:08<00:00,  4.63it/s]");
+  // Unknown totals have no bar to shrink: metrics go at once.
+  const ProgressSnapshot open{.description = "Testing DataLoader 0", .count = 10, .elapsed_s = 2, .metrics = s.metrics};
+  EXPECT_EQ(kiln::format_bar_line(open, 63), "Testing DataLoader 0: 10it [00:02,  5.00it/s, train_loss=0.650]");
+  EXPECT_EQ(kiln::format_bar_line(open, 62), "Testing DataLoader 0: 10it [00:02,  5.00it/s]");
+  for (int ncols = 47; ncols <= 130; ++ncols) {  // 47: the line with no metric and a one-cell bar
+    const std::string line = kiln::format_bar_line(s, ncols);
+    EXPECT_EQ(kiln::display_width(line), static_cast<size_t>(ncols)) << line;
+    EXPECT_EQ(line.back(), ']') << line;
+  }
 }
 
 TEST(ProgressFormat, PlainLine) {
@@ -131,33 +168,56 @@ TEST(ProgressBarWriter, TerminalRedrawsInPlaceAtMostEveryRefreshInterval) {
   std::fclose(f);
 }
 
-TEST(ProgressBarWriter, PlainLinesEveryTenPercentAndOnTime) {
-  std::FILE* f = std::tmpfile();
-  ASSERT_NE(f, nullptr);
-  kiln::ProgressBar bar({.stream = f});
-  EXPECT_FALSE(bar.interactive()) << "a temporary file is not a terminal";
-  std::string want;
-  for (int64_t i = 1; i <= 50; ++i) {
-    const ProgressSnapshot s{.description = "Epoch 0", .count = i, .total = 50, .elapsed_s = 0.5 * static_cast<double>(i)};
-    bar.update(s);
-    if (i % 5 == 0) want += kiln::format_plain_line(s) + "\n";
-  }
-  bar.finish({.description = "Epoch 0", .count = 50, .total = 50, .elapsed_s = 25});  // already printed: no repeat
+// Note [Progress in a log]: one line per finished bar, plus one each plain_every_n batches if asked.
+TEST(ProgressBarWriter, PlainLinesAtTheEndAndEveryNBatches) {
+  const auto run = [](int64_t every_n, int64_t total, int64_t batches) {
+    std::FILE* f = std::tmpfile();
+    kiln::ProgressBar bar({.stream = f, .plain_every_n = every_n});
+    EXPECT_FALSE(bar.interactive()) << "a temporary file is not a terminal";
+    for (int64_t i = 0; i <= batches; ++i)
+      bar.update({.description = "Epoch 0", .count = i, .total = total, .elapsed_s = 0.5 * static_cast<double>(i)});
+    bar.finish({.description = "Epoch 0", .count = batches, .total = total, .elapsed_s = 25, .metrics = kMetrics});
+    const std::string text = contents(f);
+    std::fclose(f);
+    return text;
+  };
+  const std::string end = "Epoch 0: 50/50 (100%) [00:25<00:00,  2.00it/s, loss=0.412, v_num=0]\n";
+  EXPECT_EQ(run(0, 50, 50), end);
+  // Every 20: 20 and 40; the 50th is finish()'s line, which carries the final metrics.
+  EXPECT_EQ(run(20, 50, 50), "Epoch 0: 20/50 (40%) [00:10<00:15,  2.00it/s]\nEpoch 0: 40/50 (80%) [00:20<00:05,  2.00it/s]\n" + end);
+  EXPECT_EQ(run(25, 50, 50), "Epoch 0: 25/50 (50%) [00:12<00:12,  2.00it/s]\n" + end);
+  // Unknown total: the same rule.
+  EXPECT_EQ(run(30, 0, 50), "Epoch 0: 30it [00:15,  2.00it/s]\nEpoch 0: 50it [00:25,  2.00it/s, loss=0.412, v_num=0]\n");
 
-  // Unknown total: a line every plain_interval_s (30 s), and the final one.
-  for (int64_t i = 1; i <= 100; ++i) {
-    const ProgressSnapshot s{.description = "Predicting", .count = i, .elapsed_s = static_cast<double>(i)};
-    bar.update(s);
-    if (i % 30 == 0) want += kiln::format_plain_line(s) + "\n";
-  }
-  const ProgressSnapshot last{.description = "Predicting", .count = 100, .elapsed_s = 100};
-  bar.finish(last);
-  want += kiln::format_plain_line(last) + "\n";
-  EXPECT_EQ(contents(f), want);
+  // A resumed bar (20 batches restored) writes no line for where it starts, only for what it does.
+  std::FILE* f = std::tmpfile();
+  kiln::ProgressBar bar({.stream = f, .plain_every_n = 10});
+  for (int64_t i = 20; i <= 35; ++i)
+    bar.update({.description = "Epoch 1", .count = i, .total = 50, .initial = 20, .elapsed_s = 0.5 * static_cast<double>(i - 20)});
+  EXPECT_EQ(contents(f), "Epoch 1: 30/50 (60%) [00:05<00:10,  2.00it/s]\n");
   std::fclose(f);
+}
+
+// Without a width the terminal's is used: $COLUMNS when the stream is no terminal to ask.
+TEST(ProgressBarWriter, TerminalWidthFromColumns) {
+  const char* saved = std::getenv("COLUMNS");
+  const std::string restore = saved ? saved : "";
+  for (const int columns : {60, 80, 100}) {
+    ASSERT_EQ(setenv("COLUMNS", std::to_string(columns).c_str(), 1), 0);
+    std::FILE* f = std::tmpfile();
+    kiln::ProgressBar bar({.stream = f, .interactive = true});
+    const ProgressSnapshot s{.description = "Epoch 0", .count = 3, .total = 8, .elapsed_s = 1,
+                             .metrics = {{"v_num", int64_t{0}}, {"train_loss", 0.65}, {"val_acc", 0.809}}};
+    bar.update(s);
+    EXPECT_EQ(contents(f), "\r" + kiln::format_bar_line(s, columns));
+    EXPECT_EQ(kiln::display_width(kiln::format_bar_line(s, columns)), static_cast<size_t>(columns));
+    std::fclose(f);
+  }
+  if (saved) setenv("COLUMNS", restore.c_str(), 1);
+  else unsetenv("COLUMNS");
 }
 
 TEST(ProgressBarWriter, RejectsBadOptions) {
   kt::expect_error([] { kiln::ProgressBar({.stream = nullptr}); }, {"ProgressBar", "stream"});
-  kt::expect_error([] { kiln::ProgressBar({.plain_percent_step = 0}); }, {"ProgressBar", "plain_percent_step", "0"});
+  kt::expect_error([] { kiln::ProgressBar({.plain_every_n = -1}); }, {"ProgressBar", "plain_every_n", "-1"});
 }

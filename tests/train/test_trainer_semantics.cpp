@@ -386,6 +386,70 @@ TEST(FastDevRun, OverridesValidationSchedulingAndMaxSteps) {
   EXPECT_EQ(counter->val_batches, 2);
 }
 
+// A module with training_step only (TinyClassifier's layers, no validation_step).
+class NoValidationStep : public TrainModule {
+ public:
+  NoValidationStep() : TrainModule("NoValidationStep"), fc(register_module("fc", std::make_shared<nn::Linear>(4, 3))) {}
+  Tensor forward(const Tensor& x) override { return (*fc)(x); }
+  StepOutput training_step(const data::Batch& batch, int64_t) override {
+    return nn::F::cross_entropy(forward(batch[0]), batch[1]);
+  }
+  std::vector<OptimizerConfig> configure_optimizers() override {
+    return {{std::make_shared<optim::SGD>(parameters(), optim::SGDOptions{.lr = 0.1})}};
+  }
+  std::shared_ptr<nn::Linear> fc;
+};
+
+struct AllValidationBatches : Callback {
+  std::string name() const override { return "AllValidationBatches"; }
+  void on_validation_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t) override { ++batches; }
+  int64_t batches = 0;  // the sanity check's included
+};
+
+int64_t count_of(const std::string& text, const std::string& part) {
+  int64_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+// Lightning warns "You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop."
+// Note [A val loader without validation_step]: Kiln finds out on the first validation batch.
+TEST(ValidationInterval, AValLoaderWithoutValidationStepIsSkippedWithAWarning) {
+  const std::string warning = "you passed in a val_dataloader but have no validation_step; skipping the validation loop";
+  NoValidationStep module;
+  auto counter = std::make_shared<Counter>();
+  auto all = std::make_shared<AllValidationBatches>();
+  Trainer trainer(quiet({.max_epochs = 2, .logger = false, .callbacks = {counter, all}}));
+  const Loaders loaders{.train = make_loader(10, false, 0), .val = make_loader(10, false, 0)};
+  ::testing::internal::CaptureStderr();
+  trainer.fit(module, loaders);
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_of(err, warning), 1) << err;
+  EXPECT_EQ(counter->train_batches, 8);
+  EXPECT_EQ(counter->validations, 0);  // Lightning: none
+  EXPECT_EQ(all->batches, 1);          // the sanity check's first batch, which found the default step
+  EXPECT_EQ(trainer.num_val_batches(), 0);
+
+  // Without a sanity check the first epoch's validation finds out; the second fit knows from the start.
+  Trainer unchecked(quiet({.max_epochs = 2, .num_sanity_val_steps = 0, .logger = false, .callbacks = {counter, all}}));
+  NoValidationStep fresh;
+  ::testing::internal::CaptureStderr();
+  unchecked.fit(fresh, loaders);
+  unchecked.fit(fresh, loaders);
+  err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_of(err, warning), 2) << err;  // once per fit, as Lightning warns
+  EXPECT_EQ(counter->validations, 1);           // the probe's, in the first fit only
+  EXPECT_EQ(all->batches, 2);
+
+  // A module with a validation_step, or no val loader: no warning.
+  TinyClassifier with_step(0.0);
+  ::testing::internal::CaptureStderr();
+  Trainer(quiet({.max_epochs = 1, .logger = false})).fit(with_step, loaders);
+  Trainer(quiet({.max_epochs = 1, .logger = false})).fit(fresh, Loaders{.train = loaders.train});
+  err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("validation_step"), std::string::npos) << err;
+}
+
 // ---- hook order around the DataModule, and the module's evaluation hooks
 
 std::vector<std::string>* g_calls = nullptr;

@@ -14,8 +14,11 @@ namespace kiln::callbacks {
 ProgressBar::ProgressBar(ProgressBarOptions options) : options_(options) {
   KILN_CHECK(options_.refresh_rate >= 0, "ProgressBar: refresh_rate must be >= 0, got ", options_.refresh_rate);
   KILN_CHECK(options_.stream != nullptr, "ProgressBar: stream is null");
-  renderer_ = std::make_unique<kiln::ProgressBar>(
-      kiln::ProgressBarOptions{.stream = options_.stream, .interactive = options_.interactive, .ncols = options_.ncols});
+  KILN_CHECK(options_.log_refresh_rate >= 0, "ProgressBar: log_refresh_rate must be >= 0, got ", options_.log_refresh_rate);
+  renderer_ = std::make_unique<kiln::ProgressBar>(kiln::ProgressBarOptions{.stream = options_.stream,
+                                                                           .interactive = options_.interactive,
+                                                                           .ncols = options_.ncols,
+                                                                           .plain_every_n = options_.log_refresh_rate});
 }
 
 ProgressMetrics ProgressBar::metrics_for(const Trainer& trainer) {
@@ -36,14 +39,19 @@ ProgressMetrics ProgressBar::metrics_for(const Trainer& trainer) {
   return out;
 }
 
+// Off a terminal only the log_refresh_rate lines are written (Note [Progress in a log]); the ends
+// of bars are finish()'s.
 bool ProgressBar::should_update(int64_t count, int64_t total) const {
-  return enabled() && (count % options_.refresh_rate == 0 || count == total);
+  if (!enabled()) return false;
+  if (!renderer_->interactive()) return options_.log_refresh_rate > 0 && count % options_.log_refresh_rate == 0;
+  return count % options_.refresh_rate == 0 || count == total;
 }
 
 ProgressSnapshot ProgressBar::snapshot(const Bar& bar, ProgressMetrics metrics) const {
   return {.description = bar.description,
           .count = bar.count,
           .total = bar.total,
+          .initial = bar.initial,
           .elapsed_s = monotonic_seconds() - bar.start_s,
           .metrics = std::move(metrics)};
 }
@@ -52,9 +60,11 @@ ProgressSnapshot ProgressBar::snapshot(const Bar& bar, ProgressMetrics metrics) 
 
 void ProgressBar::on_train_epoch_start(Trainer& trainer, TrainModule&) {
   if (!enabled()) return;
+  const int64_t resumed_at = trainer.fit_progress().train_batches.current.processed;
   train_ = {.description = "Epoch " + std::to_string(trainer.current_epoch()),
-            .count = 0,
+            .count = resumed_at,
             .total = trainer.num_training_batches(),
+            .initial = resumed_at,
             .start_s = monotonic_seconds(),
             .open = true};
   renderer_->update(snapshot(train_, metrics_for(trainer)));
@@ -68,7 +78,7 @@ void ProgressBar::on_train_batch_end(Trainer& trainer, TrainModule&, const data:
 
 void ProgressBar::on_train_epoch_end(Trainer& trainer, TrainModule&) {
   if (!train_.open) return;
-  if (options_.leave) {
+  if (options_.leave || !renderer_->interactive()) {  // a log keeps a line per epoch whatever leave says
     renderer_->finish(snapshot(train_, metrics_for(trainer)));
     train_.open = false;
   } else {
@@ -85,7 +95,7 @@ void ProgressBar::on_train_end(Trainer& trainer, TrainModule&) {
 // ---- validation, test, prediction: one bar at a time, over the training line on a terminal
 
 void ProgressBar::start_eval_bar(const std::string& description, int64_t total) {
-  eval_ = {.description = description, .count = 0, .total = total, .start_s = monotonic_seconds(), .open = true};
+  eval_ = {.description = description, .count = 0, .total = total, .initial = 0, .start_s = monotonic_seconds(), .open = true};
   renderer_->update(snapshot(eval_));
 }
 
@@ -105,8 +115,7 @@ void ProgressBar::setup(Trainer&, TrainModule&, const std::string& stage) { fitt
 
 void ProgressBar::on_validation_batch_start(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
   if (!enabled() || eval_.open) return;
-  // The Trainer counts validation batches for fit only; elsewhere the total is shown as unknown.
-  const int64_t batches = fitting_ ? trainer.num_val_batches() : 0;
+  const int64_t batches = trainer.num_val_batches();
   if (trainer.sanity_checking()) {
     const int64_t sanity = trainer.config().num_sanity_val_steps;
     start_eval_bar("Sanity Checking DataLoader 0", sanity < 0 ? batches : std::min(sanity, batches));
@@ -122,7 +131,10 @@ void ProgressBar::on_validation_batch_end(Trainer&, TrainModule&, const data::Ba
 void ProgressBar::on_validation_end(Trainer& trainer, TrainModule&) {
   if (!eval_.open) return;
   if (!renderer_->interactive()) {
-    finish_eval_bar();
+    // In a log, validation inside fit is reported by the epoch's line (Lightning's transient bar);
+    // validate() has no epoch line, so its own line stays.
+    if (fitting_) eval_.open = false;
+    else finish_eval_bar();
     return;
   }
   // On a terminal the validation bar is transient (Lightning's leave=False): the epoch line is
@@ -132,8 +144,8 @@ void ProgressBar::on_validation_end(Trainer& trainer, TrainModule&) {
   else if (!trainer.sanity_checking()) renderer_->finish(snapshot(eval_));
 }
 
-void ProgressBar::on_test_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t) {
-  if (enabled() && !eval_.open) start_eval_bar("Testing DataLoader 0", 0);
+void ProgressBar::on_test_batch_start(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
+  if (enabled() && !eval_.open) start_eval_bar("Testing DataLoader 0", trainer.num_val_batches());
 }
 
 void ProgressBar::on_test_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {
@@ -142,8 +154,8 @@ void ProgressBar::on_test_batch_end(Trainer&, TrainModule&, const data::Batch&, 
 
 void ProgressBar::on_test_end(Trainer&, TrainModule&) { finish_eval_bar(); }
 
-void ProgressBar::on_predict_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t) {
-  if (enabled() && !eval_.open) start_eval_bar("Predicting DataLoader 0", 0);
+void ProgressBar::on_predict_batch_start(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
+  if (enabled() && !eval_.open) start_eval_bar("Predicting DataLoader 0", trainer.num_val_batches());
 }
 
 void ProgressBar::on_predict_batch_end(Trainer&, TrainModule&, const Tensor&, const data::Batch&, int64_t batch_idx) {

@@ -1,7 +1,9 @@
 // ProgressBar: the Trainer's progress display, Lightning 2.x's TQDMProgressBar in behaviour. On a
 // terminal one line is redrawn in place ("Epoch 0:  43%|████▎     | 200/469 [00:03<00:04,
 // 62.10it/s, v_num=0, loss=0.412]"); validation takes over the line while it runs and the epoch
-// line comes back with the new metrics. Elsewhere (CI logs) plain lines are printed now and then.
+// line comes back with the new metrics. Elsewhere (a log) a plain line ends each epoch and each
+// validate/test/predict run, with one every log_refresh_rate batches if asked: see Note [Progress
+// in a log] (progress_bar.h). Validation inside fit shows in the epoch's line there.
 // Rendering is kiln::ProgressBar's (train/progress/progress_bar.h); this class says what to show.
 // The built-in callbacks live in kiln::callbacks (Lightning's `callbacks` package) because the
 // renderer already holds the name kiln::ProgressBar; the others are also aliased into kiln.
@@ -20,6 +22,7 @@ namespace kiln::callbacks {
 
 struct ProgressBarOptions {
   int64_t refresh_rate = 1;          // redraw every N batches (and at the last one); 0: no bar at all
+  int64_t log_refresh_rate = 0;      // not a terminal: also a line every N batches; 0: only at the ends
   // Keep each finished epoch's line. Lightning's TQDMProgressBar defaults to leave=False (one line
   // reused for every epoch); a line per epoch keeps the history readable, so Kiln keeps it.
   bool leave = true;
@@ -64,6 +67,7 @@ class ProgressBar : public Callback {
     std::string description;
     int64_t count = 0;
     int64_t total = 0;
+    int64_t initial = 0;  // batches done before this process timed any (a resumed epoch)
     double start_s = 0;
     bool open = false;
   };

@@ -44,8 +44,18 @@ std::string trim_to_columns(const std::string& utf8, size_t columns) {
   return utf8;
 }
 
+// Batches per second over this bar's clock; 0 until a batch has been timed. Batches done before
+// the clock started (a resumed epoch) are not counted: over a few milliseconds they made rates of
+// hundreds of thousands of batches a second.
+double measured_rate(const ProgressSnapshot& s) {
+  const int64_t done = s.count - s.initial;
+  return done > 0 && s.elapsed_s > 0 ? static_cast<double>(done) / s.elapsed_s : 0;
+}
+
+std::string rate_text(const ProgressSnapshot& s) { return format_rate(s.count - s.initial, s.elapsed_s); }
+
 std::string remaining_text(const ProgressSnapshot& s) {
-  const double rate = s.elapsed_s > 0 ? static_cast<double>(s.count) / s.elapsed_s : 0;
+  const double rate = measured_rate(s);
   if (rate <= 0 || s.total <= 0) return "?";
   return format_interval(std::max(0.0, static_cast<double>(s.total - s.count) / rate));
 }
@@ -68,8 +78,8 @@ std::string format_interval(double seconds) {
   return buf;
 }
 
-std::string format_rate(int64_t count, double elapsed_s) {
-  const double rate = elapsed_s > 0 ? static_cast<double>(count) / elapsed_s : 0;
+std::string format_rate(int64_t done, double elapsed_s) {
+  const double rate = done > 0 && elapsed_s > 0 ? static_cast<double>(done) / elapsed_s : 0;
   return (rate > 0 ? printf_string("%5.2f", rate) : std::string("?")) + "it/s";
 }
 
@@ -118,24 +128,42 @@ size_t display_width(std::string_view utf8) {
   return n;
 }
 
+namespace {
+
+// The terminal line with the given metrics: the bar takes the columns the text leaves, at least one.
+std::string bar_line_with(const ProgressSnapshot& s, const ProgressMetrics& metrics, int ncols) {
+  const std::string elapsed = format_interval(s.elapsed_s), rate = rate_text(s);
+  if (s.total <= 0)
+    return description_prefix(s) + std::to_string(s.count) + "it [" + elapsed + ", " + rate + postfix_text(metrics) + "]";
+  const double fraction = static_cast<double>(s.count) / static_cast<double>(s.total);
+  const std::string left = description_prefix(s) + printf_string("%3.0f", fraction * 100) + "%|";
+  const std::string right = "| " + std::to_string(s.count) + "/" + std::to_string(s.total) + " [" + elapsed + "<" +
+                            remaining_text(s) + ", " + rate + postfix_text(metrics) + "]";
+  const int width = ncols > 0 ? std::max<int>(1, ncols - static_cast<int>(display_width(left) + display_width(right))) : 10;
+  return left + render_bar(fraction, width) + right;
+}
+
+}  // namespace
+
+// Note [Fitting the bar to the width]
+// tqdm cuts a line that is longer than the terminal at its last column, mid-metric ("val_a"). Kiln
+// gives way in the order that loses least: the bar shrinks to one cell; then whole metrics are
+// dropped, v_num first (it names the run rather than measuring it), then the others from the last;
+// only a line that is too long even with no metric (a long description in a few columns) is cut.
 std::string format_bar_line(const ProgressSnapshot& s, int ncols) {
-  const std::string elapsed = format_interval(s.elapsed_s), rate = format_rate(s.count, s.elapsed_s);
-  std::string line;
-  if (s.total <= 0) {
-    line = description_prefix(s) + std::to_string(s.count) + "it [" + elapsed + ", " + rate + postfix_text(s.metrics) + "]";
-  } else {
-    const double fraction = static_cast<double>(s.count) / static_cast<double>(s.total);
-    const std::string left = description_prefix(s) + printf_string("%3.0f", fraction * 100) + "%|";
-    const std::string right = "| " + std::to_string(s.count) + "/" + std::to_string(s.total) + " [" + elapsed + "<" +
-                              remaining_text(s) + ", " + rate + postfix_text(s.metrics) + "]";
-    const int width = ncols > 0 ? std::max<int>(1, ncols - static_cast<int>(display_width(left) + display_width(right))) : 10;
-    line = left + render_bar(fraction, width) + right;
+  ProgressMetrics shown = s.metrics;
+  std::string line = bar_line_with(s, shown, ncols);
+  if (ncols <= 0) return line;
+  while (display_width(line) > static_cast<size_t>(ncols) && !shown.empty()) {
+    auto v_num = std::find_if(shown.begin(), shown.end(), [](const auto& item) { return item.first == "v_num"; });
+    shown.erase(v_num != shown.end() ? v_num : shown.end() - 1);
+    line = bar_line_with(s, shown, ncols);
   }
-  return ncols > 0 ? trim_to_columns(line, static_cast<size_t>(ncols)) : line;
+  return trim_to_columns(line, static_cast<size_t>(ncols));
 }
 
 std::string format_plain_line(const ProgressSnapshot& s) {
-  const std::string elapsed = format_interval(s.elapsed_s), rate = format_rate(s.count, s.elapsed_s);
+  const std::string elapsed = format_interval(s.elapsed_s), rate = rate_text(s);
   if (s.total <= 0)
     return description_prefix(s) + std::to_string(s.count) + "it [" + elapsed + ", " + rate + postfix_text(s.metrics) + "]";
   const double percent = 100.0 * static_cast<double>(s.count) / static_cast<double>(s.total);
@@ -145,8 +173,7 @@ std::string format_plain_line(const ProgressSnapshot& s) {
 
 ProgressBar::ProgressBar(ProgressBarOptions options) : options_(std::move(options)) {
   KILN_CHECK(options_.stream != nullptr, "ProgressBar: stream must not be null");
-  KILN_CHECK(options_.plain_percent_step > 0 && options_.plain_percent_step <= 100,
-             "ProgressBar: plain_percent_step must be in [1, 100], got ", options_.plain_percent_step);
+  KILN_CHECK(options_.plain_every_n >= 0, "ProgressBar: plain_every_n must be >= 0, got ", options_.plain_every_n);
   interactive_ = options_.interactive.value_or(isatty(fileno(options_.stream)) == 1);
 }
 
@@ -177,10 +204,9 @@ void ProgressBar::draw(const ProgressSnapshot& s) {
 }
 
 void ProgressBar::update(const ProgressSnapshot& s) {
-  if (s.description != last_description_) {  // a new bar: draw at once, count percent steps afresh
+  if (s.description != last_description_) {  // a new bar: draw at once
     last_description_ = s.description;
     last_draw_s_ = -1;
-    last_plain_bucket_ = 0;
     last_plain_count_ = -1;
   }
   const bool complete = s.total > 0 && s.count >= s.total;
@@ -188,14 +214,11 @@ void ProgressBar::update(const ProgressSnapshot& s) {
     if (last_draw_s_ < 0 || complete || s.elapsed_s - last_draw_s_ >= options_.refresh_interval_s) draw(s);
     return;
   }
-  const int64_t bucket = s.total > 0 ? (s.count * 100 / s.total) / options_.plain_percent_step : 0;
-  const bool new_step = bucket > last_plain_bucket_;
-  const bool overdue = s.elapsed_s - std::max(last_draw_s_, 0.0) >= options_.plain_interval_s;
-  if ((new_step || overdue) && s.count != last_plain_count_) {
+  // Note [Progress in a log]: the completing count is finish()'s to write.
+  const int64_t n = options_.plain_every_n;
+  if (n > 0 && s.count > s.initial && s.count % n == 0 && !complete && s.count != last_plain_count_) {
     write(format_plain_line(s) + "\n");
-    last_plain_bucket_ = std::max(last_plain_bucket_, bucket);
     last_plain_count_ = s.count;
-    last_draw_s_ = s.elapsed_s;
   }
 }
 
@@ -205,12 +228,11 @@ void ProgressBar::finish(const ProgressSnapshot& s) {
     write("\n");
     line_open_ = false;
     last_line_.clear();
-  } else if (s.count != last_plain_count_ || s.description != last_description_) {
+  } else {
     write(format_plain_line(s) + "\n");
   }
   last_description_.clear();
   last_draw_s_ = -1;
-  last_plain_bucket_ = 0;
   last_plain_count_ = -1;
 }
 
