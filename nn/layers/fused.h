@@ -6,32 +6,24 @@
 
 #include "nn/functional.h"
 #include "nn/layers/linear.h"
+#include "nn/layers/pool.h"
 #include "nn/module.h"
 
 namespace kiln::nn {
 
-// relu(x W^T + b) by F::linear_relu. Linear's parameters ("weight" (out, in), "bias" (out)),
-// shapes and initialisation, so a Linear's state_dict loads into it.
-class LinearReLU : public Module {
+// relu(x W^T + b) by F::linear_relu: a Linear (its parameters "weight" (out, in) and "bias" (out),
+// shapes and initialisation, so a Linear's state_dict loads into it) with ReLU fused.
+class LinearReLU : public Linear {
  public:
   LinearReLU(int64_t in_features, int64_t out_features, LinearOptions options = {});
   Tensor forward(const Tensor& x) override;
-  std::string extra_repr() const override;
-  void reset_parameters(Generator* gen = nullptr);  // as Linear's
-
-  const int64_t in_features, out_features;
-  Tensor weight, bias;  // bias undefined without one
 };
 
-// max_pool2d(relu(x)) by F::max_pool2d_relu, with MaxPool2d's arguments; no parameters.
-class MaxPool2dReLU : public Module {
+// max_pool2d(relu(x)) by F::max_pool2d_relu: a MaxPool2d with ReLU fused; no parameters.
+class MaxPool2dReLU : public MaxPool2d {
  public:
   explicit MaxPool2dReLU(F::IntPair kernel_size, F::MaxPool2dArgs options = {});
   Tensor forward(const Tensor& x) override;
-  std::string extra_repr() const override;
-
-  const F::IntPair kernel_size;
-  const F::MaxPool2dArgs options;
 };
 
 }  // namespace kiln::nn

@@ -8,9 +8,11 @@
 
 namespace kiln::nn {
 
-Linear::Linear(int64_t in, int64_t out, LinearOptions options)
-    : Module("Linear"), in_features(in), out_features(out) {
-  KILN_CHECK(in >= 0 && out >= 0, "Linear: feature counts must be non-negative, got in_features=", in,
+Linear::Linear(int64_t in, int64_t out, LinearOptions options) : Linear("Linear", in, out, options) {}
+
+Linear::Linear(std::string name, int64_t in, int64_t out, LinearOptions options)
+    : Module(name), in_features(in), out_features(out) {
+  KILN_CHECK(in >= 0 && out >= 0, name, ": feature counts must be non-negative, got in_features=", in,
              ", out_features=", out);
   weight = register_parameter("weight", empty({out, in}));
   if (options.bias) bias = register_parameter("bias", empty({out}));

@@ -23,6 +23,9 @@ class Linear : public Module {
 
   const int64_t in_features, out_features;
   Tensor weight, bias;  // bias undefined without one
+
+ protected:
+  Linear(std::string name, int64_t in_features, int64_t out_features, LinearOptions options);  // for LinearReLU
 };
 
 struct EmbeddingOptions {

@@ -7,7 +7,9 @@ namespace {
 std::string int_or_pair(F::IntPair p) { return p.square ? std::to_string(p.h) : tuple_text(p.dims()); }
 }  // namespace
 
-MaxPool2d::MaxPool2d(F::IntPair k, F::MaxPool2dArgs opts) : Module("MaxPool2d"), kernel_size(k), options(opts) {}
+MaxPool2d::MaxPool2d(F::IntPair k, F::MaxPool2dArgs opts) : MaxPool2d("MaxPool2d", k, opts) {}
+MaxPool2d::MaxPool2d(std::string name, F::IntPair k, F::MaxPool2dArgs opts)
+    : Module(std::move(name)), kernel_size(k), options(opts) {}
 
 Tensor MaxPool2d::forward(const Tensor& x) { return F::max_pool2d(x, kernel_size, options); }
 

@@ -15,6 +15,9 @@ class MaxPool2d : public Module {
 
   const F::IntPair kernel_size;
   const F::MaxPool2dArgs options;
+
+ protected:
+  MaxPool2d(std::string name, F::IntPair kernel_size, F::MaxPool2dArgs options);  // for MaxPool2dReLU
 };
 
 class AvgPool2d : public Module {
