@@ -369,14 +369,8 @@ void loop_matmul(const Tensor& a, const Tensor& b, const Tensor* bias, double be
 // ---------------------------------------------------------------------------------------------
 
 // f32 products with N <= 8, or M <= 8 and b's columns contiguous, take small_matmul.cpp's kernel
-// (Note [Skinny products]). Measured against a oneDNN primitive on the same layouts, alternating,
-// at 1 and 2 threads on Ice Lake: N = 1..8 (M = 128..4096, K = 128..8192) 1.5-2x faster; M = 1..8
-// with N = 512, K = 128..2048, 1.1-2.4x. Left to oneDNN: M or N = 9..16, where the kernel pads to
-// 16 columns and ties or loses (N = 10, K = 512, M = 128: 23 against 25 us at 1 thread, 19-30
-// against 15-19 at 2; M = 10 ties; M = 16, K = 512 is 0.75x); b large (K*N = 4M at M = 8 is
-// 0.5-0.7x, a tile's column strip of b no longer stays cached); a column-major b at small M
-// (packing b costs K*N: 20x slower at M = 1); a small K alone (K = 10, M = 128, N = 512: 22
-// against 16 us); batches (bmm).
+// (Note [Skinny products]): there it beats oneDNN; M or N of 9-16, large b, column-major b at small
+// M, and batches stay with oneDNN, where it ties or loses (bench/README.md, "Skinny products").
 bool small_matmul_wins(const Tensor& a, const Tensor& b, const Tensor& out) {
   if (out.dtype() != DType::f32 || out.dim() != 2 || out.stride(1) != 1) return false;
   const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
