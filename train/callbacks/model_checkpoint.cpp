@@ -287,9 +287,11 @@ void ModelCheckpoint::save_last(const Metrics& candidates, const CheckpointWrite
   if (!previous.empty() && should_remove(previous, filepath)) remove_checkpoint(previous);
 }
 
+// Set before writing: the file holds it, so a run resumed from this step does not save the step
+// again on its next micro-batch (inside the accumulation window global_step does not move).
 void ModelCheckpoint::write_checkpoint(const std::string& path, int64_t step, const CheckpointWriter& write) {
-  write(path);
   last_global_step_saved_ = step;
+  write(path);
 }
 
 // Only files inside dirpath are ever deleted (a checkpoint resumed from elsewhere is the user's).
@@ -306,11 +308,14 @@ void ModelCheckpoint::remove_checkpoint(const std::string& path) const {
   fs::remove(path, ec);
 }
 
-std::vector<std::string> ModelCheckpoint::find_last_checkpoints() const {
+std::vector<std::string> ModelCheckpoint::find_last_checkpoints() const { return last_checkpoints_in(dirpath_); }
+
+// Only finished files: a write in progress is named <path>.tmp-<n> until its atomic rename.
+std::vector<std::string> ModelCheckpoint::last_checkpoints_in(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;
-  if (dirpath_.empty() || !fs::is_directory(dirpath_, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(dirpath_, ec)) {
+  if (dir.empty() || !fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (entry.is_regular_file(ec) && name.find(kNameLast) != std::string::npos && entry.path().extension() == kFileExtension)
       out.push_back(entry.path().string());
@@ -334,6 +339,7 @@ Json ModelCheckpoint::state_dict() const {
       {"kth_best_model_path", kth_best_model_path_},
       {"kth_value", score_to_json(kth_value_)},
       {"last_model_path", last_model_path_},
+      {"last_global_step_saved", last_global_step_saved_},  // Kiln's addition, see write_checkpoint
   };
 }
 
@@ -364,6 +370,8 @@ void ModelCheckpoint::load_state_dict(const Json& state) {
                  saved_dir.c_str(), dirpath_.c_str());
   }
   best_model_path_ = state.at("best_model_path").get<std::string>();
+  // The run's progress, not its files: restored whatever the dirpath.
+  last_global_step_saved_ = state.value("last_global_step_saved", last_global_step_saved_);
 }
 
 }  // namespace kiln::callbacks

@@ -58,7 +58,8 @@ class ModelCheckpoint : public Callback {
 
   // best_model_path, best_model_score, best_k_models, kth_best_model_path, kth_value,
   // last_model_path, current_score and dirpath. Loaded only when dirpath matches (else only
-  // best_model_path), as Lightning does.
+  // best_model_path), as Lightning does. Plus the global step saved last (not in Lightning's),
+  // always loaded: a resumed run does not save that step again.
   Json state_dict() const override;
   void load_state_dict(const Json& state) override;
 
@@ -76,6 +77,8 @@ class ModelCheckpoint : public Callback {
   // Lightning's _find_last_checkpoints: the .ckpt files in dirpath whose name contains "last"
   // (what ckpt_path="last" resumes from when this run has not saved yet).
   std::vector<std::string> find_last_checkpoints() const;
+  // The same for any folder (ckpt_path="last" also looks in the run's other version folders).
+  static std::vector<std::string> last_checkpoints_in(const std::string& dir);
 
   // ---- the steps of a save point, public so a hand-written loop (or a test) can drive them.
   // `candidates` are the callback metrics plus "epoch" and "step" (formatted as integers).
