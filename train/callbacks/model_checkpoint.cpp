@@ -343,11 +343,23 @@ Json ModelCheckpoint::state_dict() const {
   };
 }
 
+// Kiln's addition to Lightning's rule below: a resumed run whose logger started a new version
+// folder (R/version_1/checkpoints after R/version_0/checkpoints, dirpath left to the logger) is
+// the same run, so it keeps its best scores and kept files. The files stay where they are: only
+// files inside dirpath are ever deleted (should_remove), so the older folder is never touched.
+bool ModelCheckpoint::same_run_other_version(const std::string& saved_dir) const {
+  if (!options_.dirpath.empty() || saved_dir.empty() || dirpath_.empty()) return false;
+  const fs::path saved = fs::path(saved_dir).lexically_normal(), now = fs::path(dirpath_).lexically_normal();
+  return saved.filename() == now.filename() && saved.parent_path().parent_path() == now.parent_path().parent_path() &&
+         saved.parent_path().filename().string().rfind("version_", 0) == 0 &&
+         now.parent_path().filename().string().rfind("version_", 0) == 0;
+}
+
 void ModelCheckpoint::load_state_dict(const Json& state) {
   KILN_CHECK(state.is_object() && state.contains("best_model_path"),
              "ModelCheckpoint.load_state_dict: expected an object with 'best_model_path', got ", state.dump());
   const std::string saved_dir = state.value("dirpath", dirpath_);
-  if (saved_dir == dirpath_) {
+  if (saved_dir == dirpath_ || same_run_other_version(saved_dir)) {
     const Json& best = state.at("best_model_score");
     best_model_score_ = best.is_null() ? std::nullopt : std::optional(score_from_json(best, "best_model_score"));
     kth_best_model_path_ = state.value("kth_best_model_path", kth_best_model_path_);

@@ -58,8 +58,9 @@ class ModelCheckpoint : public Callback {
 
   // best_model_path, best_model_score, best_k_models, kth_best_model_path, kth_value,
   // last_model_path, current_score and dirpath. Loaded only when dirpath matches (else only
-  // best_model_path), as Lightning does. Plus the global step saved last (not in Lightning's),
-  // always loaded: a resumed run does not save that step again.
+  // best_model_path), as Lightning does, or (Kiln) when dirpath was left to the logger and the
+  // saved one is the same place in another version_N folder of the run. Plus the global step
+  // saved last (not in Lightning's), always loaded: a resumed run does not save that step again.
   Json state_dict() const override;
   void load_state_dict(const Json& state) override;
 
@@ -95,6 +96,7 @@ class ModelCheckpoint : public Callback {
   void set_dirpath(std::string dirpath) { dirpath_ = std::move(dirpath); }
 
  private:
+  bool same_run_other_version(const std::string& saved_dir) const;
   bool should_skip_saving(const Trainer& trainer) const;
   bool should_save_on_train_epoch_end(const Trainer& trainer) const;
   bool epoch_trigger_due(const Trainer& trainer) const;
