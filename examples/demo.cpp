@@ -5,8 +5,11 @@
 //   demo [--epochs N] [--limit-batches N] [--root DIR] [--data DIR] [--resume last|best|PATH] [--help]
 #include <kiln/kiln.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <numbers>
 #include <optional>
 #include <string>
 
@@ -57,10 +60,17 @@ class FashionCNN : public TrainModule {
   void validation_step(const data::Batch& batch, int64_t) override { evaluate(batch, "val"); }
   void test_step(const data::Batch& batch, int64_t) override { evaluate(batch, "test"); }
 
+  // Cosine annealing to 0 over this run's steps, computed from the step count alone (a LambdaLR,
+  // not CosineAnnealingLR, whose saved T_max and recursive update would keep the old run's length).
+  // So `--resume last --epochs 5` after a 3-epoch run goes on as a 5-epoch run would from that
+  // step (the lr rises to 35% of its peak, then anneals to 0 at the new end), and a resume with the
+  // same --epochs stays bit-exact.
   std::vector<OptimizerConfig> configure_optimizers() override {
     auto adam = std::make_shared<optim::Adam>(parameters(), optim::AdamOptions{.lr = lr_});
     const int64_t steps = trainer().num_training_batches() * trainer().config().max_epochs.value_or(1);
-    auto cosine = std::make_shared<optim::CosineAnnealingLR>(*adam, optim::CosineAnnealingLROptions{.T_max = steps});
+    auto cosine = std::make_shared<optim::LambdaLR>(*adam, [steps](int64_t step) {
+      return (1 + std::cos(std::numbers::pi * static_cast<double>(std::min(step, steps)) / static_cast<double>(steps))) / 2;
+    });
     return {{adam, {{.scheduler = cosine, .interval = "step"}}}};
   }
 

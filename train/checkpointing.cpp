@@ -39,15 +39,18 @@ Json generator_state(const Generator& g) { return {{"seed", g.state().seed}, {"o
 }  // namespace
 
 State Trainer::make_checkpoint() {
-  KILN_CHECK(module_, "save_checkpoint: no module is being run");
+  // Between calls: the module the last call ran, as that call left it (see save_checkpoint).
+  TrainModule* module = module_ ? module_ : last_module_;
+  DataModule* datamodule = module_ ? datamodule_ : last_datamodule_;
+  KILN_CHECK(module, "save_checkpoint: this Trainer has not run a module yet (call fit, validate, test or predict first)");
   State ckpt;
-  for (const auto& [name, t] : module_->state_dict()) ckpt.tensors.insert("state_dict." + name, t);
+  for (const auto& [name, t] : module->state_dict()) ckpt.tensors.insert("state_dict." + name, t);
   Json& meta = ckpt.meta;
   meta["format"] = kFormat;
   meta["kiln_version"] = KILN_VERSION;
   meta["epoch"] = current_epoch();
   meta["global_step"] = global_step();
-  meta["hyper_parameters"] = module_->hparams();
+  meta["hyper_parameters"] = module->hparams();
   meta["optimizer_states"] = Json::array();
   meta["lr_schedulers"] = Json::array();
   for (size_t i = 0; i < optimizers_.size(); ++i) {
@@ -61,7 +64,7 @@ State Trainer::make_checkpoint() {
   // Note [Checkpoints between micro-batches]: inside an accumulation window the gradients summed so
   // far are part of the state; without them a resumed run would step on a partial sum.
   if (progress_.micro_batches_in_window > 0)
-    for (const auto& [name, p] : module_->named_parameters())
+    for (const auto& [name, p] : module->named_parameters())
       if (p.grad().defined()) ckpt.tensors.insert("accumulated_grads." + name, p.grad());
   meta["loops"] = {{"fit", progress_.state_dict()}};
   meta["metrics"] = metrics_.state_dict();
@@ -70,13 +73,13 @@ State Trainer::make_checkpoint() {
   meta["callbacks"] = callbacks;
   meta["loaders"] = Json::object();
   if (train_loader_) meta["loaders"]["train"] = train_loader_->state_dict();
-  if (datamodule_) meta["datamodule"] = datamodule_->state_dict();
+  if (datamodule) meta["datamodule"] = datamodule->state_dict();
   meta["precision"] = {{"name", plan_.precision->name()}, {"state", plan_.precision->state_dict()}};
   meta["rng"] = {{"cpu", generator_state(default_generator())}};
   meta["elapsed_seconds"] = elapsed_seconds();
   meta["num_threads"] = fit_threads_;  // Note [Deterministic runs]
-  module_->on_save_checkpoint(ckpt);
-  each_callback([&](Callback& cb) { cb.on_save_checkpoint(*this, *module_, ckpt); });
+  module->on_save_checkpoint(ckpt);
+  each_callback([&](Callback& cb) { cb.on_save_checkpoint(*this, *module, ckpt); });
   return ckpt;
 }
 
@@ -97,8 +100,41 @@ std::string Trainer::last_model_path() const {
   return mc ? mc->last_model_path() : "";
 }
 
-// "best" and "last" name the ModelCheckpoint's files; "last" also considers checkpoints saved on a
-// signal (hpc_ckpt_N.ckpt), taking the newest, so a requeued job resumes where it was stopped.
+// Note [ckpt_path="last"]: "last" is the newest (by modification time, as Lightning picks) of the
+// run's complete checkpoints that mark where it stopped: ModelCheckpoint's last*.ckpt files and the
+// hpc_ckpt_N.ckpt files written on a signal in default_root_dir. Lightning looks only in the new
+// process's checkpoint folder, which a logger places in a fresh version_N, so a restarted process
+// would never find its own run; Kiln also looks in the same place under every other version folder
+// of the logger (root/name/version_*/checkpoints when dirpath is left to the logger), so after
+// SIGKILL, or after a finished run, "last" is where the run got to. Writes in progress are named
+// *.tmp-N until their atomic rename, so a file found is complete. When there is none, Kiln warns
+// and starts fresh, as Lightning does (a script can pass "last" from its very first run).
+std::vector<std::string> Trainer::last_checkpoint_candidates() const {
+  namespace fs = std::filesystem;
+  std::vector<std::string> candidates;
+  std::error_code ec;
+  for (const auto& cb : callbacks_) {
+    const auto* mc = dynamic_cast<const ModelCheckpoint*>(cb.get());
+    if (!mc) continue;
+    if (!mc->last_model_path().empty()) candidates.push_back(mc->last_model_path());
+    for (const std::string& p : mc->find_last_checkpoints()) candidates.push_back(p);
+    if (!mc->options().dirpath.empty() || loggers_.empty()) continue;
+    const fs::path run = log_dir();
+    const fs::path inside = fs::path(mc->dirpath()).lexically_relative(run);  // "checkpoints"
+    if (inside.empty() || *inside.begin() == "..") continue;
+    for (const auto& version : fs::directory_iterator(run.parent_path(), ec))
+      if (version.is_directory(ec) && version.path() != run)
+        for (const std::string& p : ModelCheckpoint::last_checkpoints_in((version.path() / inside).string()))
+          candidates.push_back(p);
+  }
+  for (const auto& entry : fs::directory_iterator(config_.default_root_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("hpc_ckpt_", 0) == 0 && entry.path().extension() == ".ckpt") candidates.push_back(entry.path().string());
+  }
+  return candidates;
+}
+
+// "best" names the ModelCheckpoint's best file; "last" see Note [ckpt_path="last"]. Empty: none.
 std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
   namespace fs = std::filesystem;
   if (ckpt_path == "best") {
@@ -108,24 +144,18 @@ std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
     return best;
   }
   if (ckpt_path != "last") return ckpt_path;
-  std::vector<std::string> candidates;
-  if (std::string last = last_model_path(); !last.empty()) candidates.push_back(last);
-  for (const auto& cb : callbacks_)
-    if (auto* mc = dynamic_cast<const ModelCheckpoint*>(cb.get()))
-      for (const std::string& p : mc->find_last_checkpoints()) candidates.push_back(p);
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(config_.default_root_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind("hpc_ckpt_", 0) == 0 && entry.path().extension() == ".ckpt") candidates.push_back(entry.path().string());
-  }
   std::string newest;
   fs::file_time_type newest_time{};
-  for (const auto& c : candidates) {
+  std::error_code ec;
+  for (const auto& c : last_checkpoint_candidates()) {
     const auto t = fs::last_write_time(c, ec);
     if (!ec && (newest.empty() || t > newest_time)) newest = c, newest_time = t;
   }
-  KILN_CHECK(!newest.empty(), "ckpt_path=\"last\": no last checkpoint found (ModelCheckpoint's last_model_path is "
-             "empty and there is no hpc_ckpt_*.ckpt in ", config_.default_root_dir, ")");
+  if (newest.empty())
+    std::fprintf(stderr, "warning: ckpt_path=\"last\" is set, but there is no last checkpoint available (no last*.ckpt "
+                         "of this run's ModelCheckpoint in any version folder, no hpc_ckpt_*.ckpt in %s). No checkpoint "
+                         "will be loaded. HINT: set ModelCheckpointOptions{.save_last = true}\n",
+                 config_.default_root_dir.c_str());
   return newest;
 }
 

@@ -83,6 +83,12 @@ std::string Trainer::log_dir() const { return loggers_.empty() ? config_.default
 
 double Trainer::elapsed_seconds() const { return restored_elapsed_ + (start_time_ > 0 ? now_seconds() - start_time_ : 0); }
 
+// A checkpoint saved after fit() returns records the fit's training time, not the time since.
+void Trainer::stop_clock() {
+  restored_elapsed_ = elapsed_seconds();
+  start_time_ = 0;
+}
+
 int64_t Trainer::limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const {
   if (config_.fast_dev_run > 0) return std::min(available, config_.fast_dev_run);
   return apply_limit(limit, available, loader);
@@ -130,11 +136,16 @@ void Trainer::check_thread_count() const {
 void Trainer::attach(TrainModule& module) {
   KILN_CHECK(!module.trainer_ || module.trainer_ == this, "Trainer: the module is attached to another Trainer that is running");
   module.trainer_ = this;
-  module_ = &module;
+  // The optimizers of the last fit belong to its module; a call with another module drops them so
+  // that a later save_checkpoint cannot pair them with the wrong parameters.
+  if (last_module_ != &module) optimizers_.clear();
+  module_ = last_module_ = &module;
+  last_datamodule_ = nullptr;
 }
 
 void Trainer::detach() {
   if (module_) module_->trainer_ = nullptr;
+  last_datamodule_ = datamodule_;
   module_ = nullptr;
   datamodule_ = nullptr;
   stage_ = TrainerStage::none;
@@ -262,6 +273,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
   attach(module);
   datamodule_ = data;
   stage_ = TrainerStage::fitting;
+  optimizers_.clear();
   interrupted_ = false;
   should_stop = false;
   if (config_.handle_signals) signals_ = std::make_unique<SignalState>();
@@ -299,7 +311,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     metrics_ = {};
     restored_ = false;
     restored_elapsed_ = 0;
-    if (!ckpt_path.empty()) restore_checkpoint(resolve_ckpt_path(ckpt_path));
+    if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);
     start_time_ = now_seconds();
     if (!restored_)
       for (auto& logger : loggers_) logger->log_hyperparams(module.hparams());
@@ -333,10 +345,12 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
     for (auto& logger : loggers_) logger->finalize("failed");
     signals_.reset();
+    stop_clock();
     detach();
     throw;
   }
   signals_.reset();
+  stop_clock();
   detach();
 }
 
@@ -374,10 +388,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
                testing ? "test" : "val", "_dataloader() returns a loader");
     plan_.strategy->setup_module(module);
     plan_.precision->convert_module(module);
-    if (!ckpt_path.empty()) {
-      optimizers_.clear();  // weights only: no optimizer state to restore into
-      restore_checkpoint(resolve_ckpt_path(ckpt_path));
-    }
+    if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
     const int64_t limit =
         testing ? limit_batches(config_.limit_test_batches, loader->size(), "test") : val_batch_limit(loader->size());
     num_val_batches_ = limit;  // what progress bars show as the total
@@ -415,10 +426,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     module.setup("predict");
     plan_.strategy->setup_module(module);
     plan_.precision->convert_module(module);
-    if (!ckpt_path.empty()) {
-      optimizers_.clear();
-      restore_checkpoint(resolve_ckpt_path(ckpt_path));
-    }
+    if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
     const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size(), "predict");
     num_val_batches_ = limit;
     module.eval();

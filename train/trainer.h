@@ -48,7 +48,9 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // ckpt_path: a checkpoint file, "last" or "best" (from the ModelCheckpoint), or empty.
+  // ckpt_path: a checkpoint file, "best" (the ModelCheckpoint's), "last" (the newest checkpoint where
+  // the run stopped, in any of its version folders; none: a warning and a fresh start, see
+  // Note [ckpt_path="last"] in checkpointing.cpp), or empty.
   void fit(TrainModule& module, DataModule& data, const std::string& ckpt_path = "");
   void fit(TrainModule& module, const Loaders& loaders, const std::string& ckpt_path = "");
   // Return the metrics logged at epoch level, as Lightning's validate()/test() do.
@@ -81,7 +83,11 @@ class Trainer {
   const FitProgress& fit_progress() const { return progress_; }
   TrainModule* module() const { return module_; }
 
-  // Writes a checkpoint of the run as it is now (atomically). Callbacks call this.
+  // Writes a checkpoint of the run as it is now (atomically). Callbacks call this during a run;
+  // after fit() returns it saves the state the fit ended with (Lightning allows both), which
+  // resumes a longer fit or loads into validate/test. After a call returns, the module it ran
+  // (and its DataModule) must still exist; the optimizer states are saved only while that module
+  // is the one the last fit configured them for.
   void save_checkpoint(const std::string& path);
   // The callback that owns checkpoint files, when there is one (ckpt_path "best" / "last").
   std::string best_model_path() const;
@@ -101,6 +107,7 @@ class Trainer {
 
   void attach(TrainModule& module);
   void detach();
+  void stop_clock();
   void run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path);
   std::map<std::string, double> run_evaluation(TrainModule& module, DataModule* data, const Loaders& loaders,
                                                const std::string& ckpt_path, TrainerStage stage);
@@ -127,6 +134,7 @@ class Trainer {
   State make_checkpoint();
   void restore_checkpoint(const std::string& ckpt_path);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
+  std::vector<std::string> last_checkpoint_candidates() const;
   // ---- helpers
   void send_to_loggers(const std::map<std::string, double>& metrics, int64_t step);
   void check_signals();
@@ -142,8 +150,11 @@ class Trainer {
   TrainerConfig config_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
-  TrainModule* module_ = nullptr;
+  TrainModule* module_ = nullptr;  // the module being run, null between calls
   DataModule* datamodule_ = nullptr;
+  // What save_checkpoint saves between calls: the module and DataModule the last call ran.
+  TrainModule* last_module_ = nullptr;
+  DataModule* last_datamodule_ = nullptr;
   std::shared_ptr<data::DataLoader> train_loader_;
   std::shared_ptr<data::DataLoader> val_loader_;
   std::vector<OptimizerConfig> optimizers_;

@@ -264,6 +264,41 @@ TEST(ModelCheckpoint, StateRoundTripContinuesTheSameRetention) {
   kt::expect_error([&] { resumed.load_state_dict(Json::object()); }, {"ModelCheckpoint.load_state_dict", "best_model_path"});
 }
 
+// Kiln: with dirpath left to the logger, a run resumed into a new version folder is the same run:
+// it keeps its scores and kept files (and never deletes the older folder's files).
+TEST(ModelCheckpoint, StateCarriesOverToAnotherVersionFolderOfTheRun) {
+  const std::string root = fresh_dir("versions") + "/lightning_logs";
+  const callbacks::ModelCheckpointOptions options{.monitor = "val_loss", .save_top_k = 2};
+  callbacks::ModelCheckpoint first(options);
+  first.set_dirpath(root + "/version_0/checkpoints");
+  fs::create_directories(first.dirpath());
+  FakeWriter w;
+  run_scores(first, {5, 3}, w);
+  const Json saved = Json::parse(first.state_dict().dump());
+
+  callbacks::ModelCheckpoint resumed(options);
+  resumed.set_dirpath(root + "/version_1/checkpoints");
+  fs::create_directories(resumed.dirpath());
+  resumed.load_state_dict(saved);
+  EXPECT_EQ(resumed.best_k_models(), first.best_k_models());
+  EXPECT_EQ(resumed.best_model_score(), 3.0);
+  resumed.save_topk(at_epoch(2, 4), w.fn());  // 4 displaces 5, whose file stays in version_0
+  EXPECT_EQ(resumed.best_k_models(), (std::vector<std::pair<std::string, double>>{
+                                         {root + "/version_0/checkpoints/epoch=1-step=4.ckpt", 3},
+                                         {root + "/version_1/checkpoints/epoch=2-step=6.ckpt", 4}}));
+  EXPECT_EQ(files_in(root + "/version_0/checkpoints"), (std::set<std::string>{"epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"}));
+
+  // Not a version folder of the same run, or a dirpath the user chose: Lightning's rule.
+  callbacks::ModelCheckpoint other(options);
+  other.set_dirpath(root + "/../elsewhere/checkpoints");
+  other.load_state_dict(saved);
+  EXPECT_TRUE(other.best_k_models().empty());
+  callbacks::ModelCheckpoint chosen({.dirpath = root + "/version_2/checkpoints", .monitor = "val_loss", .save_top_k = 2});
+  chosen.load_state_dict(saved);
+  EXPECT_TRUE(chosen.best_k_models().empty());
+  EXPECT_EQ(chosen.best_model_path(), first.best_model_path());
+}
+
 TEST(ModelCheckpoint, StateKeyNamesMonitorModeAndTriggers) {
   callbacks::ModelCheckpoint mc({.monitor = "val_loss"});
   EXPECT_EQ(mc.state_key(), "ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, "

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "io/checkpoint/checkpoint.h"
+#include "io/data/fashion_mnist.h"
 #include "io/safetensors/safetensors.h"
 #include "testing.h"
 #include "trainer_fixtures.h"
@@ -148,4 +149,34 @@ TEST(Programs, ConvertWeightsOnlyKeepsTheModuleAndItsHyperparameters) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("tensors named state_dict.*); this file has none"), std::string::npos) << r.err;
   fs::remove_all(dir);
+}
+
+// README: `demo --resume last --epochs N` right after a finished run continues it. The new process
+// logs into version_1; "last" is version_0's last.ckpt, and the best scores carry over.
+TEST(Programs, DemoResumesLastAfterAFinishedRun) {
+  skip_unless_built("demo");
+  if (!fs::exists(std::string(data::kFashionMNISTRoot) + "/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "no Fashion-MNIST under " << data::kFashionMNISTRoot;
+  const std::string root = fresh_dir("demo_resume");
+  Outcome r = run("demo", "--epochs 1 --limit-batches 3 --root " + root);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("demo", "--resume last --epochs 2 --limit-batches 3 --root " + root);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err.find("no last checkpoint"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("dirpath has changed"), std::string::npos) << r.err;
+  const std::string resumed = slurp(root + "/lightning_logs/version_1/metrics.csv");
+  // Only the second epoch ran: the rows that name an epoch (the first column) name epoch 1.
+  std::istringstream lines(resumed);
+  std::string line;
+  std::getline(lines, line);
+  ASSERT_EQ(line.rfind("epoch,", 0), 0u) << resumed;
+  int epoch_rows = 0;
+  while (std::getline(lines, line)) {
+    const std::string epoch = line.substr(0, line.find(','));
+    if (epoch.empty()) continue;  // the test() row
+    ++epoch_rows;
+    EXPECT_EQ(epoch, "1") << line;
+  }
+  EXPECT_GT(epoch_rows, 0) << resumed;
+  EXPECT_TRUE(fs::exists(root + "/lightning_logs/version_1/checkpoints/last.ckpt"));
 }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "train/callbacks/model_checkpoint.h"
+#include "train/loggers/csv_logger.h"
 #include "train/seed.h"
 #include "trainer_fixtures.h"
 
@@ -231,6 +233,123 @@ TEST(Trainer, ResumeIsBitExactMidEpochAtEpochEndAndBetweenMicroBatches) {
       expect_same_run_end(full, run(base, 0, nullptr, path));  // resumed with another worker count
     }
   }
+}
+
+// ---- save_checkpoint after fit, and resumes driven by ModelCheckpoint's own files
+
+TEST(Trainer, SaveCheckpointAfterFitResumesALongerFitAndLoadsForValidation) {
+  const std::string dir = fresh_dir("after_fit");
+  EXPECT_THROW(Trainer(quiet({})).save_checkpoint(dir + "/nothing.ckpt"), Error);  // no module run yet
+  for (int64_t accumulate : {1, 2}) {
+    SCOPED_TRACE("accumulate " + std::to_string(accumulate));
+    const RunResult full = run({.max_epochs = 3, .accumulate_grad_batches = accumulate}, 2);
+    const std::string path = dir + "/after_fit.ckpt";
+    std::map<std::string, double> fitted_metrics;
+    {
+      seed_everything(42);
+      TinyClassifier module;
+      Trainer trainer(quiet({.max_epochs = 2, .accumulate_grad_batches = accumulate, .logger = false}));
+      const Loaders loaders{.train = make_loader(8, true, 2, 5), .val = make_loader(20, false, 0)};
+      trainer.fit(module, loaders);
+      trainer.save_checkpoint(path);
+      fitted_metrics = trainer.validate(module, loaders);
+      trainer.save_checkpoint(path);  // validate with the fitted module keeps the fit's state
+    }
+    const State saved = io::load(path);
+    EXPECT_EQ(saved.meta["epoch"], 2);
+    EXPECT_EQ(saved.meta["optimizer_states"].size(), 1u);
+    // One more epoch from the saved state ends where the uninterrupted three-epoch run ended.
+    expect_same_run_end(full, run({.max_epochs = 3, .accumulate_grad_batches = accumulate}, 0, nullptr, path));
+    TinyClassifier fresh(0.2, 0.1);
+    EXPECT_EQ(Trainer(quiet({.logger = false})).validate(fresh, Loaders{.val = make_loader(20, false, 0)}, path),
+              fitted_metrics);
+  }
+}
+
+struct ThrowAtBatchStart : Callback {
+  explicit ThrowAtBatchStart(int64_t batch) : at(batch) {}
+  std::string name() const override { return "ThrowAtBatchStart"; }
+  void on_train_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t) override {
+    if (++seen == at) throw std::runtime_error("stop for the test");
+  }
+  int64_t at, seen = 0;
+};
+
+// A fit with a ModelCheckpoint saving every step into `dir`, stopped before batch `stop_before`.
+RunResult run_saving_every_step(const std::string& dir, int64_t accumulate, int64_t stop_before, const std::string& ckpt) {
+  seed_everything(42);
+  TinyClassifier module;
+  auto logger = std::make_shared<RecordingLogger>();
+  TrainerConfig c = quiet({.max_epochs = 3, .accumulate_grad_batches = accumulate, .log_every_n_steps = 1});
+  c.enable_checkpointing = true;
+  c.loggers = {logger};
+  c.callbacks = {std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{
+      .dirpath = dir, .save_top_k = -1, .save_last = true, .every_n_train_steps = 1})};
+  if (stop_before > 0) c.callbacks.push_back(std::make_shared<ThrowAtBatchStart>(stop_before));
+  try {
+    Trainer(c).fit(module, Loaders{.train = make_loader(8, true, 2, 5)}, ckpt);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()) != "stop for the test") throw;
+  }
+  return {module.state_dict(), logger->rows};
+}
+
+std::set<std::string> ckpt_files(const std::string& dir) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+TEST(Trainer, ResumedAccumulationDoesNotSaveItsCheckpointStepAgain) {
+  const std::string full_dir = fresh_dir("acc_full"), dir = fresh_dir("acc_resumed");
+  // 5 batches per epoch, windows of 2: steps end at batches 2, 4 and (cut short) 5 of each epoch.
+  const RunResult full = run_saving_every_step(full_dir, 2, 0, "");
+  for (int64_t stop_before : {3, 5, 8}) {  // right after the saves of steps 1, 2 and 4
+    SCOPED_TRACE("stopped before batch " + std::to_string(stop_before));
+    fs::remove_all(dir);
+    run_saving_every_step(dir, 2, stop_before, "");
+    const RunResult resumed = run_saving_every_step(dir, 2, 0, dir + "/last.ckpt");
+    expect_same_run_end(full, resumed);
+    ASSERT_EQ(ckpt_files(dir), ckpt_files(full_dir));
+    for (const std::string& name : ckpt_files(full_dir)) {
+      const State a = io::load(full_dir + "/" + name), b = io::load(dir + "/" + name);
+      EXPECT_EQ(a.meta["loops"], b.meta["loops"]) << name;
+      EXPECT_EQ(a.meta["loaders"], b.meta["loaders"]) << name;
+      ASSERT_EQ(a.tensors.size(), b.tensors.size()) << name;  // no accumulated_grads.* in either
+      for (const auto& [key, t] : a.tensors) EXPECT_TRUE(bitwise_equal(t, b.tensors.at(key))) << name << " " << key;
+    }
+  }
+}
+
+// ckpt_path="last" in a new process whose logger starts a new version folder: the run's newest
+// last.ckpt in any version folder, by modification time; none at all: a fresh start.
+TEST(Trainer, LastFindsTheRunsNewestCheckpointAcrossVersionFolders) {
+  const std::string dir = fresh_dir("last_versions");
+  auto fit = [&](int64_t epochs, const std::string& ckpt) {
+    seed_everything(42);
+    TinyClassifier module;
+    TrainerConfig c = quiet({.max_epochs = epochs, .default_root_dir = dir});
+    c.enable_checkpointing = true;
+    c.loggers = {std::make_shared<CSVLogger>(CSVLoggerOptions{.root_dir = dir})};
+    c.callbacks = {std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{.save_last = true})};
+    Trainer trainer(c);
+    trainer.fit(module, Loaders{.train = make_loader(8, true, 2, 5)}, ckpt);
+    return std::pair{module.state_dict(), trainer.log_dir()};
+  };
+  const auto [fresh_weights, first_dir] = fit(1, "last");  // nothing to find: starts fresh
+  const auto [one_epoch, unused] = fit(1, "");
+  for (const auto& [name, t] : one_epoch) EXPECT_TRUE(bitwise_equal(t, fresh_weights.at(name))) << name;
+  const auto [full, unused2] = fit(3, "");
+  const auto [two_epochs, newest_dir] = fit(2, "");
+  // A stale copy in another version folder, older than the newest; and a version folder with no checkpoint.
+  const std::string stale = dir + "/lightning_logs/version_9/checkpoints/last.ckpt";
+  fs::create_directories(fs::path(stale).parent_path());
+  fs::copy_file(first_dir + "/checkpoints/last.ckpt", stale);
+  fs::last_write_time(stale, fs::last_write_time(newest_dir + "/checkpoints/last.ckpt") - std::chrono::hours(1));
+  fs::create_directories(dir + "/lightning_logs/version_10");
+  const auto [resumed, resumed_dir] = fit(3, "last");
+  EXPECT_EQ(fs::path(resumed_dir).filename(), "version_11");
+  for (const auto& [name, t] : full) EXPECT_TRUE(bitwise_equal(t, resumed.at(name))) << name;
 }
 
 // ---- signals (in child processes: exit() is the point)

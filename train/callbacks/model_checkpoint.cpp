@@ -287,9 +287,11 @@ void ModelCheckpoint::save_last(const Metrics& candidates, const CheckpointWrite
   if (!previous.empty() && should_remove(previous, filepath)) remove_checkpoint(previous);
 }
 
+// Set before writing: the file holds it, so a run resumed from this step does not save the step
+// again on its next micro-batch (inside the accumulation window global_step does not move).
 void ModelCheckpoint::write_checkpoint(const std::string& path, int64_t step, const CheckpointWriter& write) {
-  write(path);
   last_global_step_saved_ = step;
+  write(path);
 }
 
 // Only files inside dirpath are ever deleted (a checkpoint resumed from elsewhere is the user's).
@@ -306,11 +308,14 @@ void ModelCheckpoint::remove_checkpoint(const std::string& path) const {
   fs::remove(path, ec);
 }
 
-std::vector<std::string> ModelCheckpoint::find_last_checkpoints() const {
+std::vector<std::string> ModelCheckpoint::find_last_checkpoints() const { return last_checkpoints_in(dirpath_); }
+
+// Only finished files: a write in progress is named <path>.tmp-<n> until its atomic rename.
+std::vector<std::string> ModelCheckpoint::last_checkpoints_in(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;
-  if (dirpath_.empty() || !fs::is_directory(dirpath_, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(dirpath_, ec)) {
+  if (dir.empty() || !fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (entry.is_regular_file(ec) && name.find(kNameLast) != std::string::npos && entry.path().extension() == kFileExtension)
       out.push_back(entry.path().string());
@@ -334,14 +339,27 @@ Json ModelCheckpoint::state_dict() const {
       {"kth_best_model_path", kth_best_model_path_},
       {"kth_value", score_to_json(kth_value_)},
       {"last_model_path", last_model_path_},
+      {"last_global_step_saved", last_global_step_saved_},  // Kiln's addition, see write_checkpoint
   };
+}
+
+// Kiln's addition to Lightning's rule below: a resumed run whose logger started a new version
+// folder (R/version_1/checkpoints after R/version_0/checkpoints, dirpath left to the logger) is
+// the same run, so it keeps its best scores and kept files. The files stay where they are: only
+// files inside dirpath are ever deleted (should_remove), so the older folder is never touched.
+bool ModelCheckpoint::same_run_other_version(const std::string& saved_dir) const {
+  if (!options_.dirpath.empty() || saved_dir.empty() || dirpath_.empty()) return false;
+  const fs::path saved = fs::path(saved_dir).lexically_normal(), now = fs::path(dirpath_).lexically_normal();
+  return saved.filename() == now.filename() && saved.parent_path().parent_path() == now.parent_path().parent_path() &&
+         saved.parent_path().filename().string().rfind("version_", 0) == 0 &&
+         now.parent_path().filename().string().rfind("version_", 0) == 0;
 }
 
 void ModelCheckpoint::load_state_dict(const Json& state) {
   KILN_CHECK(state.is_object() && state.contains("best_model_path"),
              "ModelCheckpoint.load_state_dict: expected an object with 'best_model_path', got ", state.dump());
   const std::string saved_dir = state.value("dirpath", dirpath_);
-  if (saved_dir == dirpath_) {
+  if (saved_dir == dirpath_ || same_run_other_version(saved_dir)) {
     const Json& best = state.at("best_model_score");
     best_model_score_ = best.is_null() ? std::nullopt : std::optional(score_from_json(best, "best_model_score"));
     kth_best_model_path_ = state.value("kth_best_model_path", kth_best_model_path_);
@@ -364,6 +382,8 @@ void ModelCheckpoint::load_state_dict(const Json& state) {
                  saved_dir.c_str(), dirpath_.c_str());
   }
   best_model_path_ = state.at("best_model_path").get<std::string>();
+  // The run's progress, not its files: restored whatever the dirpath.
+  last_global_step_saved_ = state.value("last_global_step_saved", last_global_step_saved_);
 }
 
 }  // namespace kiln::callbacks

@@ -58,7 +58,9 @@ class ModelCheckpoint : public Callback {
 
   // best_model_path, best_model_score, best_k_models, kth_best_model_path, kth_value,
   // last_model_path, current_score and dirpath. Loaded only when dirpath matches (else only
-  // best_model_path), as Lightning does.
+  // best_model_path), as Lightning does, or (Kiln) when dirpath was left to the logger and the
+  // saved one is the same place in another version_N folder of the run. Plus the global step
+  // saved last (not in Lightning's), always loaded: a resumed run does not save that step again.
   Json state_dict() const override;
   void load_state_dict(const Json& state) override;
 
@@ -76,6 +78,8 @@ class ModelCheckpoint : public Callback {
   // Lightning's _find_last_checkpoints: the .ckpt files in dirpath whose name contains "last"
   // (what ckpt_path="last" resumes from when this run has not saved yet).
   std::vector<std::string> find_last_checkpoints() const;
+  // The same for any folder (ckpt_path="last" also looks in the run's other version folders).
+  static std::vector<std::string> last_checkpoints_in(const std::string& dir);
 
   // ---- the steps of a save point, public so a hand-written loop (or a test) can drive them.
   // `candidates` are the callback metrics plus "epoch" and "step" (formatted as integers).
@@ -92,6 +96,7 @@ class ModelCheckpoint : public Callback {
   void set_dirpath(std::string dirpath) { dirpath_ = std::move(dirpath); }
 
  private:
+  bool same_run_other_version(const std::string& saved_dir) const;
   bool should_skip_saving(const Trainer& trainer) const;
   bool should_save_on_train_epoch_end(const Trainer& trainer) const;
   bool epoch_trigger_due(const Trainer& trainer) const;
