@@ -50,10 +50,8 @@ Outcome run(const std::string& program, const std::string& args) {
   return r;
 }
 
-void skip_unless_built(const std::string& program) {
-  if (::access((build_dir() + "/" + program).c_str(), X_OK) != 0)
-    GTEST_SKIP() << build_dir() << "/" << program << " is not built";
-}
+// GTEST_SKIP only returns from the function it is in, so each test checks this itself.
+bool is_built(const std::string& program) { return ::access((build_dir() + "/" + program).c_str(), X_OK) == 0; }
 
 // Saves a Trainer checkpoint at the end of fit (the file a run's ModelCheckpoint writes).
 struct SaveAtEnd : Callback {
@@ -65,7 +63,7 @@ struct SaveAtEnd : Callback {
 }  // namespace
 
 TEST(Programs, DemoHelpAndBadFlagsStopBeforeTraining) {
-  skip_unless_built("demo");
+  if (!is_built("demo")) GTEST_SKIP() << build_dir() << "/demo is not built";
   const std::string root = fresh_dir("demo_flags");
   fs::remove_all(root);
   Outcome r = run("demo", "--help --root " + root);
@@ -90,7 +88,7 @@ TEST(Programs, DemoHelpAndBadFlagsStopBeforeTraining) {
 }
 
 TEST(Programs, KilnHelpAndUnknownCommands) {
-  skip_unless_built("kiln");
+  if (!is_built("kiln")) GTEST_SKIP() << build_dir() << "/kiln is not built";
   Outcome r = run("kiln", "--help");
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.err, "");
@@ -111,7 +109,7 @@ TEST(Programs, KilnHelpAndUnknownCommands) {
 }
 
 TEST(Programs, ConvertWeightsOnlyKeepsTheModuleAndItsHyperparameters) {
-  skip_unless_built("kiln");
+  if (!is_built("kiln")) GTEST_SKIP() << build_dir() << "/kiln is not built";
   const std::string dir = fresh_dir("weights_only");
   TinyClassifier model;
   auto saver = std::make_shared<SaveAtEnd>();
@@ -154,7 +152,7 @@ TEST(Programs, ConvertWeightsOnlyKeepsTheModuleAndItsHyperparameters) {
 // README: `demo --resume last --epochs N` right after a finished run continues it. The new process
 // logs into version_1; "last" is version_0's last.ckpt, and the best scores carry over.
 TEST(Programs, DemoResumesLastAfterAFinishedRun) {
-  skip_unless_built("demo");
+  if (!is_built("demo")) GTEST_SKIP() << build_dir() << "/demo is not built";
   if (!fs::exists(std::string(data::kFashionMNISTRoot) + "/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "no Fashion-MNIST under " << data::kFashionMNISTRoot;
   const std::string root = fresh_dir("demo_resume");
