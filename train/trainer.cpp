@@ -336,6 +336,9 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     for (auto& logger : loggers_) logger->finalize("success");
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
+    // Lightning's words, so that a user knows the run is winding down rather than hung.
+    std::fprintf(stderr, "\nkiln: detected SIGINT (Ctrl-C), attempting graceful shutdown ... (press Ctrl-C again to "
+                         "exit at once)\n");
     const Error error("fit: interrupted by signal " + std::to_string(stop.signal));
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, error); });
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });

@@ -2,6 +2,7 @@
 // semantics, gradient accumulation, validate/test results, and bit-exact resume from checkpoints
 // taken mid-epoch, at epoch boundaries and between accumulation micro-batches, including a run
 // stopped by SIGTERM and a SLURM requeue on SIGUSR1 (child processes of this test binary).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -355,8 +357,11 @@ TEST(Trainer, LastFindsTheRunsNewestCheckpointAcrossVersionFolders) {
 // ---- signals (in child processes: exit() is the point)
 
 int run_child(const std::string& mode, const std::string& dir, const std::vector<std::string>& extra_env = {}) {
+  fs::create_directories(dir);
   const pid_t pid = fork();
   if (pid == 0) {
+    const int err = open((dir + "/child_stderr.txt").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (err >= 0) dup2(err, STDERR_FILENO);  // what the child tells its user, for the tests to read
     setenv("KILN_TRAINER_CHILD", mode.c_str(), 1);
     setenv("KILN_TRAINER_DIR", dir.c_str(), 1);
     for (const auto& kv : extra_env) putenv(const_cast<char*>(kv.c_str()));
@@ -425,6 +430,9 @@ TEST(Trainer, SigusrOnSlurmRequeuesTheJob) {
 TEST(Trainer, SigintStopsGracefully) {
   const std::string dir = fresh_dir("sigint");
   EXPECT_EQ(run_child("int", dir), 42);  // fit returned with interrupted() set
+  std::ifstream err(dir + "/child_stderr.txt");
+  const std::string said((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("kiln: detected SIGINT (Ctrl-C), attempting graceful shutdown"), std::string::npos) << said;
 }
 
 // ---- hard kills: a run SIGKILLed several times and restarted from its last checkpoint each time
