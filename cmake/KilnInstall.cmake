@@ -22,10 +22,10 @@ install(TARGETS kiln EXPORT kilnTargets
 install(CODE "set(KILN_SOURCE_DIR \"${PROJECT_SOURCE_DIR}\")
               set(KILN_HEADER_DESTINATION \"${CMAKE_INSTALL_INCLUDEDIR}/kiln\")")
 install(CODE [[
-  set(todo include/kiln/kiln.h)
+  set(pending include/kiln/kiln.h)
   set(seen "")
-  while(todo)
-    list(POP_FRONT todo header)
+  while(pending)
+    list(POP_FRONT pending header)
     list(FIND seen ${header} index)  # not IN_LIST: install scripts run without the project's policies
     if(index GREATER -1)
       continue()
@@ -37,7 +37,7 @@ install(CODE [[
       if(NOT EXISTS ${KILN_SOURCE_DIR}/${included})
         message(FATAL_ERROR "${header} includes \"${included}\", which is not a path from Kiln's source root")
       endif()
-      list(APPEND todo ${included})
+      list(APPEND pending ${included})
     endforeach()
   endwhile()
   foreach(header IN LISTS seen)
