@@ -27,6 +27,8 @@ class FileBytes {
   const std::string& label() const { return label_; }  // the path, or what the lender named it
   // Tells the kernel a range will be read once, front to back (readahead). No-op for borrowed bytes.
   void advise_sequential(size_t offset, size_t length) const;
+  // Copies bytes [offset, offset + length) to dst (Note [Copying out of a mapping]).
+  void copy_out(size_t offset, void* dst, size_t length) const;
 
  private:
   FileBytes() = default;

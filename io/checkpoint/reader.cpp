@@ -213,7 +213,7 @@ Tensor CheckpointReader::get(std::string_view name, bool zero_copy, bool verify)
     return from_blob(const_cast<uint8_t*>(raw(*r)), r->shape, r->dtype, [keep_alive](void*) {});
   }
   Tensor t = make_tensor(r->shape, r->dtype, Device::cpu());
-  if (r->nbytes) std::memcpy(t.data_ptr(), raw(*r), r->nbytes);
+  bytes_->copy_out(data_offset_ + r->offset, t.data_ptr(), r->nbytes);
   return t;
 }
 

@@ -4,7 +4,6 @@
 #include "io/safetensors/safetensors.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 
 #include "io/checkpoint/atomic_file.h"
@@ -19,30 +18,26 @@ namespace {
 using detail::shown;
 constexpr std::string_view kMetadataKey = "__metadata__";
 
-struct DTypeName {
-  DType dtype;
-  std::string_view name;
-};
-constexpr std::array<DTypeName, 8> kNames = {{{DType::f64, "F64"},  {DType::f32, "F32"}, {DType::f16, "F16"},
-                                              {DType::bf16, "BF16"}, {DType::i64, "I64"}, {DType::i32, "I32"},
-                                              {DType::u8, "U8"},     {DType::boolean, "BOOL"}}};
-// Valid safetensors dtypes that Kiln has no tensor type for.
-constexpr std::array<std::string_view, 12> kForeign = {"I8",      "I16",     "U16",     "U32", "U64",     "F8_E5M2",
-                                                       "F8_E4M3", "F8_E8M0", "F4",      "C64", "F6_E2M3", "F6_E3M2"};
+// Bytes of a tensor of `bits`-bit elements: a whole number of bytes, as the format requires of
+// the sub-byte dtypes (F4, F6_*), overflow-checked.
+uint64_t checked_nbytes(const Dims& shape, SafetensorsDType dtype, const std::string& where) {
+  const uint64_t numel = detail::checked_nbytes(shape, DType::u8, where);
+  const auto bits = static_cast<uint64_t>(safetensors_dtype_bits(dtype));
+  uint64_t total_bits = 0;
+  KILN_CHECK(!__builtin_mul_overflow(numel, bits, &total_bits), where, ": ", safetensors_dtype_name(dtype), " x ",
+             shape, " needs more than 2^64 bits");
+  KILN_CHECK(total_bits % 8 == 0, where, ": ", safetensors_dtype_name(dtype), " x ", shape, " is ", total_bits,
+             " bits, not a whole number of bytes");
+  return total_bits / 8;
+}
 
 }  // namespace
 
-std::string_view safetensors_dtype_name(DType dtype) {
-  for (const auto& n : kNames)
-    if (n.dtype == dtype) return n.name;
-  KILN_ASSERT(false, "no safetensors name for dtype ", dtype);
-  return {};
-}
+std::string_view safetensors_dtype_name(DType dtype) { return safetensors_dtype_name(safetensors_dtype(dtype)); }
 
 std::optional<DType> dtype_from_safetensors_name(std::string_view name) {
-  for (const auto& n : kNames)
-    if (n.name == name) return n.dtype;
-  return std::nullopt;
+  const auto d = safetensors_dtype_from_name(name);
+  return d ? kiln_dtype(*d) : std::nullopt;
 }
 
 SafetensorsReader::SafetensorsReader(std::shared_ptr<const FileBytes> bytes) : bytes_(std::move(bytes)) { parse(); }
@@ -92,14 +87,11 @@ void SafetensorsReader::parse() {
     SafetensorsRecord r;
     r.name = name;
     const std::string dtype = detail::read_string(entry["dtype"], at + ", field 'dtype'");
-    const auto parsed = dtype_from_safetensors_name(dtype);
-    KILN_CHECK(parsed || std::find(kForeign.begin(), kForeign.end(), dtype) == kForeign.end(), at,
-               ", field 'dtype': ", dtype, " is a safetensors dtype that Kiln does not support (Kiln has F64 F32 F16 "
-               "BF16 I64 I32 U8 BOOL)");
+    const auto parsed = safetensors_dtype_from_name(dtype);
     KILN_CHECK(parsed, at, ", field 'dtype': unknown dtype ", shown(dtype));
     r.dtype = *parsed;
     r.shape = detail::read_shape(entry["shape"], at + ", field 'shape'");
-    const uint64_t nbytes = detail::checked_nbytes(r.shape, r.dtype, at + ", field 'shape'");
+    const uint64_t nbytes = checked_nbytes(r.shape, r.dtype, at + ", field 'shape'");
     const Json& offsets = entry["data_offsets"];
     KILN_CHECK(offsets.is_array() && offsets.size() == 2, at, ", field 'data_offsets': expected [begin, end], got ",
                shown(offsets.dump()));
@@ -109,7 +101,7 @@ void SafetensorsReader::parse() {
     KILN_CHECK(r.end <= buffer, at, ", field 'data_offsets': end ", r.end, " is past the end of the ", buffer,
                "-byte data buffer");
     KILN_CHECK(r.end - r.begin == nbytes, at, ", field 'data_offsets': [", r.begin, ", ", r.end, ") holds ",
-               r.end - r.begin, " bytes, but ", r.dtype, " x ", r.shape, " needs ", nbytes);
+               r.end - r.begin, " bytes, but ", safetensors_dtype_name(r.dtype), " x ", r.shape, " needs ", nbytes);
     records_.push_back(std::move(r));
   }
 
@@ -128,49 +120,68 @@ void SafetensorsReader::parse() {
   }
   KILN_CHECK(covered == buffer, where, ": ", buffer - covered, " trailing bytes after the last tensor (the buffer is ",
              buffer, " bytes, the tensors cover ", covered, ")");
+  index_.reserve(records_.size());
+  for (size_t i = 0; i < records_.size(); ++i) index_.emplace(records_[i].name, i);
 }
 
 const SafetensorsRecord* SafetensorsReader::find(std::string_view name) const {
-  for (const auto& r : records_)
-    if (r.name == name) return &r;
-  return nullptr;
+  auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &records_[it->second];
 }
 
 std::vector<std::string> SafetensorsReader::names() const {
   std::vector<std::string> out;
+  out.reserve(records_.size());
   for (const auto& r : records_) out.push_back(r.name);
   return out;
 }
 
-Tensor SafetensorsReader::get(std::string_view name, bool zero_copy) const {
+Tensor SafetensorsReader::get(std::string_view name, bool zero_copy, const SafetensorsConvert& convert) const {
   const SafetensorsRecord* r = find(name);
   KILN_CHECK(r, "safetensors '", path(), "': no tensor named ", shown(name), " (it has ", records_.size(), " tensors)");
-  const uint8_t* src = bytes_->data() + 8 + header_bytes_ + r->begin;
-  const uint64_t nbytes = r->end - r->begin;
-  if (r->dtype == DType::boolean)
-    detail::check_bool_bytes(src, nbytes, "safetensors '" + path() + "': tensor " + shown(r->name));
-  if (zero_copy && reinterpret_cast<uintptr_t>(src) % dtype_size(r->dtype) == 0) {
-    auto keep_alive = bytes_;
-    return from_blob(const_cast<uint8_t*>(src), r->shape, r->dtype, [keep_alive](void*) {});
+  return read(*r, zero_copy, convert);
+}
+
+Tensor SafetensorsReader::read(const SafetensorsRecord& r, bool zero_copy, const SafetensorsConvert& convert) const {
+  const std::string at = "safetensors '" + path() + "': tensor " + shown(r.name);
+  const DType dtype = converted_dtype(r.dtype, convert, at);
+  const uint64_t offset = 8 + header_bytes_ + r.begin, nbytes = r.end - r.begin;
+  const uint8_t* src = bytes_->data() + offset;
+  if (!kiln_dtype(r.dtype)) {
+    Tensor t = make_tensor(r.shape, dtype, Device::cpu());
+    convert_elements(r.dtype, src, t.numel(), dtype, t.data_ptr(), at);
+    return t;
   }
-  Tensor t = make_tensor(r->shape, r->dtype, Device::cpu());
-  if (nbytes) std::memcpy(t.data_ptr(), src, nbytes);
+  if (dtype == DType::boolean) detail::check_bool_bytes(src, nbytes, at);
+  if (zero_copy && reinterpret_cast<uintptr_t>(src) % dtype_size(dtype) == 0) {
+    auto keep_alive = bytes_;
+    return from_blob(const_cast<uint8_t*>(src), r.shape, dtype, [keep_alive](void*) {});
+  }
+  Tensor t = make_tensor(r.shape, dtype, Device::cpu());
+  bytes_->copy_out(offset, t.data_ptr(), nbytes);
   return t;
 }
 
-TensorDict SafetensorsReader::load(const LoadOptions& options) const {
+void SafetensorsReader::verify_all() const {
+  for (const auto& r : records_)
+    if (r.dtype == SafetensorsDType::BOOL)
+      detail::check_bool_bytes(bytes_->data() + 8 + header_bytes_ + r.begin, r.end - r.begin,
+                               "safetensors '" + path() + "': tensor " + shown(r.name));
+}
+
+TensorDict SafetensorsReader::load(const LoadOptions& options, const SafetensorsConvert& convert) const {
   TensorDict out;
   if (options.names.empty()) {
     bytes_->advise_sequential(8 + header_bytes_, bytes_->size() - 8 - header_bytes_);
-    for (const auto& r : records_) out.insert(r.name, get(r.name, options.zero_copy));
+    for (const auto& r : records_) out.insert(r.name, read(r, options.zero_copy, convert));
   } else {
-    for (const auto& name : options.names) out.insert(name, get(name, options.zero_copy));
+    for (const auto& name : options.names) out.insert(name, get(name, options.zero_copy, convert));
   }
   return out;
 }
 
-TensorDict load_safetensors(const std::string& path, const LoadOptions& options) {
-  return SafetensorsReader::open(path).load(options);
+TensorDict load_safetensors(const std::string& path, const LoadOptions& options, const SafetensorsConvert& convert) {
+  return SafetensorsReader::open(path).load(options, convert);
 }
 
 void save_safetensors(const std::string& path, const TensorDict& tensors,
