@@ -1,7 +1,8 @@
 // The `kiln` command: `kiln ckpt inspect|verify|convert`. Inspect prints a checkpoint's metadata
 // and tensor table; verify checks every checksum (or, for safetensors, which has none, the
 // structure); convert turns a native file into safetensors and back, or keeps only a Trainer
-// checkpoint's module weights. Formats are told apart by content. Exit status: 0 good, 1 bad file
+// checkpoint's module weights (a safetensors tensor of a dtype Kiln lacks converts with --integers
+// or --floats; inspect and verify read every dtype as is). Formats are told apart by content. Exit status: 0 good, 1 bad file
 // (one line on stderr), 2 wrong usage (--help: 0, to stdout).
 #include <cstdio>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "io/checkpoint/checkpoint.h"
+#include "io/checkpoint/validate.h"
 #include "io/safetensors/safetensors.h"
 #include "train/arg_parser.h"
 
@@ -23,7 +25,7 @@ constexpr const char* kOverview =
     "Kiln's command-line tool. Exit status: 0 good, 1 bad file (one line on stderr), 2 wrong usage.\n"
     "  kiln ckpt inspect FILE\n"
     "  kiln ckpt verify FILE\n"
-    "  kiln ckpt convert FILE --to safetensors|kiln [--weights-only] [-o OUT]";
+    "  kiln ckpt convert FILE --to safetensors|kiln [--weights-only] [--integers T] [--floats T] [-o OUT]";
 
 // Key in safetensors metadata that carries a native checkpoint's JSON meta (when it is not a
 // flat object of strings, which maps onto safetensors metadata directly).
@@ -120,10 +122,10 @@ State weights_only(const State& s, const std::string& path) {
   return w;
 }
 
-State read_safetensors(const std::string& path) {
+State read_safetensors(const std::string& path, const io::SafetensorsConvert& convert) {
   const auto r = io::SafetensorsReader::open(path);
   State s;
-  s.tensors = r.load({.zero_copy = true});
+  s.tensors = r.load({.zero_copy = true}, convert);
   if (auto it = r.metadata().find(kMetaKey); it != r.metadata().end() && r.metadata().size() == 1) {
     s.meta = Json::parse(it->second, nullptr, /*allow_exceptions=*/false);
     if (!s.meta.is_object()) throw Error(path + ": metadata '" + kMetaKey + "' is not a JSON object");
@@ -146,14 +148,15 @@ void write_safetensors(const std::string& out, const State& s) {
 }
 
 // Without --weights-only, a file converts to the other format only; with it, to either.
-int convert(const std::string& path, const std::string& to, std::string out, bool weights) {
+int convert(const std::string& path, const std::string& to, std::string out, bool weights,
+            const io::SafetensorsConvert& foreign) {
   const std::string format = io::detect_format(path);
   if (format != "kiln" && format != "safetensors")
     throw Error(path + ": convert needs a native Kiln checkpoint or a safetensors file, this is " + format);
   if (format == to && !weights)
     throw Error(path + ": this is already a " + (to == "kiln" ? "native Kiln checkpoint" : "safetensors file") +
                 " (add --weights-only to keep only the module weights)");
-  State s = format == "kiln" ? io::load(path, {.zero_copy = true}) : read_safetensors(path);
+  State s = format == "kiln" ? io::load(path, {.zero_copy = true}) : read_safetensors(path, foreign);
   if (weights) s = weights_only(s, path);
   const std::string extension = to == "kiln" ? ".kiln" : ".safetensors";
   if (out.empty()) out = replace_extension(path, weights ? ".weights" + extension : extension);
@@ -177,7 +180,7 @@ int main(int argc, char** argv) {
   if (auto code = ckpt.parse(top.rest(), std::cout, std::cerr)) return *code;
 
   const std::string& command = ckpt.command();
-  std::string path, to, out;
+  std::string path, to, out, integers, floats;
   bool weights = false;
   ArgParser args("kiln ckpt " + command, kFileKinds);
   args.positional("FILE", path, "the checkpoint");
@@ -189,12 +192,19 @@ int main(int argc, char** argv) {
     args.flag("--weights-only", weights,
               "keep only the module's weights (state_dict.*, renamed as the module names them) and its "
               "hyperparameters, not the optimizer and loop state a resumed run needs");
+    args.choice("--integers", integers, {"int32", "int64"},
+                "what a safetensors I8/I16/U16/U32/U64 tensor becomes (a value that does not fit is an error)");
+    args.choice("--floats", floats, {"float32", "float64", "bfloat16", "float16"},
+                "what a safetensors 8-bit float tensor becomes (a value it cannot hold exactly is an error)");
   }
   if (auto code = args.parse(ckpt.rest(), std::cout, std::cerr)) return *code;
   try {
     if (command == "inspect") return inspect(path);
     if (command == "verify") return verify(path);
-    return convert(path, to, out, weights);
+    io::SafetensorsConvert foreign;
+    if (!integers.empty()) foreign.integers = io::detail::dtype_from_name(integers);
+    if (!floats.empty()) foreign.floats = io::detail::dtype_from_name(floats);
+    return convert(path, to, out, weights, foreign);
   } catch (const std::exception& e) {
     std::string line = e.what();
     for (char& c : line)

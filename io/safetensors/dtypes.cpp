@@ -135,13 +135,13 @@ DType converted_dtype(SafetensorsDType from, const SafetensorsConvert& convert, 
     case Kind::native: return r.kiln;
     case Kind::integer:
       KILN_CHECK(convert.integers, where, " is ", r.name, ", which Kiln has no dtype for; load it with "
-                 "SafetensorsConvert{.integers = DType::i64} (or DType::i32)");
+                 "SafetensorsConvert{.integers = DType::i64} (or DType::i32; `kiln ckpt convert --integers int64`)");
       KILN_CHECK(*convert.integers == DType::i32 || *convert.integers == DType::i64, where,
                  ": SafetensorsConvert::integers must be int32 or int64, got ", *convert.integers);
       return *convert.integers;
     case Kind::fp8:
       KILN_CHECK(convert.floats, where, " is ", r.name, ", which Kiln has no dtype for; load it with "
-                 "SafetensorsConvert{.floats = DType::f32} (or f64, bf16, f16)");
+                 "SafetensorsConvert{.floats = DType::f32} (or f64, bf16, f16; `kiln ckpt convert --floats float32`)");
       KILN_CHECK(is_floating(*convert.floats), where, ": SafetensorsConvert::floats must be a floating dtype, got ",
                  *convert.floats);
       return *convert.floats;

@@ -82,3 +82,25 @@ TEST_F(KilnCli, ConvertRoundTripsLosslessly) {
   EXPECT_EQ(kc::read_bytes(tmp / "b.kiln"), kc::read_bytes(src));  // meta included
   EXPECT_EQ(run("ckpt convert " + src + " --to kiln").status, 1);  // already native
 }
+
+TEST_F(KilnCli, ReadsEveryDtypeOfTheSafetensorsSpecAndConvertsOnRequest) {
+  const std::string dir = kc::fixture_dir() + "/foreign/";
+  CliResult r = run("ckpt inspect " + dir + "others.safetensors");
+  EXPECT_EQ(r.status, 0) << r.err;
+  for (const char* dtype : {"F8_E8M0", "C64", "F4", "F6_E2M3", "F6_E3M2"})
+    EXPECT_NE(r.out.find(std::string(" ") + dtype + " "), std::string::npos) << dtype << "\n" << r.out;
+  EXPECT_NE(r.out.find("[2, 3]"), std::string::npos) << r.out;  // f4: 6 values in 3 bytes
+  for (const char* file : {"integers.safetensors", "floats.safetensors", "others.safetensors"})
+    EXPECT_EQ(run("ckpt verify " + dir + file).status, 0) << file;
+
+  kc::ScratchDir tmp;
+  r = run("ckpt convert " + dir + "integers.safetensors --to kiln -o " + (tmp / "i.kiln"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--integers int64"), std::string::npos) << r.err;
+  r = run("ckpt convert " + dir + "floats.safetensors --to kiln --floats bfloat16 -o " + (tmp / "f.kiln"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Tensor e5m2 = io::load(tmp / "f.kiln").tensors.at("f8_e5m2");
+  EXPECT_EQ(e5m2.dtype(), DType::bf16);
+  EXPECT_EQ(static_cast<float>(e5m2.data_ptr<BFloat16>()[0x3c]), 1.0f);  // 0x3c is 1.0 in E5M2
+  EXPECT_EQ(run("ckpt convert " + dir + "floats.safetensors --to kiln --floats int8").status, 2);
+}
