@@ -205,3 +205,50 @@ TEST(Checkpoint, AnEmptyStateRoundTrips) {
   EXPECT_TRUE(s.tensors.empty());
   EXPECT_EQ(s.meta, Json::object());
 }
+
+TEST(Checkpoint, UnverifiedLoadsCopyTheSameBytesAndSkipOnlyTheChecksum) {
+  kc::ScratchDir dir;
+  const State state = kc::sample_state(9);
+  io::save(dir / "u.kiln", state);
+  kc::expect_identical(io::load(dir / "u.kiln", {.verify = false}).tensors, state.tensors);
+  // Flip the first byte of one tensor's data: only the verified load notices.
+  const auto reader = io::CheckpointReader::open(dir / "u.kiln");
+  const io::TensorRecord& r = *reader.find("w.float32");
+  auto bytes = kc::read_bytes(dir / "u.kiln");
+  // The data section ends the file, so a tensor starts at size - data bytes + its offset.
+  uint64_t data_bytes = 0;
+  for (const auto& rec : reader.records()) data_bytes = std::max(data_bytes, rec.offset + rec.nbytes);
+  const size_t at = bytes.size() - data_bytes + r.offset;
+  bytes[at] ^= 0x40;
+  kc::write_bytes(dir / "bad.kiln", bytes);
+  kt::expect_error([&] { io::load(dir / "bad.kiln"); }, {"tensor 'w.float32'", "checksum mismatch"});
+  const Tensor got = io::load(dir / "bad.kiln", {.verify = false}).tensors.at("w.float32");
+  EXPECT_NE(kc::logical_bytes(got), kc::logical_bytes(state.tensors.at("w.float32")));
+}
+
+TEST(Checkpoint, FileBytesCopyOutMatchesTheFileAtAnyOffset) {
+  kc::ScratchDir dir;
+  std::vector<uint8_t> bytes(3 * 4096 + 123);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + (i >> 8));
+  kc::write_bytes(dir / "b.bin", bytes);
+  const auto mapped = io::FileBytes::map(dir / "b.bin", "test");
+  const auto borrowed = io::FileBytes::borrow(bytes.data(), bytes.size(), "test");
+  for (const auto& fb : {mapped, borrowed})
+    for (const auto& [offset, length] : std::vector<std::pair<size_t, size_t>>{{0, 0}, {4093, 8000}, {1, bytes.size() - 1}}) {
+      std::vector<uint8_t> out(length);
+      fb->copy_out(offset, out.data(), length);
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), bytes.begin() + static_cast<std::ptrdiff_t>(offset)))
+          << offset << " " << length;
+    }
+}
+
+TEST(Checkpoint, AFiftyThousandTensorHeaderParses) {
+  kc::ScratchDir dir;
+  State state;
+  for (int i = 0; i < 50'000; ++i) state.tensors.insert("layers." + std::to_string(i) + ".b", full({1}, i));
+  io::save(dir / "many.kiln", state, {.fsync = false});
+  const auto reader = io::CheckpointReader::open(dir / "many.kiln");
+  ASSERT_EQ(reader.records().size(), 50'000u);
+  EXPECT_EQ(reader.records()[31337].name, "layers.31337.b");
+  EXPECT_EQ(kt::at(reader.get("layers.49999.b"), 0), 49999.0);
+}
