@@ -81,7 +81,8 @@ BENCHMARK(BM_SafetensorsJsonCallbackParser)->ArgName("tensors")->Arg(10'000)->Ar
 void BM_NativeOpen(benchmark::State& state) {
   const std::string path = bench_dir() + "/kiln-bench-headers.kiln";
   State s;
-  for (int64_t i = 0; i < state.range(0); ++i) s.tensors.insert("model.layers." + std::to_string(i) + ".weight", zeros({2, 2}));
+  for (int64_t i = 0; i < state.range(0); ++i)
+    s.tensors.insert("model.layers." + std::to_string(i) + ".weight", zeros({2, 2}));
   io::save(path, s, {.fsync = false});
   const auto bytes = file_bytes(path);
   ::unlink(path.c_str());
@@ -97,7 +98,8 @@ const std::string& big_checkpoint() {
   static const std::string path = [] {
     const std::string p = bench_dir() + "/kiln-bench-load.kiln";
     State s;
-    for (int i = 0; i < 16; ++i) s.tensors.insert(std::string("w").append(std::to_string(i)), full({int64_t{1} << 22}, 0.5 + i));
+    for (int i = 0; i < 16; ++i)
+      s.tensors.insert(std::string("w").append(std::to_string(i)), full({int64_t{1} << 22}, 0.5 + i));
     io::save(p, s);
     std::atexit([] { ::unlink((bench_dir() + "/kiln-bench-load.kiln").c_str()); });
     return p;

@@ -2,8 +2,8 @@
 // and tensor table; verify checks every checksum (or, for safetensors, which has none, the
 // structure); convert turns a native file into safetensors and back, or keeps only a Trainer
 // checkpoint's module weights (a safetensors tensor of a dtype Kiln lacks converts with --integers
-// or --floats; inspect and verify read every dtype as is). Formats are told apart by content. Exit status: 0 good, 1 bad file
-// (one line on stderr), 2 wrong usage (--help: 0, to stdout).
+// or --floats; inspect and verify read every dtype as is). Formats are told apart by content.
+// Exit status: 0 good, 1 bad file (one line on stderr), 2 wrong usage (--help: 0, to stdout).
 #include <cstdio>
 #include <iostream>
 #include <string>

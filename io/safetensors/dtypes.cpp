@@ -147,8 +147,9 @@ DType converted_dtype(SafetensorsDType from, const SafetensorsConvert& convert, 
       return *convert.floats;
     case Kind::none: break;
   }
-  kiln::detail::throw_error(where, " is ", r.name, ", which Kiln has no dtype for and cannot convert (`kiln ckpt inspect` "
-                      "and `verify` read such files; loading needs one of Kiln's dtypes or a convertible one)");
+  kiln::detail::throw_error(where, " is ", r.name, ", which Kiln has no dtype for and cannot convert (`kiln ckpt "
+                            "inspect` and `verify` read such files; loading needs one of Kiln's dtypes or a "
+                            "convertible one)");
 }
 
 void convert_elements(SafetensorsDType from, const uint8_t* src, int64_t n, DType to, void* dst,

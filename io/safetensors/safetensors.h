@@ -46,7 +46,8 @@ class SafetensorsReader {
   // zero_copy views the mapping when the bytes are aligned for the dtype; otherwise copies. A
   // tensor of a dtype Kiln lacks is converted as `convert` says (always a copy), or refused.
   Tensor get(std::string_view name, bool zero_copy = false, const SafetensorsConvert& convert = {}) const;
-  TensorDict load(const LoadOptions& options = {}, const SafetensorsConvert& convert = {}) const;  // no checksums: verify has nothing to check
+  // safetensors has no checksums: LoadOptions::verify has nothing to check.
+  TensorDict load(const LoadOptions& options = {}, const SafetensorsConvert& convert = {}) const;
   // What can be checked without checksums beyond the layout checked at open: bool bytes are 0 or 1.
   void verify_all() const;
 

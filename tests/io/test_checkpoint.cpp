@@ -234,7 +234,8 @@ TEST(Checkpoint, FileBytesCopyOutMatchesTheFileAtAnyOffset) {
   const auto mapped = io::FileBytes::map(dir / "b.bin", "test");
   const auto borrowed = io::FileBytes::borrow(bytes.data(), bytes.size(), "test");
   for (const auto& fb : {mapped, borrowed})
-    for (const auto& [offset, length] : std::vector<std::pair<size_t, size_t>>{{0, 0}, {4093, 8000}, {1, bytes.size() - 1}}) {
+    for (const auto& [offset, length] :
+         std::vector<std::pair<size_t, size_t>>{{0, 0}, {4093, 8000}, {1, bytes.size() - 1}}) {
       std::vector<uint8_t> out(length);
       fb->copy_out(offset, out.data(), length);
       EXPECT_TRUE(std::equal(out.begin(), out.end(), bytes.begin() + static_cast<std::ptrdiff_t>(offset)))

@@ -76,7 +76,8 @@ TEST(SafetensorsDtypes, EveryDtypeOfTheSpecOpensWithItsSize) {
       EXPECT_EQ(r.shape.vec(), e.at("shape").get<std::vector<int64_t>>()) << r.name;
       int64_t numel = 1;
       for (int64_t s : r.shape) numel *= s;
-      EXPECT_EQ(r.end - r.begin, static_cast<uint64_t>(numel * bits.at(e.at("dtype").get<std::string>()) / 8)) << r.name;
+      const int element_bits = bits.at(e.at("dtype").get<std::string>());
+      EXPECT_EQ(r.end - r.begin, static_cast<uint64_t>(numel * element_bits / 8)) << r.name;
       ++seen;
     }
   }
@@ -184,13 +185,15 @@ TEST(SafetensorsDtypes, Fp8EdgesFollowTheSpecification) {
 TEST(SafetensorsDtypes, WithoutTheOptionTheErrorNamesTensorDtypeAndOption) {
   const auto ints = io::SafetensorsReader::open(foreign("integers.safetensors"));
   kt::expect_error([&] { ints.get("i16"); },
-                   {"integers.safetensors", "tensor 'i16' is I16", "no dtype", "SafetensorsConvert{.integers = DType::i64}"});
+                   {"integers.safetensors", "tensor 'i16' is I16", "no dtype",
+                    "SafetensorsConvert{.integers = DType::i64}"});
   kt::expect_error([&] { io::load_safetensors(foreign("integers.safetensors")); },
                    {"which Kiln has no dtype for", "SafetensorsConvert{.integers"});
   const auto floats = io::SafetensorsReader::open(foreign("floats.safetensors"));
   kt::expect_error([&] { floats.get("f8_e4m3", true, {.integers = DType::i64}); },
                    {"tensor 'f8_e4m3' is F8_E4M3", "SafetensorsConvert{.floats = DType::f32}"});
-  kt::expect_error([&] { floats.get("f8_e5m2", false, {.floats = DType::i32}); }, {"must be a floating dtype", "int32"});
+  kt::expect_error([&] { floats.get("f8_e5m2", false, {.floats = DType::i32}); },
+                   {"must be a floating dtype", "int32"});
   const auto others = io::SafetensorsReader::open(foreign("others.safetensors"));
   for (const char* name : {"c64", "f4", "f6a", "f6b"})
     kt::expect_error([&] { others.get(name, false, {.integers = DType::i64, .floats = DType::f32}); },
