@@ -25,7 +25,8 @@ constexpr const char* kOverview =
     "Kiln's command-line tool. Exit status: 0 good, 1 bad file (one line on stderr), 2 wrong usage.\n"
     "  kiln ckpt inspect FILE\n"
     "  kiln ckpt verify FILE\n"
-    "  kiln ckpt convert FILE --to safetensors|kiln [--weights-only] [--integers T] [--floats T] [-o OUT]";
+    "  kiln ckpt convert FILE --to safetensors|kiln [--weights-only] [-o OUT]\n"
+    "                    [--integers int32|int64] [--floats float32|float64|bfloat16|float16]";
 
 // Key in safetensors metadata that carries a native checkpoint's JSON meta (when it is not a
 // flat object of strings, which maps onto safetensors metadata directly).
