@@ -56,16 +56,18 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
         module.test_step(batch, idx);
+        require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
         module.on_test_batch_end(batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
         module.validation_step(batch, idx);
+        require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
         module.on_validation_batch_end(batch, idx);
         if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {
-          skip_validation_without_step();  // Note [A val loader without validation_step] (trainer.cpp)
+          skip_validation_without_step();  // Note [Steps a module does not define] (trainer.cpp)
           break;
         }
       }

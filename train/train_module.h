@@ -70,10 +70,15 @@ class TrainModule : public nn::Module {
 
   // ---- the steps
   virtual StepOutput training_step(const data::Batch& batch, int64_t batch_idx) = 0;
-  // Not overriding it turns validation off in fit: see Note [A val loader without validation_step].
+  // Not overriding validation_step turns validation off in fit, and makes validate() and test()
+  // without their step an error: see Note [Steps a module does not define] (trainer.cpp).
   virtual void validation_step(const data::Batch& batch, int64_t batch_idx) { validation_step_missing_ = true; }
-  virtual void test_step(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void test_step(const data::Batch& batch, int64_t batch_idx) { test_step_missing_ = true; }
   virtual Tensor predict_step(const data::Batch& batch, int64_t batch_idx) { return forward(batch[0]); }
+  Tensor forward(const Tensor& x) override {
+    forward_missing_ = true;
+    return nn::Module::forward(x);
+  }
   virtual std::vector<OptimizerConfig> configure_optimizers() = 0;
 
   // ---- hooks (Lightning's names; the Trainer calls them after the callbacks' hooks of the same name,
@@ -135,6 +140,8 @@ class TrainModule : public nn::Module {
   Trainer* trainer_ = nullptr;
   Json hparams_ = Json::object();
   bool validation_step_missing_ = false;  // set by the default validation_step when it runs
+  bool test_step_missing_ = false;        // and the default test_step
+  bool forward_missing_ = false;          // and the default forward (which then throws)
 };
 
 // Where the data comes from (Lightning's LightningDataModule). Loaders are created on demand, once

@@ -125,6 +125,7 @@ class Trainer {
   void log_step_metrics();
   void setup_fit_data();
   void skip_validation_without_step();
+  void require_evaluation_step(const TrainModule& module) const;
   void record_thread_count();
   void check_thread_count() const;
   // ---- evaluation (evaluation_loop.cpp)
