@@ -66,7 +66,9 @@ State Trainer::make_checkpoint() {
   if (progress_.micro_batches_in_window > 0)
     for (const auto& [name, p] : module->named_parameters())
       if (p.grad().defined()) ckpt.tensors.insert("accumulated_grads." + name, p.grad());
-  meta["loops"] = {{"fit", progress_.state_dict()}};
+  // Note [Checkpoints inside a batch's end] (fit_loop.cpp): where in the batch's end this was written.
+  meta["loops"] = {{"fit", progress_.state_dict()},
+                   {"batch_end", {{"batch_stepped", batch_stepped_}, {"validation_unlogged", validation_unlogged_}}}};
   meta["metrics"] = metrics_.state_dict();
   Json callbacks = Json::object();
   for (const auto& cb : callbacks_) callbacks[cb->state_key()] = cb->state_dict();
@@ -83,7 +85,13 @@ State Trainer::make_checkpoint() {
   return ckpt;
 }
 
+// Note [No logged row is lost]: the loggers write out what they buffer before the checkpoint is
+// written, and the step values not yet sent are in the checkpoint (MetricStore), so a process that
+// dies any time after this save leaves every row logged up to it on disk or in the checkpoint,
+// which the resumed run sends first (Note [Checkpoints inside a batch's end], fit_loop.cpp). Rows
+// logged after the save are logged again by the resumed run, into its own version folder.
 void Trainer::save_checkpoint(const std::string& path) {
+  for (auto& logger : loggers_) logger->save();
   const State ckpt = make_checkpoint();
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
@@ -188,6 +196,13 @@ void Trainer::restore_checkpoint(const std::string& path) {
     const Tensor* g = grads.find(name);
     param.mutable_grad() = g ? g->clone() : Tensor();
   }
+  // Written between a batch's processing and its completion: inside its end hooks.
+  const bool in_batch_end = progress_.train_batches.total.processed > progress_.train_batches.total.completed;
+  const Json batch_end = meta.at("loops").value("batch_end", Json::object());
+  batch_stepped_ = batch_end.value("batch_stepped", false);
+  resume_tail_ = in_batch_end ? BatchTail::step_row
+                 : batch_end.value("validation_unlogged", false) ? BatchTail::validation
+                                                                 : BatchTail::stop_checks;
   progress_.train_batches.settle_after_load();
   metrics_.load_state_dict(meta.at("metrics"));
   const Json& cb_states = meta.at("callbacks");

@@ -15,6 +15,7 @@ void Trainer::validation_loop(int64_t max_batches, bool sanity) {
     metrics_ = {};
     each_callback([&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
   }
+  validation_unlogged_ = !sanity;  // Note [Checkpoints inside a batch's end] (fit_loop.cpp)
   evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
   if (sanity) {
     each_callback([&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
@@ -83,6 +84,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   }
   std::map<std::string, double> epoch_metrics = metrics_.end_epoch(log_scope_);
   send_to_loggers(epoch_metrics, logging_step());
+  validation_unlogged_ = false;
   if (testing) {
     each_callback([&](Callback& cb) { cb.on_test_end(*this, module); });
     module.on_test_end();

@@ -321,6 +321,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
 
     progress_ = {};
     batch_stepped_ = false;
+    validation_unlogged_ = false;
     metrics_ = {};
     restored_ = false;
     restored_elapsed_ = 0;
