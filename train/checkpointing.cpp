@@ -227,4 +227,48 @@ void Trainer::restore_checkpoint(const std::string& path) {
   each_callback([&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });
 }
 
+// ---- TrainModule::load_from_checkpoint (train_module.h)
+
+State TrainModule::read_checkpoint_for_module(const std::string& path) {
+  State checkpoint = io::load(path);
+  KILN_CHECK(checkpoint.meta.value("format", "") == kFormat, "load_from_checkpoint: ", path, " is not a Trainer "
+             "checkpoint (format '", checkpoint.meta.value("format", std::string("?")), "', expected '", kFormat,
+             "'); a bare state dict loads with io::load and module.load_state_dict");
+  return checkpoint;
+}
+
+Json TrainModule::checkpoint_hparams(const State& checkpoint, const CheckpointLoadOptions& options,
+                                     const std::string& path) {
+  Json hparams = checkpoint.meta.value("hyper_parameters", Json::object());
+  KILN_CHECK(hparams.is_object(), "load_from_checkpoint: ", path, ": hyper_parameters is not an object but ",
+             hparams.type_name());
+  KILN_CHECK(options.hparams.is_object(), "load_from_checkpoint: options.hparams must be a JSON object, got ",
+             options.hparams.type_name());
+  hparams.update(options.hparams);  // by name, as Lightning's **kwargs
+  return hparams;
+}
+
+void TrainModule::load_checkpoint_into(TrainModule& module, const State& checkpoint,
+                                       const CheckpointLoadOptions& options, const std::string& path) {
+  module.on_load_checkpoint(checkpoint);
+  nn::LoadResult keys;
+  try {
+    keys = module.load_state_dict(with_prefix_removed(checkpoint.tensors, "state_dict."), options.strict);
+  } catch (const Error& e) {
+    throw Error("load_from_checkpoint(" + path + "): " + e.what());
+  }
+  auto list = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "'" : ", '") + n + "'";
+    return "[" + out + "]";
+  };
+  if (!keys.missing_keys.empty())
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are in the model state dict but not in the "
+                         "checkpoint: %s\n", path.c_str(), list(keys.missing_keys).c_str());
+  if (!keys.unexpected_keys.empty())
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are not in the model state dict but in the "
+                         "checkpoint: %s\n", path.c_str(), list(keys.unexpected_keys).c_str());
+  if (options.map_location) module.to(*options.map_location);
+}
+
 }  // namespace kiln
