@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "io/checkpoint/async_saver.h"
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "tensor/generator.h"
@@ -90,12 +91,57 @@ State Trainer::make_checkpoint() {
 // dies any time after this save leaves every row logged up to it on disk or in the checkpoint,
 // which the resumed run sends first (Note [Checkpoints inside a batch's end], fit_loop.cpp). Rows
 // logged after the save are logged again by the resumed run, into its own version folder.
+//
+// Note [Async checkpoints]
+// async_checkpointing is Lightning's AsyncCheckpointIO plugin: during fit, save_checkpoint builds the
+// checkpoint, copies its tensors (one more copy of the weights and optimizer state in memory) and
+// leaves the writing to a background thread (io::AsyncSaver), so training goes on meanwhile. What
+// keeps it as safe as a synchronous save:
+// - one write is in flight at a time: the next save (and each ModelCheckpoint save point, so that
+//   names see the files before them) waits for it first;
+// - every file is written under a temporary name and renamed in place (io::save): a reader or a
+//   crash sees the old complete file or the new one;
+// - a file a save replaces (ModelCheckpoint's top-k and last) is deleted only after the new one is
+//   in place, on the same thread, as Lightning 2.6 orders saves and removals; when the save fails,
+//   the deletion is dropped, so the file it would have replaced stays;
+// - a failed write raises at the next save, or when fit() ends, which waits for the last write
+//   (also when fit ends by an exception or a signal: the checkpoint taken on SIGTERM is waited for
+//   before the process exits).
+// Between calls, and in validate/test/predict, saves are synchronous.
 void Trainer::save_checkpoint(const std::string& path) {
   for (auto& logger : loggers_) logger->save();
   const State ckpt = make_checkpoint();
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
+  if (config_.async_checkpointing && stage_ == TrainerStage::fitting) {
+    if (!async_saver_) async_saver_ = std::make_shared<io::AsyncSaver>();
+    async_saver_->save(path, ckpt);
+    return;
+  }
+  wait_for_checkpoints();  // in order after a write in flight
   io::save(path, ckpt);
+}
+
+void Trainer::wait_for_checkpoints() {
+  if (async_saver_) async_saver_->wait();
+}
+
+// A fit ending by an exception or SIGINT reports a failed write on stderr: its own error is the one raised.
+void Trainer::wait_for_checkpoints_quietly() {
+  try {
+    wait_for_checkpoints();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: a checkpoint write failed: %s\n", e.what());
+  }
+}
+
+void Trainer::remove_checkpoint(const std::string& path) {
+  auto remove = [path] {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  };
+  if (async_saver_) async_saver_->after_save(remove);
+  else remove();
 }
 
 std::string Trainer::best_model_path() const {

@@ -206,6 +206,7 @@ void Trainer::handle_stop_signal(int sig) {
   while (fs::exists(dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt"))) ++n;
   const std::string path = (dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt")).string();
   save_checkpoint(path);
+  wait_for_checkpoints();  // Note [Async checkpoints]: in place before the process exits
   std::fprintf(stderr, "kiln: received signal %d; saved %s\n", sig, path.c_str());
   int status = 128 + sig;
   if (const char* job = std::getenv("SLURM_JOB_ID"); job && sig == SIGUSR1) {
@@ -347,6 +348,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     if (data) data->teardown("fit");
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
+    wait_for_checkpoints();  // Note [Async checkpoints]: fit returns with every checkpoint in place
     for (auto& logger : loggers_) logger->finalize("success");
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
@@ -357,9 +359,11 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, error); });
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
+    wait_for_checkpoints_quietly();
     for (auto& logger : loggers_) logger->finalize("interrupted");
   } catch (const std::exception& e) {
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
+    wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
     for (auto& logger : loggers_) logger->finalize("failed");
     signals_.reset();
     stop_clock();

@@ -25,6 +25,9 @@
 #include "train/train_module.h"
 
 namespace kiln {
+namespace io {
+class AsyncSaver;
+}
 
 // The loaders for a fit/validate/test/predict call when no DataModule is used.
 struct Loaders {
@@ -89,6 +92,11 @@ class Trainer {
   // (and its DataModule) must still exist; the optimizer states are saved only while that module
   // is the one the last fit configured them for.
   void save_checkpoint(const std::string& path);
+  // With async_checkpointing (Note [Async checkpoints]): blocks until the checkpoint being written
+  // is in place, rethrowing its error; at once otherwise. fit() calls it before it returns.
+  void wait_for_checkpoints();
+  // Deletes a checkpoint file (ModelCheckpoint's retention) once the saves started before are in place.
+  void remove_checkpoint(const std::string& path);
   // The callback that owns checkpoint files, when there is one (ckpt_path "best" / "last").
   std::string best_model_path() const;
   std::string last_model_path() const;
@@ -136,6 +144,7 @@ class Trainer {
   std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
   // ---- checkpoints (checkpointing.cpp)
   State make_checkpoint();
+  void wait_for_checkpoints_quietly();
   void restore_checkpoint(const std::string& ckpt_path);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   std::vector<std::string> last_checkpoint_candidates() const;
@@ -173,6 +182,7 @@ class Trainer {
   double start_time_ = 0;
   double restored_elapsed_ = 0;
   std::unique_ptr<SignalState> signals_;
+  std::shared_ptr<io::AsyncSaver> async_saver_;  // made by the first async save
   LogScope log_scope_ = LogScope::other;
   bool batch_stepped_ = false;     // the batch being finished has counted in batches_that_stepped
   bool validation_unlogged_ = false;  // a fit's validation runs and has not sent its results yet
