@@ -309,11 +309,11 @@ void TrainModule::load_checkpoint_into(TrainModule& module, const State& checkpo
     return "[" + out + "]";
   };
   if (!keys.missing_keys.empty())
-    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are in the model state dict but not in the "
-                         "checkpoint: %s\n", path.c_str(), list(keys.missing_keys).c_str());
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are in the model state dict but not in "
+                         "the checkpoint: %s\n", path.c_str(), list(keys.missing_keys).c_str());
   if (!keys.unexpected_keys.empty())
-    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are not in the model state dict but in the "
-                         "checkpoint: %s\n", path.c_str(), list(keys.unexpected_keys).c_str());
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are not in the model state dict but in "
+                         "the checkpoint: %s\n", path.c_str(), list(keys.unexpected_keys).c_str());
   if (options.map_location) module.to(*options.map_location);
 }
 

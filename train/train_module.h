@@ -171,7 +171,8 @@ class TrainModule : public nn::Module {
  private:
   // load_from_checkpoint's steps (checkpointing.cpp).
   static State read_checkpoint_for_module(const std::string& path);
-  static Json checkpoint_hparams(const State& checkpoint, const CheckpointLoadOptions& options, const std::string& path);
+  static Json checkpoint_hparams(const State& checkpoint, const CheckpointLoadOptions& options,
+                                 const std::string& path);
   static void load_checkpoint_into(TrainModule& module, const State& checkpoint, const CheckpointLoadOptions& options,
                                    const std::string& path);
 

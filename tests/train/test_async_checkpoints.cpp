@@ -107,7 +107,8 @@ TEST(AsyncCheckpointing, WritesWhatSynchronousSavingWritesAndFitWaitsForTheLastW
     ASSERT_EQ(a.tensors.size(), b.tensors.size()) << name;
     for (const auto& [key, t] : a.tensors) EXPECT_TRUE(bitwise_equal(t, b.tensors.at(key))) << name << " " << key;
   }
-  for (const auto& [name, t] : reference.state_dict()) EXPECT_TRUE(bitwise_equal(t, module.state_dict().at(name))) << name;
+  const TensorDict weights = module.state_dict();
+  for (const auto& [name, t] : reference.state_dict()) EXPECT_TRUE(bitwise_equal(t, weights.at(name))) << name;
 }
 
 TEST(AsyncCheckpointing, AFitEndingInAnExceptionWaitsForItsLastWrite) {

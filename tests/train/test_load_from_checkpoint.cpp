@@ -69,9 +69,10 @@ TEST(LoadFromCheckpoint, BuildsTheModuleFromItsSavedHyperparametersAndLoadsItsWe
   EXPECT_TRUE(model->is_training());
 
   // A factory, and overrides by name (Lightning's **kwargs).
-  const auto overridden = TrainModule::load_from_checkpoint(
-      path, [](const Json& h) { return std::make_unique<TinyClassifier>(h.at("dropout").get<double>(), h.at("lr").get<double>()); },
-      {.hparams = {{"dropout", 0.0}}});
+  auto make = [](const Json& h) {
+    return std::make_unique<TinyClassifier>(h.at("dropout").get<double>(), h.at("lr").get<double>());
+  };
+  const auto overridden = TrainModule::load_from_checkpoint(path, make, {.hparams = {{"dropout", 0.0}}});
   EXPECT_EQ(overridden->hparams(), (Json{{"dropout", 0.0}, {"lr", 0.05}}));
   expect_weights(*overridden, fitted);
 
@@ -89,7 +90,8 @@ TEST(LoadFromCheckpoint, StrictNamesMissingAndUnexpectedKeysNonStrictWarnsAndSha
   auto extra = [](const Json&) { return std::make_shared<Variant>(8, true, true); };
   auto no_fc2 = [](const Json&) { return std::make_shared<Variant>(8, false, false); };
   kt::expect_error([&] { TrainModule::load_from_checkpoint(path, extra); },
-                   {"load_from_checkpoint(" + path + ")", "Missing key(s) in state_dict", "\"extra.weight\"", "\"extra.bias\""});
+                   {"load_from_checkpoint(" + path + ")", "Missing key(s) in state_dict", "\"extra.weight\"",
+                    "\"extra.bias\""});
   kt::expect_error([&] { TrainModule::load_from_checkpoint(path, no_fc2); },
                    {"Unexpected key(s) in state_dict", "\"fc2.weight\"", "\"fc2.bias\""});
 
@@ -116,8 +118,8 @@ TEST(LoadFromCheckpoint, RefusesFilesThatAreNotTrainerCheckpoints) {
   io::save(path, State{module.state_dict(), Json::object()});
   kt::expect_error([&] { TrainModule::load_from_checkpoint<JsonClassifier>(path); },
                    {"load_from_checkpoint", "bare.kiln", "not a Trainer checkpoint", "module.load_state_dict"});
-  kt::expect_error([&] { TrainModule::load_from_checkpoint(path + ".missing", [](const Json&) { return std::make_shared<TinyClassifier>(); }); },
-                   {"bare.kiln.missing"});
+  auto make = [](const Json&) { return std::make_shared<TinyClassifier>(); };
+  kt::expect_error([&] { TrainModule::load_from_checkpoint(path + ".missing", make); }, {"bare.kiln.missing"});
 }
 
 }  // namespace

@@ -111,7 +111,8 @@ RunResult fit(const std::string& root, int64_t die_at, const std::string& ckpt =
   c.enable_checkpointing = true;
   c.loggers = {logger};
   c.callbacks = {record, std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{
-                             .dirpath = root + "/ckpts", .save_top_k = 0, .save_last = true, .every_n_train_steps = 1})};
+                             .dirpath = root + "/ckpts", .save_top_k = 0, .save_last = true,
+                             .every_n_train_steps = 1})};
   for (auto& cb : extra) c.callbacks.push_back(cb);
   Trainer trainer(c);
   try {
@@ -138,7 +139,8 @@ void expect_same_as_uninterrupted(const RunResult& full, const RunResult& stoppe
   }
   const std::vector<Seen> seen = joined(stopped.seen, resumed.seen);
   ASSERT_EQ(seen.size(), full.seen.size());
-  for (size_t i = 0; i < seen.size(); ++i) EXPECT_TRUE(seen[i] == full.seen[i]) << "batch start " << i << ", step " << seen[i].step;
+  for (size_t i = 0; i < seen.size(); ++i)
+    EXPECT_TRUE(seen[i] == full.seen[i]) << "batch start " << i << ", step " << seen[i].step;
   EXPECT_EQ(resumed.callback_metrics, full.callback_metrics);
   EXPECT_EQ(resumed.progress_bar_metrics, full.progress_bar_metrics);
 }
@@ -170,7 +172,8 @@ TEST(Resume, FromInsideAValidationRunsItAgainUnlessItsResultsWereLogged) {
   const RunResult full = fit(fresh_dir("full_in_val"), -1);
   for (bool at_end : {false, true}) {
     for (int64_t step : {4, 7}) {
-      SCOPED_TRACE(std::string(at_end ? "at the end of" : "inside") + " the validation after step " + std::to_string(step));
+      SCOPED_TRACE(std::string(at_end ? "at the end of" : "inside") + " the validation after step " +
+                   std::to_string(step));
       const std::string root = fresh_dir("in_val");
       const std::string path = root + "/in_val.ckpt";
       const RunResult stopped = fit(root, -1, "", {std::make_shared<SaveInValidation>(step, at_end, path)});
@@ -222,7 +225,8 @@ int run_killed_child(const std::string& root, int64_t die_at) {
     if (err >= 0) dup2(err, STDERR_FILENO);
     setenv("KILN_RESUME_CHILD_ROOT", root.c_str(), 1);
     setenv("KILN_RESUME_DIE_AT", std::to_string(die_at).c_str(), 1);
-    execl("/proc/self/exe", "test_resume", "--gtest_filter=ResumeChild.CsvFitKilledAfterASave", static_cast<char*>(nullptr));
+    execl("/proc/self/exe", "test_resume", "--gtest_filter=ResumeChild.CsvFitKilledAfterASave",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   int status = 0;
