@@ -69,7 +69,8 @@ State Trainer::make_checkpoint() {
       if (p.grad().defined()) ckpt.tensors.insert("accumulated_grads." + name, p.grad());
   // Note [Checkpoints inside a batch's end] (fit_loop.cpp): where in the batch's end this was written.
   meta["loops"] = {{"fit", progress_.state_dict()},
-                   {"batch_end", {{"batch_stepped", batch_stepped_}, {"validation_unlogged", validation_unlogged_}}}};
+                   {"batch_end", {{"batch_stepped", batch_stepped_}, {"in_tail", in_batch_tail_},
+                                  {"validation_unlogged", validation_unlogged_}}}};
   meta["metrics"] = metrics_.state_dict();
   Json callbacks = Json::object();
   for (const auto& cb : callbacks_) callbacks[cb->state_key()] = cb->state_dict();
@@ -246,8 +247,9 @@ void Trainer::restore_checkpoint(const std::string& path) {
   const bool in_batch_end = progress_.train_batches.total.processed > progress_.train_batches.total.completed;
   const Json batch_end = meta.at("loops").value("batch_end", Json::object());
   batch_stepped_ = batch_end.value("batch_stepped", false);
-  resume_tail_ = in_batch_end ? BatchTail::step_row
+  resume_tail_ = in_batch_end                                    ? BatchTail::step_row
                  : batch_end.value("validation_unlogged", false) ? BatchTail::validation
+                 : batch_end.value("in_tail", false)             ? BatchTail::after_validation
                                                                  : BatchTail::stop_checks;
   progress_.train_batches.settle_after_load();
   metrics_.load_state_dict(meta.at("metrics"));

@@ -108,7 +108,8 @@ void Trainer::train_epoch() {
 // - inside the batch's end hooks: the step row (MetricStore saves what is not yet sent), then the
 //   validation if due, then the rest;
 // - inside a validation whose results were not yet logged: that validation again, from its start;
-// - later (at validation end, on a signal, between batches): only the checks that end the epoch.
+// - later in the batch's end (at validation end, on a signal): what follows the validation;
+// - between batches: only the checks that end the epoch.
 // Lightning 2.6 restarts a validation interrupted midway too, but skips one that was due after a
 // batch saved at on_train_batch_end (it fast-forwards the validation's progress), so its resumed run
 // lacks that validation's row and monitors see a stale val_loss; Kiln runs it. The hooks after
@@ -116,10 +117,12 @@ void Trainer::train_epoch() {
 // Returns whether the epoch stops after this batch.
 bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
   const bool last = batch_idx + 1 >= num_train_batches_;
+  in_batch_tail_ = true;
   if (from == BatchTail::step_row) log_step_metrics();
   if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation)
     validation_loop(num_val_batches_, false);
   if (from != BatchTail::stop_checks) check_signals();
+  in_batch_tail_ = false;
   batch_stepped_ = false;
   return last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
          (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done());

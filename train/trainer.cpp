@@ -322,7 +322,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
 
     progress_ = {};
     batch_stepped_ = false;
-    validation_unlogged_ = false;
+    validation_unlogged_ = in_batch_tail_ = false;
     metrics_ = {};
     restored_ = false;
     restored_elapsed_ = 0;

@@ -124,7 +124,7 @@ class Trainer {
   void train_epoch();
   bool train_batch(const data::Batch& batch, int64_t batch_idx);
   // Where the rest of a batch starts (Note [Checkpoints inside a batch's end], fit_loop.cpp).
-  enum class BatchTail { step_row, validation, stop_checks };
+  enum class BatchTail { step_row, validation, after_validation, stop_checks };
   bool finish_batch(int64_t batch_idx, BatchTail from);
   void optimizer_step(int64_t batch_idx);
   void step_schedulers(const std::string& interval);
@@ -186,6 +186,7 @@ class Trainer {
   LogScope log_scope_ = LogScope::other;
   bool batch_stepped_ = false;     // the batch being finished has counted in batches_that_stepped
   bool validation_unlogged_ = false;  // a fit's validation runs and has not sent its results yet
+  bool in_batch_tail_ = false;        // finish_batch runs
   BatchTail resume_tail_ = BatchTail::stop_checks;  // what a resumed epoch finishes first
   int fit_threads_ = 0;            // the thread count at fit start (deterministic runs keep it)
   int64_t current_batch_size_ = 0;
