@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "io/checkpoint/async_saver.h"
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "tensor/generator.h"
@@ -66,7 +67,10 @@ State Trainer::make_checkpoint() {
   if (progress_.micro_batches_in_window > 0)
     for (const auto& [name, p] : module->named_parameters())
       if (p.grad().defined()) ckpt.tensors.insert("accumulated_grads." + name, p.grad());
-  meta["loops"] = {{"fit", progress_.state_dict()}};
+  // Note [Checkpoints inside a batch's end] (fit_loop.cpp): where in the batch's end this was written.
+  meta["loops"] = {{"fit", progress_.state_dict()},
+                   {"batch_end", {{"batch_stepped", batch_stepped_}, {"in_tail", in_batch_tail_},
+                                  {"validation_unlogged", validation_unlogged_}}}};
   meta["metrics"] = metrics_.state_dict();
   Json callbacks = Json::object();
   for (const auto& cb : callbacks_) callbacks[cb->state_key()] = cb->state_dict();
@@ -83,11 +87,62 @@ State Trainer::make_checkpoint() {
   return ckpt;
 }
 
+// Note [No logged row is lost]: the loggers write out what they buffer before the checkpoint is
+// written, and the step values not yet sent are in the checkpoint (MetricStore), so a process that
+// dies any time after this save leaves every row logged up to it on disk or in the checkpoint,
+// which the resumed run sends first (Note [Checkpoints inside a batch's end], fit_loop.cpp). Rows
+// logged after the save are logged again by the resumed run, into its own version folder.
+//
+// Note [Async checkpoints]
+// async_checkpointing is Lightning's AsyncCheckpointIO plugin: during fit, save_checkpoint builds the
+// checkpoint, copies its tensors (one more copy of the weights and optimizer state in memory) and
+// leaves the writing to a background thread (io::AsyncSaver), so training goes on meanwhile. What
+// keeps it as safe as a synchronous save:
+// - one write is in flight at a time: the next save (and each ModelCheckpoint save point, so that
+//   names see the files before them) waits for it first;
+// - every file is written under a temporary name and renamed in place (io::save): a reader or a
+//   crash sees the old complete file or the new one;
+// - a file a save replaces (ModelCheckpoint's top-k and last) is deleted only after the new one is
+//   in place, on the same thread, as Lightning 2.6 orders saves and removals; when the save fails,
+//   the deletion is dropped, so the file it would have replaced stays;
+// - a failed write raises at the next save, or when fit() ends, which waits for the last write
+//   (also when fit ends by an exception or a signal: the checkpoint taken on SIGTERM is waited for
+//   before the process exits).
+// Between calls, and in validate/test/predict, saves are synchronous.
 void Trainer::save_checkpoint(const std::string& path) {
+  for (auto& logger : loggers_) logger->save();
   const State ckpt = make_checkpoint();
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
+  if (config_.async_checkpointing && stage_ == TrainerStage::fitting) {
+    if (!async_saver_) async_saver_ = std::make_shared<io::AsyncSaver>();
+    async_saver_->save(path, ckpt);
+    return;
+  }
+  wait_for_checkpoints();  // in order after a write in flight
   io::save(path, ckpt);
+}
+
+void Trainer::wait_for_checkpoints() {
+  if (async_saver_) async_saver_->wait();
+}
+
+// A fit ending by an exception or SIGINT reports a failed write on stderr: its own error is the one raised.
+void Trainer::wait_for_checkpoints_quietly() {
+  try {
+    wait_for_checkpoints();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: a checkpoint write failed: %s\n", e.what());
+  }
+}
+
+void Trainer::remove_checkpoint(const std::string& path) {
+  auto remove = [path] {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  };
+  if (async_saver_) async_saver_->after_save(remove);
+  else remove();
 }
 
 std::string Trainer::best_model_path() const {
@@ -188,6 +243,14 @@ void Trainer::restore_checkpoint(const std::string& path) {
     const Tensor* g = grads.find(name);
     param.mutable_grad() = g ? g->clone() : Tensor();
   }
+  // Written between a batch's processing and its completion: inside its end hooks.
+  const bool in_batch_end = progress_.train_batches.total.processed > progress_.train_batches.total.completed;
+  const Json batch_end = meta.at("loops").value("batch_end", Json::object());
+  batch_stepped_ = batch_end.value("batch_stepped", false);
+  resume_tail_ = in_batch_end                                    ? BatchTail::step_row
+                 : batch_end.value("validation_unlogged", false) ? BatchTail::validation
+                 : batch_end.value("in_tail", false)             ? BatchTail::after_validation
+                                                                 : BatchTail::stop_checks;
   progress_.train_batches.settle_after_load();
   metrics_.load_state_dict(meta.at("metrics"));
   const Json& cb_states = meta.at("callbacks");
@@ -210,6 +273,50 @@ void Trainer::restore_checkpoint(const std::string& path) {
   restored_ = true;
   module_->on_load_checkpoint(ckpt);
   each_callback([&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });
+}
+
+// ---- TrainModule::load_from_checkpoint (train_module.h)
+
+State TrainModule::read_checkpoint_for_module(const std::string& path) {
+  State checkpoint = io::load(path);
+  KILN_CHECK(checkpoint.meta.value("format", "") == kFormat, "load_from_checkpoint: ", path, " is not a Trainer "
+             "checkpoint (format '", checkpoint.meta.value("format", std::string("?")), "', expected '", kFormat,
+             "'); a bare state dict loads with io::load and module.load_state_dict");
+  return checkpoint;
+}
+
+Json TrainModule::checkpoint_hparams(const State& checkpoint, const CheckpointLoadOptions& options,
+                                     const std::string& path) {
+  Json hparams = checkpoint.meta.value("hyper_parameters", Json::object());
+  KILN_CHECK(hparams.is_object(), "load_from_checkpoint: ", path, ": hyper_parameters is not an object but ",
+             hparams.type_name());
+  KILN_CHECK(options.hparams.is_object(), "load_from_checkpoint: options.hparams must be a JSON object, got ",
+             options.hparams.type_name());
+  hparams.update(options.hparams);  // by name, as Lightning's **kwargs
+  return hparams;
+}
+
+void TrainModule::load_checkpoint_into(TrainModule& module, const State& checkpoint,
+                                       const CheckpointLoadOptions& options, const std::string& path) {
+  module.on_load_checkpoint(checkpoint);
+  nn::LoadResult keys;
+  try {
+    keys = module.load_state_dict(with_prefix_removed(checkpoint.tensors, "state_dict."), options.strict);
+  } catch (const Error& e) {
+    throw Error("load_from_checkpoint(" + path + "): " + e.what());
+  }
+  auto list = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "'" : ", '") + n + "'";
+    return "[" + out + "]";
+  };
+  if (!keys.missing_keys.empty())
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are in the model state dict but not in "
+                         "the checkpoint: %s\n", path.c_str(), list(keys.missing_keys).c_str());
+  if (!keys.unexpected_keys.empty())
+    std::fprintf(stderr, "warning: load_from_checkpoint(%s): Found keys that are not in the model state dict but in "
+                         "the checkpoint: %s\n", path.c_str(), list(keys.unexpected_keys).c_str());
+  if (options.map_location) module.to(*options.map_location);
 }
 
 }  // namespace kiln

@@ -48,6 +48,8 @@ struct TrainerConfig {
   // ---- outputs
   int64_t log_every_n_steps = 50;
   bool enable_checkpointing = true;        // adds a ModelCheckpoint unless one is given
+  bool async_checkpointing = false;        // Lightning's AsyncCheckpointIO plugin: fit's checkpoints are written
+                                           // on a background thread (Note [Async checkpoints], checkpointing.cpp)
   bool enable_progress_bar = true;
   bool enable_model_summary = true;
   std::optional<bool> logger;              // false: no logger; unset/true: loggers, or a CSVLogger by default

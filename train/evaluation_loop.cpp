@@ -15,6 +15,7 @@ void Trainer::validation_loop(int64_t max_batches, bool sanity) {
     metrics_ = {};
     each_callback([&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
   }
+  validation_unlogged_ = !sanity;  // Note [Checkpoints inside a batch's end] (fit_loop.cpp)
   evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
   if (sanity) {
     each_callback([&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
@@ -56,16 +57,18 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
         module.test_step(batch, idx);
+        require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
         module.on_test_batch_end(batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
         module.validation_step(batch, idx);
+        require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
         module.on_validation_batch_end(batch, idx);
         if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {
-          skip_validation_without_step();  // Note [A val loader without validation_step] (trainer.cpp)
+          skip_validation_without_step();  // Note [Steps a module does not define] (trainer.cpp)
           break;
         }
       }
@@ -81,6 +84,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   }
   std::map<std::string, double> epoch_metrics = metrics_.end_epoch(log_scope_);
   send_to_loggers(epoch_metrics, logging_step());
+  validation_unlogged_ = false;
   if (testing) {
     each_callback([&](Callback& cb) { cb.on_test_end(*this, module); });
     module.on_test_end();

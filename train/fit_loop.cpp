@@ -38,9 +38,10 @@ bool Trainer::fit_done() const {
 }
 
 void Trainer::fit_loop() {
-  // A checkpoint written at the end of an epoch, after its batches but before the epoch was
-  // completed, resumes with the rest of that epoch's end (see train_epoch).
-  while (!fit_done()) {
+  // A checkpoint written inside an epoch resumes with the rest of that epoch, even when the run is
+  // done (max_steps reached at its batch): the uninterrupted run ended that epoch too (train_epoch).
+  auto epoch_unfinished = [&] { return progress_.epochs.total.started > progress_.epochs.total.completed; };
+  while (!fit_done() || epoch_unfinished()) {
     train_epoch();
     check_signals();
   }
@@ -64,25 +65,19 @@ void Trainer::train_epoch() {
     module.on_train_epoch_start();
 
     int64_t batch_idx = progress_.train_batches.current.processed;
-    if (batch_idx < num_train_batches_) {
+    // Note [Checkpoints inside a batch's end]: a resumed epoch first finishes the batch its checkpoint was written in.
+    const bool stop = resuming && batch_idx > 0 && finish_batch(batch_idx - 1, resume_tail_);
+    if (!stop && batch_idx < num_train_batches_) {
       for (data::Batch& raw : *train_loader_) {
         check_thread_count();
         progress_.train_batches.ready();
         batch_stepped_ = false;
         const bool keep_going = train_batch(raw, batch_idx);
         ++batch_idx;
-        const bool last = batch_idx >= num_train_batches_;
-        if (keep_going) {
-          log_step_metrics();
-          if (should_validate_after_batch(batch_idx - 1, last)) validation_loop(num_val_batches_, false);
-          check_signals();
-        }
-        batch_stepped_ = false;
-        if (!keep_going || last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
-            (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done()))
-          break;
+        if (!keep_going || finish_batch(batch_idx - 1, BatchTail::step_row)) break;
       }
     }
+    batch_stepped_ = false;
     // An epoch cut short by an accumulation window still steps on what it accumulated (Lightning).
     if (module.automatic_optimization && progress_.micro_batches_in_window > 0) optimizer_step(batch_idx - 1);
     batch_stepped_ = false;
@@ -102,6 +97,35 @@ void Trainer::train_epoch() {
   step_schedulers("epoch");
   progress_.epochs.completed();
   for (auto& logger : loggers_) logger->save();
+}
+
+// Note [Checkpoints inside a batch's end]
+// After a training batch's end hooks come its step row for the loggers, the validation when one is
+// due, and the signal check. ModelCheckpoint(every_n_train_steps) saves inside those hooks, so its
+// checkpoint holds the state from before them; a checkpoint written during that validation (a
+// callback's) holds the state from inside it. The checkpoint records where it was written
+// (checkpointing.cpp), and the resumed run does what the uninterrupted one still did from there:
+// - inside the batch's end hooks: the step row (MetricStore saves what is not yet sent), then the
+//   validation if due, then the rest;
+// - inside a validation whose results were not yet logged: that validation again, from its start;
+// - later in the batch's end (at validation end, on a signal): what follows the validation;
+// - between batches: only the checks that end the epoch.
+// Lightning 2.6 restarts a validation interrupted midway too, but skips one that was due after a
+// batch saved at on_train_batch_end (it fast-forwards the validation's progress), so its resumed run
+// lacks that validation's row and monitors see a stale val_loss; Kiln runs it. The hooks after
+// the checkpoint's own (module.on_train_batch_end after the callbacks') are not run again, in both.
+// Returns whether the epoch stops after this batch.
+bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
+  const bool last = batch_idx + 1 >= num_train_batches_;
+  in_batch_tail_ = true;
+  if (from == BatchTail::step_row) log_step_metrics();
+  if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation)
+    validation_loop(num_val_batches_, false);
+  if (from != BatchTail::stop_checks) check_signals();
+  in_batch_tail_ = false;
+  batch_stepped_ = false;
+  return last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
+         (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done());
 }
 
 bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {

@@ -77,7 +77,8 @@ Json MetricStore::state_dict() const {
   for (const auto& [name, a] : epoch_)
     epoch[name] = {{"scope", static_cast<int>(a.scope)}, {"reduce_fx", a.reduce_fx}, {"logger", a.logger},
                    {"prog_bar", a.prog_bar}, {"suffix", a.suffix}, {"total", a.total}, {"weight", a.weight}};
-  return {{"epoch", epoch}, {"callback_metrics", callback_metrics_}, {"progress_bar_metrics", progress_bar_metrics_}};
+  return {{"epoch", epoch}, {"step_logger", step_logger_}, {"callback_metrics", callback_metrics_},
+          {"progress_bar_metrics", progress_bar_metrics_}};
 }
 
 void MetricStore::load_state_dict(const Json& j) {
@@ -87,6 +88,8 @@ void MetricStore::load_state_dict(const Json& j) {
     epoch_[name] = {static_cast<LogScope>(a.at("scope").get<int>()), a.at("reduce_fx").get<std::string>(),
                     a.at("logger").get<bool>(), a.at("prog_bar").get<bool>(), a.at("suffix").get<bool>(),
                     a.at("total").get<double>(), a.at("weight").get<double>()};
+  // Logged on step but not yet sent: a checkpoint from inside a batch's end sends them on resume.
+  step_logger_ = j.value("step_logger", std::map<std::string, double>{});
   callback_metrics_ = j.at("callback_metrics").get<std::map<std::string, double>>();
   progress_bar_metrics_ = j.at("progress_bar_metrics").get<std::map<std::string, double>>();
 }

@@ -47,7 +47,8 @@ class MetricStore {
   const std::map<std::string, double>& progress_bar_metrics() const { return progress_bar_metrics_; }
   void clear_scope(LogScope scope);  // drops unfinished accumulators (a validation run restarts)
 
-  // For exact resume of a run stopped mid-epoch: the training accumulators and callback values.
+  // For exact resume of a run stopped mid-epoch: the training accumulators, the step values not yet
+  // sent, and the callback values.
   Json state_dict() const;
   void load_state_dict(const Json& j);
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "io/data/dataloader.h"
@@ -64,16 +65,28 @@ class TrainOptimizer {
   std::shared_ptr<optim::Optimizer> optimizer_;
 };
 
+// How TrainModule::load_from_checkpoint builds and loads a module (Lightning's arguments).
+struct CheckpointLoadOptions {
+  bool strict = true;                  // missing or unexpected keys are errors; false: warnings naming them
+  std::optional<Device> map_location;  // where the loaded module goes; unset: where the factory built it
+  Json hparams = Json::object();       // replace saved hyperparameters by name (Lightning's **kwargs)
+};
+
 class TrainModule : public nn::Module {
  public:
   explicit TrainModule(std::string type_name = "TrainModule") : nn::Module(std::move(type_name)) {}
 
   // ---- the steps
   virtual StepOutput training_step(const data::Batch& batch, int64_t batch_idx) = 0;
-  // Not overriding it turns validation off in fit: see Note [A val loader without validation_step].
+  // Not overriding validation_step turns validation off in fit, and makes validate() and test()
+  // without their step an error: see Note [Steps a module does not define] (trainer.cpp).
   virtual void validation_step(const data::Batch& batch, int64_t batch_idx) { validation_step_missing_ = true; }
-  virtual void test_step(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void test_step(const data::Batch& batch, int64_t batch_idx) { test_step_missing_ = true; }
   virtual Tensor predict_step(const data::Batch& batch, int64_t batch_idx) { return forward(batch[0]); }
+  Tensor forward(const Tensor& x) override {
+    forward_missing_ = true;
+    return nn::Module::forward(x);
+  }
   virtual std::vector<OptimizerConfig> configure_optimizers() = 0;
 
   // ---- hooks (Lightning's names; the Trainer calls them after the callbacks' hooks of the same name,
@@ -130,11 +143,45 @@ class TrainModule : public nn::Module {
   Trainer& trainer() const;
   bool attached() const { return trainer_ != nullptr; }
 
+  // ---- a module from a Trainer checkpoint (Lightning's Model.load_from_checkpoint(path, ...)):
+  // the saved hyperparameters (save_hyperparameters), with options.hparams replacing them by name,
+  // build the module; its on_load_checkpoint runs, then the weights load (no prefix to strip:
+  // "state_dict." is the checkpoint's, as in Lightning), then it moves to options.map_location.
+  // Shape mismatches are errors even when not strict. The module comes back in training mode.
+  //   auto model = TrainModule::load_from_checkpoint<Classifier>(path);   // Classifier(const Json& hparams)
+  //   auto model = TrainModule::load_from_checkpoint(path, [](const Json& h) {
+  //     return std::make_shared<Classifier>(h.at("hidden").get<int64_t>()); }, {.strict = false});
+  template <class M>
+  static std::shared_ptr<M> load_from_checkpoint(const std::string& path, const CheckpointLoadOptions& options = {}) {
+    static_assert(std::is_base_of_v<TrainModule, M>, "load_from_checkpoint<M>: M must derive from TrainModule");
+    static_assert(std::is_constructible_v<M, const Json&>, "load_from_checkpoint<M>(path): M needs a constructor "
+                  "M(const Json& hparams); or pass a factory: load_from_checkpoint(path, [](const Json& h) { ... })");
+    return load_from_checkpoint(path, [](const Json& h) { return std::make_shared<M>(h); }, options);
+  }
+  // `make(hparams)` returns a (smart) pointer to the new module.
+  template <class Factory>
+  static auto load_from_checkpoint(const std::string& path, Factory&& make, const CheckpointLoadOptions& options = {}) {
+    const State checkpoint = read_checkpoint_for_module(path);
+    auto module = make(checkpoint_hparams(checkpoint, options, path));
+    KILN_CHECK(module != nullptr, "load_from_checkpoint(", path, "): the factory returned no module");
+    load_checkpoint_into(*module, checkpoint, options, path);
+    return module;
+  }
+
  private:
+  // load_from_checkpoint's steps (checkpointing.cpp).
+  static State read_checkpoint_for_module(const std::string& path);
+  static Json checkpoint_hparams(const State& checkpoint, const CheckpointLoadOptions& options,
+                                 const std::string& path);
+  static void load_checkpoint_into(TrainModule& module, const State& checkpoint, const CheckpointLoadOptions& options,
+                                   const std::string& path);
+
   friend class Trainer;
   Trainer* trainer_ = nullptr;
   Json hparams_ = Json::object();
   bool validation_step_missing_ = false;  // set by the default validation_step when it runs
+  bool test_step_missing_ = false;        // and the default test_step
+  bool forward_missing_ = false;          // and the default forward (which then throws)
 };
 
 // Where the data comes from (Lightning's LightningDataModule). Loaders are created on demand, once

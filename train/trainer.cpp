@@ -206,6 +206,7 @@ void Trainer::handle_stop_signal(int sig) {
   while (fs::exists(dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt"))) ++n;
   const std::string path = (dir / ("hpc_ckpt_" + std::to_string(n) + ".ckpt")).string();
   save_checkpoint(path);
+  wait_for_checkpoints();  // Note [Async checkpoints]: in place before the process exits
   std::fprintf(stderr, "kiln: received signal %d; saved %s\n", sig, path.c_str());
   int status = 128 + sig;
   if (const char* job = std::getenv("SLURM_JOB_ID"); job && sig == SIGUSR1) {
@@ -257,16 +258,29 @@ void Trainer::setup_fit_data() {
                " batches across epochs, unset check_val_every_n_epoch");
 }
 
-// Note [A val loader without validation_step]
-// Lightning skips the validation loop, with a warning, when fit gets a validation loader but the
-// module has no validation_step. C++ cannot ask whether a virtual is overridden, so the default
-// validation_step marks the module when it runs: the first validation of a fit (the sanity check,
-// as a rule) stops after that one batch, its hooks closed in order, and the fit validates no more.
-// A module already marked skips validation from the start. trainer.validate() is left as it is.
+// Note [Steps a module does not define]
+// C++ cannot ask whether a virtual is overridden, so the default validation_step, test_step and
+// forward mark the module when they run. Lightning checks before any hook runs; Kiln knows at the
+// first step call, unless the module was marked by an earlier call (then before any hook too):
+// - fit with a validation loader but no validation_step: Lightning skips the validation loop with
+//   a warning. The first validation of the fit (the sanity check, as a rule) stops after that one
+//   batch, its hooks closed in order, and the fit validates no more.
+// - validate() without validation_step, test() without test_step: Lightning's
+//   MisconfigurationException, as a kiln::Error with its words.
+// - predict() without predict_step runs forward (Lightning's default predict_step); without
+//   forward either, Lightning's "requires `forward`" error.
+// A loader limited to 0 batches calls no step, so there it goes unnoticed (Lightning still raises).
 void Trainer::skip_validation_without_step() {
   std::fprintf(stderr, "warning: Trainer: you passed in a val_dataloader but have no validation_step; "
                        "skipping the validation loop\n");
   num_val_batches_ = 0;
+}
+
+void Trainer::require_evaluation_step(const TrainModule& module) const {
+  KILN_CHECK(stage_ != TrainerStage::validating || !module.validation_step_missing_, "No `validation_step()` method "
+             "defined to run `Trainer.validate`. (", module.type_name(), " does not override validation_step)");
+  KILN_CHECK(stage_ != TrainerStage::testing || !module.test_step_missing_, "No `test_step()` method defined to run "
+             "`Trainer.test`. (", module.type_name(), " does not override test_step)");
 }
 
 void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& loaders, const std::string& ckpt_path) {
@@ -308,6 +322,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
 
     progress_ = {};
     batch_stepped_ = false;
+    validation_unlogged_ = in_batch_tail_ = false;
     metrics_ = {};
     restored_ = false;
     restored_elapsed_ = 0;
@@ -333,6 +348,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     if (data) data->teardown("fit");
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
+    wait_for_checkpoints();  // Note [Async checkpoints]: fit returns with every checkpoint in place
     for (auto& logger : loggers_) logger->finalize("success");
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
@@ -343,9 +359,11 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, error); });
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
+    wait_for_checkpoints_quietly();
     for (auto& logger : loggers_) logger->finalize("interrupted");
   } catch (const std::exception& e) {
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
+    wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
     for (auto& logger : loggers_) logger->finalize("failed");
     signals_.reset();
     stop_clock();
@@ -379,6 +397,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
   stage_ = stage;
   std::map<std::string, double> result;
   try {
+    require_evaluation_step(module);  // Note [Steps a module does not define]
     if (data) {
       data->prepare_data();
       data->setup(testing ? "test" : "validate");
@@ -442,7 +461,14 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
       const data::Batch batch = plan_.precision->convert_batch(raw);
       each_callback([&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
       module.on_predict_batch_start(batch, idx);
-      Tensor prediction = module.predict_step(batch, idx);
+      Tensor prediction;
+      try {
+        prediction = module.predict_step(batch, idx);
+      } catch (const Error&) {
+        KILN_CHECK(!module.forward_missing_, "`Trainer.predict` requires `forward` method to run. (",
+                   module.type_name(), " does not define forward(const Tensor&); define it, or predict_step)");
+        throw;
+      }
       each_callback([&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
       module.on_predict_batch_end(prediction, batch, idx);
       predictions.push_back(std::move(prediction));

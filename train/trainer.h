@@ -25,6 +25,9 @@
 #include "train/train_module.h"
 
 namespace kiln {
+namespace io {
+class AsyncSaver;
+}
 
 // The loaders for a fit/validate/test/predict call when no DataModule is used.
 struct Loaders {
@@ -89,6 +92,11 @@ class Trainer {
   // (and its DataModule) must still exist; the optimizer states are saved only while that module
   // is the one the last fit configured them for.
   void save_checkpoint(const std::string& path);
+  // With async_checkpointing (Note [Async checkpoints]): blocks until the checkpoint being written
+  // is in place, rethrowing its error; at once otherwise. fit() calls it before it returns.
+  void wait_for_checkpoints();
+  // Deletes a checkpoint file (ModelCheckpoint's retention) once the saves started before are in place.
+  void remove_checkpoint(const std::string& path);
   // The callback that owns checkpoint files, when there is one (ckpt_path "best" / "last").
   std::string best_model_path() const;
   std::string last_model_path() const;
@@ -115,6 +123,9 @@ class Trainer {
   void fit_loop();
   void train_epoch();
   bool train_batch(const data::Batch& batch, int64_t batch_idx);
+  // Where the rest of a batch starts (Note [Checkpoints inside a batch's end], fit_loop.cpp).
+  enum class BatchTail { step_row, validation, after_validation, stop_checks };
+  bool finish_batch(int64_t batch_idx, BatchTail from);
   void optimizer_step(int64_t batch_idx);
   void step_schedulers(const std::string& interval);
   bool fit_done() const;
@@ -125,6 +136,7 @@ class Trainer {
   void log_step_metrics();
   void setup_fit_data();
   void skip_validation_without_step();
+  void require_evaluation_step(const TrainModule& module) const;
   void record_thread_count();
   void check_thread_count() const;
   // ---- evaluation (evaluation_loop.cpp)
@@ -132,6 +144,7 @@ class Trainer {
   std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
   // ---- checkpoints (checkpointing.cpp)
   State make_checkpoint();
+  void wait_for_checkpoints_quietly();
   void restore_checkpoint(const std::string& ckpt_path);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   std::vector<std::string> last_checkpoint_candidates() const;
@@ -169,8 +182,12 @@ class Trainer {
   double start_time_ = 0;
   double restored_elapsed_ = 0;
   std::unique_ptr<SignalState> signals_;
+  std::shared_ptr<io::AsyncSaver> async_saver_;  // made by the first async save
   LogScope log_scope_ = LogScope::other;
   bool batch_stepped_ = false;     // the batch being finished has counted in batches_that_stepped
+  bool validation_unlogged_ = false;  // a fit's validation runs and has not sent its results yet
+  bool in_batch_tail_ = false;        // finish_batch runs
+  BatchTail resume_tail_ = BatchTail::stop_checks;  // what a resumed epoch finishes first
   int fit_threads_ = 0;            // the thread count at fit start (deterministic runs keep it)
   int64_t current_batch_size_ = 0;
   bool interrupted_ = false;

@@ -1,10 +1,9 @@
 // The checkpoint API in one include: save/load of native files, the reader, async saves, sharded
-// checkpoints, checkpoint folders with a "last" pointer, and format detection. safetensors lives
-// in io/safetensors/safetensors.h. The format is specified in docs/checkpoint-format.md.
+// checkpoints and format detection. safetensors lives in io/safetensors/safetensors.h. The format is
+// specified in docs/checkpoint-format.md.
 #pragma once
 
 #include "io/checkpoint/async_saver.h"
-#include "io/checkpoint/checkpoint_dir.h"
 #include "io/checkpoint/checksum.h"
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/sharded.h"

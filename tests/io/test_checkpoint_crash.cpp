@@ -1,10 +1,12 @@
 // Nothing is lost: SIGKILL of a process overwriting a checkpoint (100 times), a model of power loss
 // that drops every byte not covered by a finished fsync, a full disk (injected ENOSPC, and a real
-// tmpfs when one can be mounted), async saves killed mid-way with a "last" pointer, and retention.
+// tmpfs when one can be mounted), and async saves. Async saves killed mid-way inside a fit are in
+// tests/train/test_async_checkpoints.cpp.
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <set>
@@ -288,58 +290,24 @@ TEST(AsyncSave, SnapshotsTheStateAndSurfacesErrors) {
   kt::expect_error([&] { saver.save(dir / "d.kiln", s); }, {"c.kiln"});  // the next save reports it
 }
 
-TEST(CheckpointDir, LastPointerAndRetention) {
+// Deleting the file a save replaces waits for the save: after_save's work runs once the new file
+// is in place, at once when nothing is in flight, and never after a failed save.
+TEST(AsyncSave, AfterSaveRunsOnceTheFileIsInPlaceAndNotAfterAFailure) {
   kc::ScratchDir dir;
-  io::CheckpointDir ckpts(dir / "run", {.keep_last = 2});
-  EXPECT_FALSE(ckpts.last());
-  kt::expect_error([&] { ckpts.load_last(); }, {"no checkpoint yet"});
-  for (int step = 1; step <= 5; ++step) ckpts.save(step * 10, generation(step));
-  EXPECT_EQ(ckpts.list(), (std::vector<std::string>{ckpts.path_for(40), ckpts.path_for(50)}));
-  EXPECT_EQ(*ckpts.last(), ckpts.path_for(50));
-  EXPECT_EQ(ckpts.load_last().meta["generation"], 5);
-  ckpts.save(30, generation(3));  // an older step saved last is still what "last" names
-  EXPECT_EQ(*ckpts.last(), ckpts.path_for(30));
-  const auto files = ckpts.list();
-  EXPECT_EQ(std::count(files.begin(), files.end(), ckpts.path_for(30)), 1);
-  ckpts.save_async(60, generation(6));
-  ckpts.wait();
-  EXPECT_EQ(ckpts.load_last().meta["generation"], 6);
-  kt::expect_error([] { io::CheckpointDir("/tmp", {.keep_last = 0}); }, {"keep_last must be >= 1"});
-}
-
-TEST(AsyncSave, KilledMidSaveNeverLeavesLastAtAnIncompleteCheckpoint) {
-  kc::ScratchDir dir;
-  const std::string root = dir / "run";
-  std::mt19937 rng(99);
-  int max_delay_us = 6 * save_time_us(dir / "timing.kiln");
-  const State states[2] = {generation(1), generation(2)};
-  int checked = 0;
-  for (int kill = 0; kill < 30; ++kill) {
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      io::CheckpointDir ckpts(root, {.keep_last = 2});
-      for (int64_t i = 0;; ++i) ckpts.save_async(kill * 100000 + i, states[i % 2]);
-    }
-    ::usleep(static_cast<useconds_t>(std::uniform_int_distribution<int>(0, max_delay_us)(rng)));
-    ::kill(child, SIGKILL);
-    ::waitpid(child, nullptr, 0);
-    io::CheckpointDir ckpts(root, {.keep_last = 2});
-    if (const auto last = ckpts.last()) {
-      expect_complete(*last);  // what "last" names exists and is whole
-      ++checked;
-    } else {
-      // Nothing published yet: on a loaded machine the child may not have finished one save in
-      // the time a save took here unloaded, so it gets longer until one does.
-      max_delay_us = std::min(2 * max_delay_us, 1000000);
-    }
-    if (HasFailure()) break;
-  }
-  EXPECT_GT(checked, 15);
-  // Files of saves killed between their rename and their publish are cleaned up by the next
-  // completed save's retention.
-  io::CheckpointDir ckpts(root, {.keep_last = 2});
-  ckpts.save(999999999, generation(1));
-  EXPECT_EQ(ckpts.list().size(), 2u);
-  EXPECT_EQ(*ckpts.last(), ckpts.path_for(999999999));
+  io::AsyncSaver saver;
+  bool ran_now = false;
+  saver.after_save([&] { ran_now = true; });
+  EXPECT_TRUE(ran_now);
+  std::atomic<int> complete_when_run{-1};
+  const std::string path = dir / "a.kiln";
+  saver.save(path, generation(3));
+  saver.after_save([&] { complete_when_run = expect_complete(path) == 3; });
+  saver.wait();
+  EXPECT_EQ(complete_when_run.load(), 1);
+  saver.save(dir / "no/such/dir/b.kiln", generation(4));
+  bool ran_after_failure = false;
+  saver.after_save([&] { ran_after_failure = true; });
+  kt::expect_error([&] { saver.wait(); }, {"b.kiln"});
+  saver.after_save([&] { ran_after_failure = true; });
+  EXPECT_FALSE(ran_after_failure);  // what the failed save would have replaced stays
 }

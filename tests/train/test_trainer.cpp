@@ -14,9 +14,12 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include "testing.h"
+#include "io/checkpoint/atomic_file.h"
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "train/callbacks/model_checkpoint.h"
@@ -375,6 +378,14 @@ int run_child(const std::string& mode, const std::string& dir, const std::vector
   return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+class SlowRename : public io::FileOps {
+ public:
+  int rename(const std::string& from, const std::string& to) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return io::FileOps::rename(from, to);
+  }
+};
+
 struct RaiseAt : Callback {
   RaiseAt(int64_t batches, int sig) : at(batches), sig(sig) {}
   std::string name() const override { return "RaiseAt"; }
@@ -394,6 +405,10 @@ TEST(TrainerChild, FitUntilSignal) {
   TinyClassifier module;
   TrainerConfig c = quiet({.max_epochs = 3, .logger = false, .default_root_dir = std::getenv("KILN_TRAINER_DIR")});
   c.handle_signals = true;
+  // Renames take 50 ms: exiting before the checkpoint's write is in place would leave none.
+  SlowRename slow;
+  std::optional<io::ScopedFileOps> slow_scope;
+  if (std::string(mode) == "term_async") c.async_checkpointing = true, slow_scope.emplace(slow);
   c.callbacks = {std::make_shared<RaiseAt>(7, sig)};
   Trainer trainer(c);
   trainer.fit(module, Loaders{.train = make_loader(8, true, 2, 5), .val = make_loader(20, false, 0)});
@@ -401,12 +416,15 @@ TEST(TrainerChild, FitUntilSignal) {
 }
 
 TEST(Trainer, SigtermSavesACheckpointExitsAndResumesExactly) {
-  const std::string dir = fresh_dir("sigterm");
-  EXPECT_EQ(run_child("term", dir), 128 + SIGTERM);
-  ASSERT_TRUE(fs::exists(dir + "/hpc_ckpt_1.ckpt"));
   const RunResult full = run({.max_epochs = 3}, 2);
-  const RunResult resumed = run({.max_epochs = 3, .default_root_dir = dir}, 2, nullptr, "last");
-  for (const auto& [name, t] : full.weights) EXPECT_TRUE(bitwise_equal(t, resumed.weights.at(name))) << name;
+  for (const char* mode : {"term", "term_async"}) {  // async: the write is waited for before exit
+    SCOPED_TRACE(mode);
+    const std::string dir = fresh_dir(mode);
+    EXPECT_EQ(run_child(mode, dir), 128 + SIGTERM);
+    ASSERT_TRUE(fs::exists(dir + "/hpc_ckpt_1.ckpt"));
+    const RunResult resumed = run({.max_epochs = 3, .default_root_dir = dir}, 2, nullptr, "last");
+    for (const auto& [name, t] : full.weights) EXPECT_TRUE(bitwise_equal(t, resumed.weights.at(name))) << name;
+  }
 }
 
 TEST(Trainer, SigusrOnSlurmRequeuesTheJob) {

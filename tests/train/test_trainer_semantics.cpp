@@ -185,7 +185,9 @@ TEST(ManualOptimization, ResumeContinuesBothCounts) {
   const auto [weights, rows] = run(nullptr, path, &resumed_steps);
   EXPECT_EQ(resumed_steps, full_steps);
   for (const auto& [name, t] : full_weights) EXPECT_TRUE(bitwise_equal(t, weights.at(name))) << name;
-  ASSERT_EQ(rows.size(), 3u + 1u);  // batches 7, 8, 9, then the epoch row
+  // The stopped batch's row, sent by the resumed run (Note [No logged row is lost]), batches 7, 8, 9,
+  // then the epoch row.
+  ASSERT_EQ(rows.size(), 1u + 3u + 1u);
   for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i], full_rows[full_rows.size() - rows.size() + i]) << i;
 }
 
@@ -413,7 +415,7 @@ int64_t count_of(const std::string& text, const std::string& part) {
 }
 
 // Lightning warns "You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop."
-// Note [A val loader without validation_step]: Kiln finds out on the first validation batch.
+// Note [Steps a module does not define]: Kiln finds out on the first validation batch.
 TEST(ValidationInterval, AValLoaderWithoutValidationStepIsSkippedWithAWarning) {
   const std::string warning = "you passed in a val_dataloader but have no validation_step; skipping the validation loop";
   NoValidationStep module;
@@ -448,6 +450,49 @@ TEST(ValidationInterval, AValLoaderWithoutValidationStepIsSkippedWithAWarning) {
   Trainer(quiet({.max_epochs = 1, .logger = false})).fit(fresh, Loaders{.train = loaders.train});
   err = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(err.find("validation_step"), std::string::npos) << err;
+}
+
+// Lightning's configuration check (MisconfigurationException): validate() and test() need their
+// step; predict() without predict_step runs forward, and needs that.
+class NoStepsNoForward : public TrainModule {
+ public:
+  NoStepsNoForward() : TrainModule("NoStepsNoForward"), fc(register_module("fc", std::make_shared<nn::Linear>(4, 3))) {}
+  StepOutput training_step(const data::Batch& batch, int64_t) override {
+    return nn::F::cross_entropy((*fc)(batch[0]), batch[1]);
+  }
+  std::vector<OptimizerConfig> configure_optimizers() override {
+    return {{std::make_shared<optim::SGD>(parameters(), optim::SGDOptions{.lr = 0.1})}};
+  }
+  std::shared_ptr<nn::Linear> fc;
+};
+
+TEST(MissingSteps, ValidateTestAndPredictRaiseAsLightningDoes) {
+  const auto loader = make_loader(10, false, 0);
+  const Loaders loaders{.val = loader, .test = loader, .predict = loader};
+  auto all = std::make_shared<AllValidationBatches>();
+  Trainer trainer(quiet({.logger = false, .callbacks = {all}}));
+  NoValidationStep module;
+  kt::expect_error([&] { trainer.validate(module, loaders); },
+                   {"No `validation_step()` method defined to run `Trainer.validate`.", "NoValidationStep"});
+  EXPECT_EQ(all->batches, 0);  // raised at the first step, before its batch-end hooks
+  kt::expect_error([&] { trainer.validate(module, loaders); }, {"No `validation_step()` method defined"});
+  EXPECT_EQ(all->batches, 0);
+  kt::expect_error([&] { trainer.test(module, loaders); },
+                   {"No `test_step()` method defined to run `Trainer.test`.", "NoValidationStep"});
+  EXPECT_EQ(trainer.stage(), TrainerStage::none);  // detached: the module can run again
+  // predict_step's default is forward, as in Lightning: the predictions are the logits.
+  const std::vector<Tensor> predictions = trainer.predict(module, loaders);
+  ASSERT_EQ(predictions.size(), 4u);
+  const data::Batch first = *loader->begin();
+  EXPECT_TRUE(bitwise_equal(predictions[0], module.forward(first[0])));
+  NoStepsNoForward bare;
+  kt::expect_error([&] { trainer.predict(bare, loaders); },
+                   {"`Trainer.predict` requires `forward` method to run.", "NoStepsNoForward"});
+  // A module with the steps runs all three.
+  TinyClassifier full(0.0);
+  EXPECT_TRUE(trainer.validate(full, loaders).contains("val_loss"));
+  EXPECT_TRUE(trainer.test(full, loaders).contains("test_loss"));
+  EXPECT_EQ(trainer.predict(full, loaders).size(), 4u);
 }
 
 // ---- hook order around the DataModule, and the module's evaluation hooks

@@ -107,10 +107,7 @@ void ModelCheckpoint::on_train_batch_end(Trainer& trainer, TrainModule&, const d
     skip_time = last_time_checked_ < 0 || now - last_time_checked_ < *options_.train_time_interval_seconds;
   if (skip_batch && skip_time) return;
   if (!skip_time) last_time_checked_ = now;
-  const Metrics candidates = monitor_candidates(trainer);
-  const CheckpointWriter write = writer_for(trainer);
-  save_topk(candidates, write, validation_has_run_);
-  save_last(candidates, write);
+  save_point(trainer, true);
 }
 
 void ModelCheckpoint::on_train_epoch_end(Trainer& trainer, TrainModule&) {
@@ -123,10 +120,21 @@ void ModelCheckpoint::on_validation_end(Trainer& trainer, TrainModule&) {
   if (!should_skip_saving(trainer) && !should_save_on_train_epoch_end(trainer)) save_epoch_point(trainer);
 }
 
-void ModelCheckpoint::save_epoch_point(Trainer& trainer) {
+void ModelCheckpoint::save_epoch_point(Trainer& trainer) { save_point(trainer, epoch_trigger_due(trainer)); }
+
+// A save point of a fit. A write still in flight (Note [Async checkpoints], checkpointing.cpp) is
+// waited for first, so that names are chosen against the files on disk, and files dropping out are
+// deleted by the Trainer, after the writes that replace them.
+void ModelCheckpoint::save_point(Trainer& trainer, bool topk) {
+  trainer.wait_for_checkpoints();
+  struct Scope {
+    ModelCheckpoint& mc;
+    ~Scope() { mc.saving_for_ = nullptr; }
+  } scope{*this};
+  saving_for_ = &trainer;
   const Metrics candidates = monitor_candidates(trainer);
-  const CheckpointWriter write = writer_for(trainer);
-  if (epoch_trigger_due(trainer)) save_topk(candidates, write, validation_has_run_);
+  const CheckpointWriter write = [&trainer](const std::string& path) { trainer.save_checkpoint(path); };
+  if (topk) save_topk(candidates, write, validation_has_run_);
   save_last(candidates, write);
 }
 
@@ -157,10 +165,6 @@ Metrics ModelCheckpoint::monitor_candidates(const Trainer& trainer) const {
   as_integer("epoch", trainer.current_epoch());
   as_integer("step", trainer.global_step());
   return candidates;
-}
-
-CheckpointWriter ModelCheckpoint::writer_for(Trainer& trainer) {
-  return [&trainer](const std::string& path) { trainer.save_checkpoint(path); };
 }
 
 // ---- names
@@ -304,6 +308,7 @@ bool ModelCheckpoint::should_remove(const std::string& previous, const std::stri
 }
 
 void ModelCheckpoint::remove_checkpoint(const std::string& path) const {
+  if (saving_for_) return saving_for_->remove_checkpoint(path);
   std::error_code ec;
   fs::remove(path, ec);
 }

@@ -2,7 +2,8 @@
 // Lightning 2.x's semantics: filename templates ("{epoch}-{val_loss:.3f}" → epoch=3-val_loss=0.123.ckpt),
 // top-k retention that deletes files dropping out, last.ckpt, step / epoch / time triggers, and a
 // state_dict so a resumed run keeps its best scores. Files are written by Trainer::save_checkpoint
-// (atomic, Kiln's native format); this class only decides when, under which name, and what to delete.
+// (atomic, Kiln's native format, async with async_checkpointing) and deleted by
+// Trainer::remove_checkpoint; this class only decides when, under which name, and what to delete.
 #pragma once
 
 #include <cstdint>
@@ -101,7 +102,7 @@ class ModelCheckpoint : public Callback {
   bool should_save_on_train_epoch_end(const Trainer& trainer) const;
   bool epoch_trigger_due(const Trainer& trainer) const;
   Metrics monitor_candidates(const Trainer& trainer) const;
-  CheckpointWriter writer_for(Trainer& trainer);
+  void save_point(Trainer& trainer, bool topk);
   void save_epoch_point(Trainer& trainer);
 
   bool check_monitor_top_k(std::optional<double> current) const;
@@ -111,6 +112,7 @@ class ModelCheckpoint : public Callback {
   void write_checkpoint(const std::string& path, int64_t step, const CheckpointWriter& write);
   bool should_remove(const std::string& previous, const std::string& current) const;
   void remove_checkpoint(const std::string& path) const;
+  Trainer* saving_for_ = nullptr;  // the Trainer whose save point runs: it deletes files (else std::filesystem)
   const double* find_score(const std::string& path) const;
 
   ModelCheckpointOptions options_;
