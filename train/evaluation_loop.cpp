@@ -50,7 +50,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   int64_t idx = 0;
   if (max_batches > 0) {
     for (data::Batch& raw : loader) {
-      const data::Batch batch = plan_.precision->convert_batch(raw);
+      const data::Batch batch = transfer_batch(raw);
       current_batch_size_ = batch_size_of(batch.fields);
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });

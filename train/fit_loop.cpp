@@ -3,7 +3,6 @@
 // Note [Resuming from progress counters] for how a resumed run picks up.
 #include <cmath>
 
-#include "nn/optim/clip_grad.h"
 #include "train/trainer.h"
 
 namespace kiln {
@@ -75,6 +74,7 @@ void Trainer::train_epoch() {
         if (keep_going) {
           log_step_metrics();
           if (should_validate_after_batch(batch_idx - 1, last)) validation_loop(num_val_batches_, false);
+          if (batch_stepped_) step_schedulers("step", /*plateau=*/true);  // after validation logged its metrics
           check_signals();
         }
         batch_stepped_ = false;
@@ -99,14 +99,14 @@ void Trainer::train_epoch() {
     for (auto& cb : callbacks_)
       if (is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
   }
-  step_schedulers("epoch");
+  step_schedulers("epoch", /*plateau=*/true);
   progress_.epochs.completed();
   for (auto& logger : loggers_) logger->save();
 }
 
 bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   TrainModule& module = *module_;
-  const data::Batch batch = plan_.precision->convert_batch(raw);
+  const data::Batch batch = transfer_batch(raw);
   current_batch_size_ = batch_size_of(batch.fields);
   log_scope_ = LogScope::training_step;
   each_callback([&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
@@ -138,48 +138,55 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
       plan_.precision->backward(scaled);
       each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
       module.on_after_backward();
+      out.loss = scaled.detach();  // what the batch-end hooks see (Lightning's ClosureResult.loss)
     }
     ++progress_.micro_batches_in_window;
     const bool last = batch_idx + 1 >= num_train_batches_;
     if (progress_.micro_batches_in_window >= accumulate || last) optimizer_step(batch_idx);
   } else {
     // training_step stepped its optimizers itself (Note [Global step under manual optimization]).
+    if (out.loss.defined()) out.loss = out.loss.detach();
     ++progress_.batches_that_stepped;
     batch_stepped_ = true;
   }
   progress_.train_batches.processed();
-  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, batch, batch_idx); });
+  if (batch_idx + 1 >= num_train_batches_) step_schedulers("epoch", /*plateau=*/false);  // Note [When schedulers step]
+  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, out, batch, batch_idx); });
   module.on_train_batch_end(out, batch, batch_idx);
   progress_.train_batches.completed();
   return true;
 }
 
+// The module's optimizer_step decides whether (and how) the optimizer steps; the global step
+// counts the window either way, as Lightning's does.
 void Trainer::optimizer_step(int64_t batch_idx) {
   TrainModule& module = *module_;
   plan_.strategy->reduce_gradients(module);
   for (auto& oc : optimizers_) {
-    optim::Optimizer& opt = *oc.optimizer;
-    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, module, opt); });
-    module.on_before_optimizer_step(opt);
-    if (config_.gradient_clip_val && *config_.gradient_clip_val > 0) {
-      std::vector<Tensor> params;
-      for (const auto& group : opt.param_groups()) params.insert(params.end(), group.params.begin(), group.params.end());
-      if (config_.gradient_clip_algorithm == "norm") optim::clip_grad_norm_(params, *config_.gradient_clip_val);
-      else optim::clip_grad_value_(params, *config_.gradient_clip_val);
-    }
-    plan_.precision->optimizer_step(opt);
+    TrainOptimizer optimizer(*this, oc.optimizer);
+    in_optimizer_step_ = true;
+    module.optimizer_step(current_epoch(), batch_idx, optimizer);
+    in_optimizer_step_ = false;
   }
   ++progress_.optimizer_steps;
   ++progress_.batches_that_stepped;
   batch_stepped_ = true;
   progress_.micro_batches_in_window = 0;
-  step_schedulers("step");
+  step_schedulers("step", /*plateau=*/false);
 }
 
-void Trainer::manual_optimizer_step(optim::Optimizer& optimizer) {
+void Trainer::step_optimizer(optim::Optimizer& optimizer) {
   KILN_CHECK(module_ && stage_ == TrainerStage::fitting, "optimizer.step(): only while trainer.fit() runs");
-  KILN_CHECK(!module_->automatic_optimization, "optimizer.step(): the Trainer steps the optimizer itself under "
-             "automatic optimization; set automatic_optimization = false to step it in training_step");
+  if (module_->automatic_optimization) {
+    KILN_CHECK(in_optimizer_step_, "optimizer.step(): the Trainer steps the optimizer itself under automatic "
+               "optimization (through TrainModule::optimizer_step); set automatic_optimization = false to step it "
+               "in training_step");
+    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
+    module_->on_before_optimizer_step(optimizer);
+    module_->configure_gradient_clipping(optimizer, config_.gradient_clip_val, config_.gradient_clip_algorithm);
+    plan_.precision->optimizer_step(optimizer);
+    return;
+  }
   plan_.strategy->reduce_gradients(*module_);
   each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
   module_->on_before_optimizer_step(optimizer);
@@ -187,7 +194,15 @@ void Trainer::manual_optimizer_step(optim::Optimizer& optimizer) {
   ++progress_.optimizer_steps;
 }
 
-void Trainer::step_schedulers(const std::string& interval) {
+// Note [When schedulers step]
+// As in Lightning's training epoch loop: step-interval schedulers step after each optimizer step,
+// and epoch-interval ones on the epoch's last batch, before its on_train_batch_end hooks (so before
+// that batch's validation and any checkpoint it triggers); an epoch cut short (max_steps, a stop,
+// on_train_batch_start returning false) does not step them. ReduceLROnPlateau reads a metric, so it
+// steps later: after a batch's validation (step interval) or after the epoch-end hooks (epoch
+// interval). A checkpoint therefore holds every scheduler as the loop left it, and a resumed run
+// never steps one twice.
+void Trainer::step_schedulers(const std::string& interval, bool plateau) {
   if (!module_->automatic_optimization) return;  // Lightning: manual optimization steps its own schedulers
   const int64_t count = interval == "step" ? global_step() : current_epoch() + 1;
   for (auto& oc : optimizers_) {
@@ -199,9 +214,10 @@ void Trainer::step_schedulers(const std::string& interval) {
                  "scheduler config either .scheduler or .plateau (ReduceLROnPlateau), exactly one");
       KILN_CHECK(!sc.plateau || !sc.monitor.empty(), "configure_optimizers: ReduceLROnPlateau needs .monitor = the "
                  "metric it steps on (e.g. \"val_loss\")");
+      if (static_cast<bool>(sc.plateau) != plateau) continue;
       if (sc.interval != interval || count % sc.frequency != 0) continue;
       if (sc.scheduler) {
-        sc.scheduler->step();
+        module_->lr_scheduler_step(sc, std::nullopt);
         continue;
       }
       const auto& metrics = callback_metrics();
@@ -213,7 +229,7 @@ void Trainer::step_schedulers(const std::string& interval) {
                    available, "]. Log it, or set strict = false to skip the step");
         continue;
       }
-      sc.plateau->step(it->second);
+      module_->lr_scheduler_step(sc, it->second);
     }
   }
 }

@@ -1,11 +1,13 @@
 // Trainer: runs a TrainModule's fit, validation, test and prediction (Lightning's Trainer).
 // The loops read top to bottom (STYLE L13):
 //   fit: setup → configure_optimizers → on_fit_start → sanity validation → on_train_start →
-//        per epoch: on_train_epoch_start → per batch: on_train_batch_start, training_step,
+//        per epoch: on_train_epoch_start → per batch: on_before_batch_transfer,
+//        transfer_batch_to_device, on_after_batch_transfer, on_train_batch_start, training_step,
 //        [on_before_zero_grad, zero_grad], on_before_backward, backward, on_after_backward,
-//        [on_before_optimizer_step, clip, step, step-interval schedulers], on_train_batch_end,
-//        log, maybe validate, maybe stop → on_train_epoch_end → epoch schedulers
-//        → on_train_end → on_fit_end → teardown.
+//        [optimizer_step: on_before_optimizer_step, configure_gradient_clipping, step;
+//        step-interval schedulers], (last batch: epoch-interval schedulers), on_train_batch_end,
+//        log, maybe validate, plateau step schedulers, maybe stop → on_train_epoch_end →
+//        plateau epoch schedulers → on_train_end → on_fit_end → teardown.
 // Callbacks' hooks run before the module's hook of the same name; setup and teardown run the
 // DataModule's first. Checkpoints hold everything a bit-exact resume needs (checkpointing.cpp).
 #pragma once
@@ -96,8 +98,9 @@ class Trainer {
   // Called by TrainModule::log.
   void log_from_module(const std::string& name, double value, const LogOptions& options);
   void manual_backward(const Tensor& loss);
-  // Called by TrainOptimizer::step(): hooks, the precision's step, one more global step.
-  void manual_optimizer_step(optim::Optimizer& optimizer);
+  // Called by TrainOptimizer::step(): hooks, clipping (automatic optimization), the precision's
+  // step, and under manual optimization one more global step.
+  void step_optimizer(optim::Optimizer& optimizer);
   // True when the last fit() stopped early on SIGINT (the loggers were finalized as "interrupted").
   bool interrupted() const { return interrupted_; }
   double elapsed_seconds() const;
@@ -116,7 +119,7 @@ class Trainer {
   void train_epoch();
   bool train_batch(const data::Batch& batch, int64_t batch_idx);
   void optimizer_step(int64_t batch_idx);
-  void step_schedulers(const std::string& interval);
+  void step_schedulers(const std::string& interval, bool plateau);
   bool fit_done() const;
   bool can_stop_early() const;  // min_epochs and min_steps are met
   int64_t val_check_batches() const;
@@ -127,6 +130,7 @@ class Trainer {
   void skip_validation_without_step();
   void record_thread_count();
   void check_thread_count() const;
+  data::Batch transfer_batch(const data::Batch& raw);  // precision conversion, then the transfer hooks
   // ---- evaluation (evaluation_loop.cpp)
   void validation_loop(int64_t max_batches, bool sanity);
   std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
@@ -174,6 +178,7 @@ class Trainer {
   int fit_threads_ = 0;            // the thread count at fit start (deterministic runs keep it)
   int64_t current_batch_size_ = 0;
   bool interrupted_ = false;
+  bool in_optimizer_step_ = false;  // TrainModule::optimizer_step is running (automatic optimization)
 };
 
 }  // namespace kiln
