@@ -33,6 +33,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   const bool was_training = module.is_training();
   module.eval();
   NoGradGuard no_grad;
+  InferenceModeGuard inference(config_.inference_mode);
 
   if (testing) {
     each_callback([&](Callback& cb) { cb.on_test_start(*this, module); });
@@ -55,13 +56,19 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
-        module.test_step(batch, idx);
+        {
+          const ProfileScope timed(profiler_.get(), actions_.test_step);
+          module.test_step(batch, idx);
+        }
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
         module.on_test_batch_end(batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
-        module.validation_step(batch, idx);
+        {
+          const ProfileScope timed(profiler_.get(), actions_.validation_step);
+          module.validation_step(batch, idx);
+        }
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
         module.on_validation_batch_end(batch, idx);
         if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {

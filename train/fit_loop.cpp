@@ -12,6 +12,31 @@ namespace {
 // the module's own hook has logged (Lightning's "monitoring callbacks" rule).
 bool is_monitoring(const Callback& cb) { return cb.name() == "ModelCheckpoint" || cb.name() == "EarlyStopping"; }
 
+const std::string kRunTrainingEpoch = "run_training_epoch";
+const std::string kRunTrainingBatch = "run_training_batch";
+const std::string kTrainDataloaderNext = "[_TrainingEpochLoop].train_dataloader_next";
+
+// Times the loader's fetches: from the end of one batch's work to the start of the next.
+class FetchTimer {
+ public:
+  explicit FetchTimer(Profiler* profiler) : profiler_(profiler) {}
+  void start() {
+    if (!profiler_ || running_) return;
+    profiler_->start(kTrainDataloaderNext);
+    running_ = true;
+  }
+  void stop() {
+    if (!running_) return;
+    profiler_->stop(kTrainDataloaderNext);
+    running_ = false;
+  }
+  ~FetchTimer() { stop(); }
+
+ private:
+  Profiler* profiler_;
+  bool running_ = false;
+};
+
 }  // namespace
 
 // Note [Global step under manual optimization]
@@ -31,7 +56,7 @@ bool Trainer::fit_done() const {
   const int64_t epochs_done = progress_.epochs.current.completed;
   const bool max_steps_reached = config_.max_steps >= 0 && global_step() >= config_.max_steps;
   const bool max_epochs_reached = plan_.max_epochs >= 0 && epochs_done >= plan_.max_epochs;
-  const bool time_up = config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds;
+  const bool time_up = config_.max_time && elapsed_seconds() >= config_.max_time->seconds();
   if (max_steps_reached || max_epochs_reached || time_up) return true;
   return should_stop && can_stop_early();
 }
@@ -40,7 +65,10 @@ void Trainer::fit_loop() {
   // A checkpoint written at the end of an epoch, after its batches but before the epoch was
   // completed, resumes with the rest of that epoch's end (see train_epoch).
   while (!fit_done()) {
-    train_epoch();
+    {
+      const ProfileScope timed(profiler_.get(), kRunTrainingEpoch);
+      train_epoch();
+    }
     check_signals();
   }
 }
@@ -52,6 +80,7 @@ void Trainer::train_epoch() {
     progress_.epochs.ready();
     progress_.epochs.started();
     progress_.train_batches.reset_current();
+    reload_dataloaders_if_due();
   }
   const bool epoch_end_pending = progress_.epochs.total.processed > progress_.epochs.total.completed;
   train_loader_->set_epoch(current_epoch());
@@ -64,23 +93,37 @@ void Trainer::train_epoch() {
 
     int64_t batch_idx = progress_.train_batches.current.processed;
     if (batch_idx < num_train_batches_) {
+      FetchTimer fetch(profiler_.get());
+      fetch.start();
       for (data::Batch& raw : *train_loader_) {
+        fetch.stop();
         check_thread_count();
         progress_.train_batches.ready();
         batch_stepped_ = false;
-        const bool keep_going = train_batch(raw, batch_idx);
+        const int64_t fit_batch = progress_.train_batches.total.ready - 1;
+        if (profiler_) profiler_->on_train_batch_start(fit_batch);
+        bool keep_going;
+        {
+          const ProfileScope timed(profiler_.get(), kRunTrainingBatch);
+          keep_going = train_batch(raw, batch_idx);
+        }
+        if (profiler_) profiler_->on_train_batch_end(fit_batch);
         ++batch_idx;
         const bool last = batch_idx >= num_train_batches_;
         if (keep_going) {
           log_step_metrics();
-          if (should_validate_after_batch(batch_idx - 1, last)) validation_loop(num_val_batches_, false);
+          if (should_validate_after_batch(batch_idx - 1, last)) {
+            validation_loop(num_val_batches_, false);
+            last_validation_elapsed_ = elapsed_seconds();
+          }
           if (batch_stepped_) step_schedulers("step", /*plateau=*/true);  // after validation logged its metrics
           check_signals();
         }
         batch_stepped_ = false;
         if (!keep_going || last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
-            (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done()))
+            (config_.max_time && elapsed_seconds() >= config_.max_time->seconds()) || (should_stop && fit_done()))
           break;
+        fetch.start();
       }
     }
     // An epoch cut short by an accumulation window still steps on what it accumulated (Lightning).
@@ -113,7 +156,11 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   if (!module.on_train_batch_start(batch, batch_idx)) return false;
   progress_.train_batches.started();
 
-  StepOutput out = module.training_step(batch, batch_idx);
+  StepOutput out;
+  {
+    const ProfileScope timed(profiler_.get(), actions_.training_step);
+    out = module.training_step(batch, batch_idx);
+  }
   if (module.automatic_optimization) {
     // A window of accumulate_grad_batches batches ends in one optimizer step, as in Lightning, even
     // when training_step returned no loss for some of them (those add no gradient).
@@ -135,7 +182,10 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
       const Tensor scaled = accumulate > 1 ? out.loss / static_cast<double>(accumulate) : out.loss;
       each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
       module.on_before_backward(scaled);
-      plan_.precision->backward(scaled);
+      {
+        const ProfileScope timed(profiler_.get(), actions_.backward);
+        plan_.precision->backward(scaled);
+      }
       each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
       module.on_after_backward();
       out.loss = scaled.detach();  // what the batch-end hooks see (Lightning's ClosureResult.loss)
@@ -165,6 +215,7 @@ void Trainer::optimizer_step(int64_t batch_idx) {
   for (auto& oc : optimizers_) {
     TrainOptimizer optimizer(*this, oc.optimizer);
     in_optimizer_step_ = true;
+    const ProfileScope timed(profiler_.get(), actions_.optimizer_step);
     module.optimizer_step(current_epoch(), batch_idx, optimizer);
     in_optimizer_step_ = false;
   }
@@ -239,6 +290,10 @@ bool Trainer::should_validate_after_batch(int64_t batch_idx, bool last_batch) co
   if (config_.check_val_every_n_epoch && (current_epoch() + 1) % *config_.check_val_every_n_epoch != 0) return false;
   // A stop requested by the module or a callback validates once more before the run ends (Lightning).
   if (should_stop && can_stop_early()) return true;
+  // A time span validates when that much wall-clock time has passed since fit started or the last
+  // validation ended (Lightning 2.x), whatever the batch: not at each epoch's end by itself.
+  if (const Duration* every = std::get_if<Duration>(&config_.val_check_interval))
+    return elapsed_seconds() - last_validation_elapsed_ >= every->seconds();
   const bool whole_epoch = std::holds_alternative<double>(config_.val_check_interval) &&
                            std::get<double>(config_.val_check_interval) == 1.0;
   if (whole_epoch) return last_batch;

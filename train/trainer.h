@@ -23,6 +23,7 @@
 #include "train/config.h"
 #include "train/loggers/logger.h"
 #include "train/plan.h"
+#include "train/profiler.h"
 #include "train/progress.h"
 #include "train/train_module.h"
 
@@ -37,6 +38,23 @@ struct Loaders {
 };
 
 enum class TrainerStage { none, fitting, sanity_checking, validating, testing, predicting };
+
+// Times one action on a profiler, when there is one (Trainer(profiler = ...)).
+class ProfileScope {
+ public:
+  ProfileScope(Profiler* profiler, const std::string& action) : profiler_(profiler), action_(&action) {
+    if (profiler_) profiler_->start(action);
+  }
+  ~ProfileScope() {
+    if (profiler_) profiler_->stop(*action_);
+  }
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  Profiler* profiler_;
+  const std::string* action_;
+};
 
 // Thrown to unwind the loops when a signal asks the run to stop; fit() catches it.
 struct RunInterrupted {
@@ -84,6 +102,7 @@ class Trainer {
   int64_t num_val_batches() const { return num_val_batches_; }  // of the current validation, test or predict run
   const FitProgress& fit_progress() const { return progress_; }
   TrainModule* module() const { return module_; }
+  Profiler* profiler() const { return profiler_.get(); }  // null without Trainer(profiler = ...)
 
   // Writes a checkpoint of the run as it is now (atomically). Callbacks call this during a run;
   // after fit() returns it saves the state the fit ended with (Lightning allows both), which
@@ -127,9 +146,10 @@ class Trainer {
   bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
   void log_step_metrics();
   void setup_fit_data();
+  void reload_dataloaders_if_due();
   void skip_validation_without_step();
   void record_thread_count();
-  void check_thread_count() const;
+  void check_thread_count();
   data::Batch transfer_batch(const data::Batch& raw);  // precision conversion, then the transfer hooks
   // ---- evaluation (evaluation_loop.cpp)
   void validation_loop(int64_t max_batches, bool sanity);
@@ -146,10 +166,15 @@ class Trainer {
   int64_t limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const;
   int64_t train_batch_limit(int64_t available) const;
   int64_t val_batch_limit(int64_t available) const;
+  // Each callback's hooks are timed together as "[Callback]<state_key>" when profiling.
   template <class F>
   void each_callback(F&& f) {
-    for (auto& cb : callbacks_) f(*cb);
+    for (size_t i = 0; i < callbacks_.size(); ++i) {
+      const ProfileScope timed(profiler_.get(), callback_actions_[i]);
+      f(*callbacks_[i]);
+    }
   }
+  void start_profiler(const std::string& stage);
 
   TrainerConfig config_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
@@ -179,6 +204,15 @@ class Trainer {
   int64_t current_batch_size_ = 0;
   bool interrupted_ = false;
   bool in_optimizer_step_ = false;  // TrainModule::optimizer_step is running (automatic optimization)
+  bool thread_change_warned_ = false;  // deterministic = "warn" said so this fit
+  int64_t loaders_epoch_ = 0;          // the epoch fit last asked the DataModule for loaders
+  double last_validation_elapsed_ = 0;  // elapsed_seconds() when fit's last validation ended (time-based interval)
+  std::shared_ptr<Profiler> profiler_;
+  std::vector<std::string> callback_actions_;  // "[Callback]<state_key>", parallel to callbacks_
+  // The actions the loops time, named as Lightning's profilers name them (see start_profiler).
+  struct Actions {
+    std::string batch_to_device, training_step, backward, optimizer_step, validation_step, test_step, predict_step;
+  } actions_;
 };
 
 }  // namespace kiln
