@@ -1,13 +1,18 @@
-// The kernel table, its registration, the missing-kernel error and KILN_DEBUG logging.
+// The kernel table, its registration, the missing-kernel error, KILN_DEBUG logging and op tracing
+// (tensor/op_trace.h), which share dispatch's one instrumented branch.
 #include "tensor/dispatch.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "tensor/cpu_capability.h"
+#include "tensor/op_trace.h"
 
 namespace kiln {
 namespace detail {
@@ -26,6 +31,8 @@ static int read_debug_level() {
   return level;
 }
 int g_debug_level = read_debug_level();
+// While an op trace runs, g_debug_level is at least 1 and this holds the logging level it replaced.
+static int g_level_before_trace = 0;
 
 bool register_kernel_any(Op op, DeviceType d, AnyKernel fn, int cpu_level) {
   auto& slot = g_kernels[static_cast<int>(op)][static_cast<int>(d)];
@@ -56,11 +63,32 @@ void throw_no_kernel(Op op, Device d) {
 }
 
 // One line per dispatch on stderr: "kiln: add cpu [64, 784]:float32 [784]:float32 (3.1 us)".
+// An op trace records the same line's op and arguments as an event.
 static thread_local std::ostringstream t_line;
+static thread_local Op t_op;
+
+namespace {
+struct TraceState {
+  std::mutex mutex;
+  std::atomic<bool> on{false};
+  std::vector<op_trace::Event> events;
+  std::atomic<uint64_t> threads{0};
+};
+TraceState& trace_state() {
+  static TraceState state;
+  return state;
+}
+uint64_t trace_thread_id() {
+  thread_local const uint64_t id = ++trace_state().threads;
+  return id;
+}
+constexpr std::string_view kLinePrefix = "kiln: ";
+}  // namespace
 
 void log_dispatch_begin(Op op, Device d) {
+  t_op = op;
   t_line.str("");
-  t_line << "kiln: " << op_name(op) << ' ' << d;
+  t_line << kLinePrefix << op_name(op) << ' ' << d;
 }
 void log_dispatch_arg(const Tensor& t) {
   if (t.defined()) t_line << ' ' << t.shape() << ':' << t.dtype();
@@ -69,7 +97,19 @@ void log_dispatch_arg(const std::span<const Tensor>& ts) {
   for (const Tensor& t : ts) log_dispatch_arg(t);
 }
 void log_dispatch_end(double micros) {
-  if (g_debug_level >= 2) t_line << " (" << micros << " us)";
+  TraceState& trace = trace_state();
+  const bool tracing = trace.on.load(std::memory_order_relaxed);
+  if (tracing) {
+    const double end = now_micros();
+    std::string line = t_line.str();
+    op_trace::Event event{op_name(t_op), line.substr(kLinePrefix.size() + op_name(t_op).size() + 1), end - micros,
+                          micros, trace_thread_id()};
+    const std::lock_guard<std::mutex> lock(trace.mutex);
+    trace.events.push_back(std::move(event));
+  }
+  const int log_level = tracing ? g_level_before_trace : g_debug_level;
+  if (log_level <= 0) return;
+  if (log_level >= 2) t_line << " (" << micros << " us)";
   t_line << '\n';
   std::cerr << t_line.str();
 }
@@ -79,6 +119,32 @@ double now_micros() {
 }
 
 }  // namespace detail
+
+// Note [Op trace switch]: turning the trace on raises g_debug_level, the plain int that every
+// dispatch() reads, from the loop's thread while other threads (loader workers) may dispatch. The
+// store is not synchronised with their reads; a worker may miss or catch one op at the edges of the
+// trace, which is harmless, and the events themselves are guarded by the mutex.
+namespace op_trace {
+void start() {
+  detail::TraceState& trace = detail::trace_state();
+  const std::lock_guard<std::mutex> lock(trace.mutex);
+  KILN_CHECK(!trace.on.load(), "op_trace::start: a trace is already running");
+  trace.events.clear();
+  detail::g_level_before_trace = detail::g_debug_level;
+  trace.on.store(true);
+  detail::g_debug_level = std::max(detail::g_debug_level, 1);
+}
+std::vector<Event> stop() {
+  detail::TraceState& trace = detail::trace_state();
+  const std::lock_guard<std::mutex> lock(trace.mutex);
+  if (!trace.on.load()) return {};
+  trace.on.store(false);
+  detail::g_debug_level = detail::g_level_before_trace;
+  return std::move(trace.events);
+}
+bool active() { return detail::trace_state().on.load(); }
+uint64_t this_thread_id() { return detail::trace_thread_id(); }
+}  // namespace op_trace
 
 std::string_view op_name(Op op) {
   static constexpr std::string_view names[] = {

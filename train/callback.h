@@ -9,6 +9,7 @@
 
 #include "io/data/dataset.h"
 #include "tensor/state_dict.h"
+#include "train/step_output.h"
 
 namespace kiln {
 
@@ -37,7 +38,10 @@ class Callback {
   virtual void on_train_epoch_start(Trainer&, TrainModule&) {}
   virtual void on_train_epoch_end(Trainer&, TrainModule&) {}
   virtual void on_train_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
-  virtual void on_train_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
+  // outputs: what training_step returned, its loss detached and, under automatic optimization,
+  // divided by accumulate_grad_batches (Lightning's ClosureResult); the module's hook sees the same.
+  virtual void on_train_batch_end(Trainer&, TrainModule&, const StepOutput& outputs, const data::Batch&,
+                                  int64_t batch_idx) {}
   virtual void on_before_zero_grad(Trainer&, TrainModule&, optim::Optimizer&) {}
   virtual void on_before_backward(Trainer&, TrainModule&, const Tensor& loss) {}
   virtual void on_after_backward(Trainer&, TrainModule&) {}

@@ -3,7 +3,9 @@
 // (plan.cpp) checks it once and turns "auto" and fractions into concrete choices.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,9 +16,43 @@ namespace kiln {
 
 class Callback;
 class Logger;
+class Profiler;
 
 // A count of batches, or a fraction of the loader's length (Lightning's int | float).
 using BatchLimit = std::variant<int64_t, double>;
+
+// A span of wall-clock time, in the forms Lightning takes for max_time and a time-based
+// val_check_interval: "DD:HH:MM:SS" (each part an integer), a std::chrono duration, or
+// datetime.timedelta's keywords ({{"hours", 2}, {"minutes", 30}}). A bad form is an error here.
+class Duration {
+ public:
+  Duration(const char* dd_hh_mm_ss) : Duration(std::string(dd_hh_mm_ss)) {}  // NOLINT: implicit, as in Lightning
+  Duration(const std::string& dd_hh_mm_ss);                                   // NOLINT
+  Duration(const std::map<std::string, double>& timedelta_keywords);          // NOLINT
+  template <class Rep, class Period>
+  Duration(std::chrono::duration<Rep, Period> d) : seconds_(std::chrono::duration<double>(d).count()) {}  // NOLINT
+  double seconds() const { return seconds_; }
+
+ private:
+  double seconds_ = 0;
+};
+
+// Every N training batches, a fraction of the epoch, or every span of wall-clock time (Lightning 2.x).
+using ValCheckInterval = std::variant<int64_t, double, Duration>;
+
+// Lightning's deterministic: false, true (refuse what would change the results' bits), or "warn"
+// (report it and go on). See Note [Deterministic runs] in trainer.cpp.
+class Deterministic {
+ public:
+  Deterministic(bool on = false) : on_(on) {}  // NOLINT: implicit, as in Lightning
+  Deterministic(const char* mode);             // NOLINT: "warn"
+  explicit operator bool() const { return on_; }
+  bool warn_only() const { return warn_only_; }
+
+ private:
+  bool on_ = false;
+  bool warn_only_ = false;
+};
 
 struct TrainerConfig {
   // ---- how long
@@ -24,7 +60,7 @@ struct TrainerConfig {
   std::optional<int64_t> min_epochs;
   int64_t max_steps = -1;                  // global steps (optimizer steps, also under manual optimization); -1: no limit
   std::optional<int64_t> min_steps;
-  std::optional<double> max_time_seconds;  // Lightning's max_time, in seconds
+  std::optional<Duration> max_time;        // stops fit, checked after each batch (counting resumed time)
   // ---- hardware and numerics
   std::string accelerator = "auto";        // "auto" | "cpu" | "cuda"
   int devices = 1;
@@ -35,9 +71,15 @@ struct TrainerConfig {
   std::optional<double> gradient_clip_val;
   std::string gradient_clip_algorithm = "norm";  // "norm" | "value"
   // ---- validation
-  BatchLimit val_check_interval = 1.0;     // fraction of an epoch, or every N training batches
+  ValCheckInterval val_check_interval = 1.0;  // fraction of an epoch, every N training batches, or a time span
   std::optional<int64_t> check_val_every_n_epoch = 1;  // unset: validate only by val_check_interval batches
   int64_t num_sanity_val_steps = 2;        // -1: the whole validation set
+  // N > 0: ask the DataModule for new train and val loaders every N epochs (0: once per fit).
+  int64_t reload_dataloaders_every_n_epochs = 0;
+  // Evaluation (validate, test, predict, validation in fit) runs in inference mode: no graph is
+  // recorded even where a step turns grad mode back on. false: NoGradGuard only, so a step can
+  // record and backpropagate inside an EnableGradGuard (Lightning's torch.no_grad()).
+  bool inference_mode = true;
   // ---- limits for debugging and quick runs
   BatchLimit limit_train_batches = 1.0;
   BatchLimit limit_val_batches = 1.0;
@@ -57,8 +99,15 @@ struct TrainerConfig {
   std::vector<std::shared_ptr<Callback>> callbacks;
   std::string default_root_dir = ".";
   // ---- reproducibility and debugging
-  bool deterministic = false;              // bitwise-identical runs: the thread count must not change (Note [Deterministic runs])
+  Deterministic deterministic = false;     // bitwise-identical runs: the thread count must not change (Note [Deterministic runs])
   bool detect_anomaly = false;
+  // cudnn.benchmark in Lightning: search for the fastest kernels per input shape. Kiln's CPU kernels
+  // have nothing to search (oneDNN picks by shape, and Kiln caches each shape's primitives always),
+  // so true says so once at fit start; unset or false changes nothing.
+  std::optional<bool> benchmark;
+  // "" (none), "simple" (time per action: a table at the end of each run, Lightning's SimpleProfiler),
+  // or a Profiler (train/profiler.h: a file instead of stdout, and a Chrome trace of the ops of chosen batches).
+  std::variant<std::string, std::shared_ptr<Profiler>> profiler;
   bool handle_signals = true;              // SIGTERM/SIGUSR1: checkpoint and exit; SIGINT: stop gracefully
 };
 

@@ -34,6 +34,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   const bool was_training = module.is_training();
   module.eval();
   NoGradGuard no_grad;
+  InferenceModeGuard inference(config_.inference_mode);
 
   if (testing) {
     each_callback([&](Callback& cb) { cb.on_test_start(*this, module); });
@@ -51,19 +52,25 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   int64_t idx = 0;
   if (max_batches > 0) {
     for (data::Batch& raw : loader) {
-      const data::Batch batch = plan_.precision->convert_batch(raw);
+      const data::Batch batch = transfer_batch(raw);
       current_batch_size_ = batch_size_of(batch.fields);
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
-        module.test_step(batch, idx);
+        {
+          const ProfileScope timed(profiler_.get(), actions_.test_step);
+          module.test_step(batch, idx);
+        }
         require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
         module.on_test_batch_end(batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
-        module.validation_step(batch, idx);
+        {
+          const ProfileScope timed(profiler_.get(), actions_.validation_step);
+          module.validation_step(batch, idx);
+        }
         require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
         module.on_validation_batch_end(batch, idx);

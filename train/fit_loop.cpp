@@ -3,7 +3,6 @@
 // Note [Resuming from progress counters] for how a resumed run picks up.
 #include <cmath>
 
-#include "nn/optim/clip_grad.h"
 #include "train/trainer.h"
 
 namespace kiln {
@@ -12,6 +11,31 @@ namespace {
 // ModelCheckpoint and EarlyStopping act on the metrics of an epoch, so at epoch end they run after
 // the module's own hook has logged (Lightning's "monitoring callbacks" rule).
 bool is_monitoring(const Callback& cb) { return cb.name() == "ModelCheckpoint" || cb.name() == "EarlyStopping"; }
+
+const std::string kRunTrainingEpoch = "run_training_epoch";
+const std::string kRunTrainingBatch = "run_training_batch";
+const std::string kTrainDataloaderNext = "[_TrainingEpochLoop].train_dataloader_next";
+
+// Times the loader's fetches: from the end of one batch's work to the start of the next.
+class FetchTimer {
+ public:
+  explicit FetchTimer(Profiler* profiler) : profiler_(profiler) {}
+  void start() {
+    if (!profiler_ || running_) return;
+    profiler_->start(kTrainDataloaderNext);
+    running_ = true;
+  }
+  void stop() {
+    if (!running_) return;
+    profiler_->stop(kTrainDataloaderNext);
+    running_ = false;
+  }
+  ~FetchTimer() { stop(); }
+
+ private:
+  Profiler* profiler_;
+  bool running_ = false;
+};
 
 }  // namespace
 
@@ -32,7 +56,7 @@ bool Trainer::fit_done() const {
   const int64_t epochs_done = progress_.epochs.current.completed;
   const bool max_steps_reached = config_.max_steps >= 0 && global_step() >= config_.max_steps;
   const bool max_epochs_reached = plan_.max_epochs >= 0 && epochs_done >= plan_.max_epochs;
-  const bool time_up = config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds;
+  const bool time_up = config_.max_time && elapsed_seconds() >= config_.max_time->seconds();
   if (max_steps_reached || max_epochs_reached || time_up) return true;
   return should_stop && can_stop_early();
 }
@@ -42,7 +66,10 @@ void Trainer::fit_loop() {
   // done (max_steps reached at its batch): the uninterrupted run ended that epoch too (train_epoch).
   auto epoch_unfinished = [&] { return progress_.epochs.total.started > progress_.epochs.total.completed; };
   while (!fit_done() || epoch_unfinished()) {
-    train_epoch();
+    {
+      const ProfileScope timed(profiler_.get(), kRunTrainingEpoch);
+      train_epoch();
+    }
     check_signals();
   }
 }
@@ -54,6 +81,7 @@ void Trainer::train_epoch() {
     progress_.epochs.ready();
     progress_.epochs.started();
     progress_.train_batches.reset_current();
+    reload_dataloaders_if_due();
   }
   const bool epoch_end_pending = progress_.epochs.total.processed > progress_.epochs.total.completed;
   train_loader_->set_epoch(current_epoch());
@@ -68,13 +96,24 @@ void Trainer::train_epoch() {
     // Note [Checkpoints inside a batch's end]: a resumed epoch first finishes the batch its checkpoint was written in.
     const bool stop = resuming && batch_idx > 0 && finish_batch(batch_idx - 1, resume_tail_);
     if (!stop && batch_idx < num_train_batches_) {
+      FetchTimer fetch(profiler_.get());
+      fetch.start();
       for (data::Batch& raw : *train_loader_) {
+        fetch.stop();
         check_thread_count();
         progress_.train_batches.ready();
         batch_stepped_ = false;
-        const bool keep_going = train_batch(raw, batch_idx);
+        const int64_t fit_batch = progress_.train_batches.total.ready - 1;
+        if (profiler_) profiler_->on_train_batch_start(fit_batch);
+        bool keep_going;
+        {
+          const ProfileScope timed(profiler_.get(), kRunTrainingBatch);
+          keep_going = train_batch(raw, batch_idx);
+        }
+        if (profiler_) profiler_->on_train_batch_end(fit_batch);
         ++batch_idx;
         if (!keep_going || finish_batch(batch_idx - 1, BatchTail::step_row)) break;
+        fetch.start();
       }
     }
     batch_stepped_ = false;
@@ -94,7 +133,7 @@ void Trainer::train_epoch() {
     for (auto& cb : callbacks_)
       if (is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
   }
-  step_schedulers("epoch");
+  step_schedulers("epoch", /*plateau=*/true);
   progress_.epochs.completed();
   for (auto& logger : loggers_) logger->save();
 }
@@ -119,25 +158,35 @@ bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
   const bool last = batch_idx + 1 >= num_train_batches_;
   in_batch_tail_ = true;
   if (from == BatchTail::step_row) log_step_metrics();
-  if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation)
+  if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation) {
     validation_loop(num_val_batches_, false);
-  if (from != BatchTail::stop_checks) check_signals();
+    last_validation_elapsed_ = elapsed_seconds();
+  }
+  if (from != BatchTail::stop_checks) {
+    if (batch_stepped_) step_schedulers("step", /*plateau=*/true);  // after validation logged its metrics
+    batch_stepped_ = false;  // stepped: a checkpoint written from here on must not step them again
+    check_signals();
+  }
   in_batch_tail_ = false;
   batch_stepped_ = false;
   return last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
-         (config_.max_time_seconds && elapsed_seconds() >= *config_.max_time_seconds) || (should_stop && fit_done());
+         (config_.max_time && elapsed_seconds() >= config_.max_time->seconds()) || (should_stop && fit_done());
 }
 
 bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   TrainModule& module = *module_;
-  const data::Batch batch = plan_.precision->convert_batch(raw);
+  const data::Batch batch = transfer_batch(raw);
   current_batch_size_ = batch_size_of(batch.fields);
   log_scope_ = LogScope::training_step;
   each_callback([&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
   if (!module.on_train_batch_start(batch, batch_idx)) return false;
   progress_.train_batches.started();
 
-  StepOutput out = module.training_step(batch, batch_idx);
+  StepOutput out;
+  {
+    const ProfileScope timed(profiler_.get(), actions_.training_step);
+    out = module.training_step(batch, batch_idx);
+  }
   if (module.automatic_optimization) {
     // A window of accumulate_grad_batches batches ends in one optimizer step, as in Lightning, even
     // when training_step returned no loss for some of them (those add no gradient).
@@ -159,51 +208,62 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
       const Tensor scaled = accumulate > 1 ? out.loss / static_cast<double>(accumulate) : out.loss;
       each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
       module.on_before_backward(scaled);
-      plan_.precision->backward(scaled);
+      {
+        const ProfileScope timed(profiler_.get(), actions_.backward);
+        plan_.precision->backward(scaled);
+      }
       each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
       module.on_after_backward();
+      out.loss = scaled.detach();  // what the batch-end hooks see (Lightning's ClosureResult.loss)
     }
     ++progress_.micro_batches_in_window;
     const bool last = batch_idx + 1 >= num_train_batches_;
     if (progress_.micro_batches_in_window >= accumulate || last) optimizer_step(batch_idx);
   } else {
     // training_step stepped its optimizers itself (Note [Global step under manual optimization]).
+    if (out.loss.defined()) out.loss = out.loss.detach();
     ++progress_.batches_that_stepped;
     batch_stepped_ = true;
   }
   progress_.train_batches.processed();
-  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, batch, batch_idx); });
+  if (batch_idx + 1 >= num_train_batches_) step_schedulers("epoch", /*plateau=*/false);  // Note [When schedulers step]
+  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, out, batch, batch_idx); });
   module.on_train_batch_end(out, batch, batch_idx);
   progress_.train_batches.completed();
   return true;
 }
 
+// The module's optimizer_step decides whether (and how) the optimizer steps; the global step
+// counts the window either way, as Lightning's does.
 void Trainer::optimizer_step(int64_t batch_idx) {
   TrainModule& module = *module_;
   plan_.strategy->reduce_gradients(module);
   for (auto& oc : optimizers_) {
-    optim::Optimizer& opt = *oc.optimizer;
-    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, module, opt); });
-    module.on_before_optimizer_step(opt);
-    if (config_.gradient_clip_val && *config_.gradient_clip_val > 0) {
-      std::vector<Tensor> params;
-      for (const auto& group : opt.param_groups()) params.insert(params.end(), group.params.begin(), group.params.end());
-      if (config_.gradient_clip_algorithm == "norm") optim::clip_grad_norm_(params, *config_.gradient_clip_val);
-      else optim::clip_grad_value_(params, *config_.gradient_clip_val);
-    }
-    plan_.precision->optimizer_step(opt);
+    TrainOptimizer optimizer(*this, oc.optimizer);
+    in_optimizer_step_ = true;
+    const ProfileScope timed(profiler_.get(), actions_.optimizer_step);
+    module.optimizer_step(current_epoch(), batch_idx, optimizer);
+    in_optimizer_step_ = false;
   }
   ++progress_.optimizer_steps;
   ++progress_.batches_that_stepped;
   batch_stepped_ = true;
   progress_.micro_batches_in_window = 0;
-  step_schedulers("step");
+  step_schedulers("step", /*plateau=*/false);
 }
 
-void Trainer::manual_optimizer_step(optim::Optimizer& optimizer) {
+void Trainer::step_optimizer(optim::Optimizer& optimizer) {
   KILN_CHECK(module_ && stage_ == TrainerStage::fitting, "optimizer.step(): only while trainer.fit() runs");
-  KILN_CHECK(!module_->automatic_optimization, "optimizer.step(): the Trainer steps the optimizer itself under "
-             "automatic optimization; set automatic_optimization = false to step it in training_step");
+  if (module_->automatic_optimization) {
+    KILN_CHECK(in_optimizer_step_, "optimizer.step(): the Trainer steps the optimizer itself under automatic "
+               "optimization (through TrainModule::optimizer_step); set automatic_optimization = false to step it "
+               "in training_step");
+    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
+    module_->on_before_optimizer_step(optimizer);
+    module_->configure_gradient_clipping(optimizer, config_.gradient_clip_val, config_.gradient_clip_algorithm);
+    plan_.precision->optimizer_step(optimizer);
+    return;
+  }
   plan_.strategy->reduce_gradients(*module_);
   each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
   module_->on_before_optimizer_step(optimizer);
@@ -211,7 +271,15 @@ void Trainer::manual_optimizer_step(optim::Optimizer& optimizer) {
   ++progress_.optimizer_steps;
 }
 
-void Trainer::step_schedulers(const std::string& interval) {
+// Note [When schedulers step]
+// As in Lightning's training epoch loop: step-interval schedulers step after each optimizer step,
+// and epoch-interval ones on the epoch's last batch, before its on_train_batch_end hooks (so before
+// that batch's validation and any checkpoint it triggers); an epoch cut short (max_steps, a stop,
+// on_train_batch_start returning false) does not step them. ReduceLROnPlateau reads a metric, so it
+// steps later: after a batch's validation (step interval) or after the epoch-end hooks (epoch
+// interval). A checkpoint therefore holds every scheduler as the loop left it, and a resumed run
+// never steps one twice.
+void Trainer::step_schedulers(const std::string& interval, bool plateau) {
   if (!module_->automatic_optimization) return;  // Lightning: manual optimization steps its own schedulers
   const int64_t count = interval == "step" ? global_step() : current_epoch() + 1;
   for (auto& oc : optimizers_) {
@@ -223,9 +291,10 @@ void Trainer::step_schedulers(const std::string& interval) {
                  "scheduler config either .scheduler or .plateau (ReduceLROnPlateau), exactly one");
       KILN_CHECK(!sc.plateau || !sc.monitor.empty(), "configure_optimizers: ReduceLROnPlateau needs .monitor = the "
                  "metric it steps on (e.g. \"val_loss\")");
+      if (static_cast<bool>(sc.plateau) != plateau) continue;
       if (sc.interval != interval || count % sc.frequency != 0) continue;
       if (sc.scheduler) {
-        sc.scheduler->step();
+        module_->lr_scheduler_step(sc, std::nullopt);
         continue;
       }
       const auto& metrics = callback_metrics();
@@ -237,7 +306,7 @@ void Trainer::step_schedulers(const std::string& interval) {
                    available, "]. Log it, or set strict = false to skip the step");
         continue;
       }
-      sc.plateau->step(it->second);
+      module_->lr_scheduler_step(sc, it->second);
     }
   }
 }
@@ -247,6 +316,10 @@ bool Trainer::should_validate_after_batch(int64_t batch_idx, bool last_batch) co
   if (config_.check_val_every_n_epoch && (current_epoch() + 1) % *config_.check_val_every_n_epoch != 0) return false;
   // A stop requested by the module or a callback validates once more before the run ends (Lightning).
   if (should_stop && can_stop_early()) return true;
+  // A time span validates when that much wall-clock time has passed since fit started or the last
+  // validation ended (Lightning 2.x), whatever the batch: not at each epoch's end by itself.
+  if (const Duration* every = std::get_if<Duration>(&config_.val_check_interval))
+    return elapsed_seconds() - last_validation_elapsed_ >= every->seconds();
   const bool whole_epoch = std::holds_alternative<double>(config_.val_check_interval) &&
                            std::get<double>(config_.val_check_interval) == 1.0;
   if (whole_epoch) return last_batch;

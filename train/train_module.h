@@ -16,19 +16,11 @@
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/optimizer.h"
 #include "train/metrics.h"
+#include "train/step_output.h"
 
 namespace kiln {
 
 class Trainer;
-
-// What training_step returns: the loss (a scalar that requires grad), or nothing to skip the
-// batch (automatic optimization then takes no step), plus optional outputs for the batch-end hooks.
-struct StepOutput {
-  Tensor loss;
-  TensorDict outputs;
-  StepOutput() = default;
-  StepOutput(Tensor loss_) : loss(std::move(loss_)) {}  // NOLINT: a loss converts implicitly, as in Lightning
-};
 
 // One scheduler: a plain LRScheduler, or a ReduceLROnPlateau, which steps on the `monitor` metric.
 struct SchedulerConfig {
@@ -48,9 +40,11 @@ struct OptimizerConfig {
   std::vector<SchedulerConfig> schedulers;
 };
 
-// An optimizer as a TrainModule steps it under manual optimization (Lightning's LightningOptimizer).
-// step() runs the on_before_optimizer_step hooks and the precision's step, and counts one global
-// step: see Note [Global step under manual optimization] (fit_loop.cpp).
+// An optimizer as a TrainModule steps it (Lightning's LightningOptimizer). step() runs the
+// on_before_optimizer_step hooks and the precision's step. Under manual optimization it counts one
+// global step (Note [Global step under manual optimization], fit_loop.cpp); under automatic
+// optimization it is what the default TrainModule::optimizer_step calls, and it also runs
+// configure_gradient_clipping, between those hooks and the step, as Lightning does.
 class TrainOptimizer {
  public:
   TrainOptimizer(Trainer& trainer, std::shared_ptr<optim::Optimizer> optimizer)
@@ -124,6 +118,34 @@ class TrainModule : public nn::Module {
   virtual void on_predict_batch_end(const Tensor& prediction, const data::Batch& batch, int64_t batch_idx) {}
   virtual void on_save_checkpoint(State& checkpoint) {}
   virtual void on_load_checkpoint(const State& checkpoint) {}
+
+  // ---- batch transfer: every train, validation, test and predict batch goes through these three,
+  // in this order, after the precision's dtype conversion and before the batch-start hooks
+  // (Lightning's order). dataloader_idx is 0: Kiln's loops read one loader per stage.
+  virtual data::Batch on_before_batch_transfer(data::Batch batch, int64_t dataloader_idx) { return batch; }
+  // The default moves every defined field to `device` (the strategy's root device).
+  virtual data::Batch transfer_batch_to_device(data::Batch batch, Device device, int64_t dataloader_idx);
+  virtual data::Batch on_after_batch_transfer(data::Batch batch, int64_t dataloader_idx) { return batch; }
+
+  // ---- automatic optimization, overridable as in Lightning
+  // Called once per accumulation window, after the window's backward passes. The default steps the
+  // optimizer; an override that skips optimizer.step() skips the update (and the hooks and clipping
+  // it runs), but the global step still counts, as in Lightning. Unlike Lightning there is no
+  // closure: training_step and backward have already run when this is called.
+  virtual void optimizer_step(int64_t epoch, int64_t batch_idx, TrainOptimizer& optimizer) { optimizer.step(); }
+  // Called by optimizer.step() after on_before_optimizer_step, with the Trainer's settings (no
+  // value: the Trainer does not clip). The default clips with clip_gradients().
+  virtual void configure_gradient_clipping(optim::Optimizer& optimizer, std::optional<double> gradient_clip_val,
+                                           const std::string& gradient_clip_algorithm) {
+    clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm);
+  }
+  // Clips the optimizer's parameters' gradients by total norm ("norm") or by value ("value"); no
+  // value or 0 clips nothing. A value or algorithm that contradicts the Trainer's is an error.
+  void clip_gradients(optim::Optimizer& optimizer, std::optional<double> gradient_clip_val,
+                      const std::string& gradient_clip_algorithm = "norm");
+  // Steps one scheduler when its interval and frequency say so; `metric` is the monitored value of
+  // a ReduceLROnPlateau (none for other schedulers). The default calls step()/step(metric).
+  virtual void lr_scheduler_step(SchedulerConfig& scheduler, std::optional<double> metric);
 
   // ---- logging (valid while a Trainer runs this module)
   void log(const std::string& name, double value, const LogOptions& options = {});

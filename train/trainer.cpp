@@ -67,6 +67,14 @@ Trainer::Trainer(TrainerConfig config) : config_(std::move(config)), plan_(resol
     config_.max_steps = config_.fast_dev_run;
   }
   callbacks_ = default_callbacks(config_, config_.callbacks);
+  if (const auto* name = std::get_if<std::string>(&config_.profiler)) {
+    KILN_CHECK(name->empty() || *name == "simple", "Trainer: profiler '", *name, "' is not one of: simple (or pass "
+               "a Profiler object, e.g. std::make_shared<SimpleProfiler>(SimpleProfilerOptions{...}))");
+    if (*name == "simple") profiler_ = std::make_shared<SimpleProfiler>();
+  } else {
+    profiler_ = std::get<std::shared_ptr<Profiler>>(config_.profiler);
+  }
+  for (const auto& cb : callbacks_) callback_actions_.push_back("[Callback]" + cb->state_key());
   const bool want_loggers = config_.logger.value_or(true) && config_.fast_dev_run == 0;
   if (want_loggers) {
     loggers_ = config_.loggers;
@@ -115,9 +123,11 @@ int64_t Trainer::val_batch_limit(int64_t available) const {
 // same batches whatever num_workers. oneDNN (f32 matmul, convolution, pooling) is deterministic only
 // for a fixed thread count, so deterministic = true records the count at fit start, refuses a change
 // during fit, and warns when a checkpoint was written with another count or OMP_DYNAMIC may vary it.
-// Seeding stays the user's job (seed_everything), as in Lightning.
+// deterministic = "warn" warns about the change too, once per fit, instead of refusing it (Lightning's
+// warn_only). Seeding stays the user's job (seed_everything), as in Lightning.
 void Trainer::record_thread_count() {
   fit_threads_ = get_num_threads();
+  thread_change_warned_ = false;
   if (!config_.deterministic) return;
   const std::string dynamic = std::getenv("OMP_DYNAMIC") ? std::getenv("OMP_DYNAMIC") : "";
   if (!dynamic.empty() && dynamic != "false" && dynamic != "FALSE" && dynamic != "0")
@@ -125,9 +135,17 @@ void Trainer::record_thread_count() {
                          "between calls, which changes matmul and convolution results; unset it\n", dynamic.c_str());
 }
 
-void Trainer::check_thread_count() const {
+void Trainer::check_thread_count() {
   if (!config_.deterministic) return;
   const int now = get_num_threads();
+  if (now != fit_threads_ && config_.deterministic.warn_only()) {
+    if (!thread_change_warned_)
+      std::fprintf(stderr, "warning: Trainer(deterministic = \"warn\"): the thread count changed from %d to %d during "
+                           "fit; matmul and convolution results depend on it, so this run is not bitwise reproducible\n",
+                   fit_threads_, now);
+    thread_change_warned_ = true;
+    return;
+  }
   KILN_CHECK(now == fit_threads_, "Trainer(deterministic = true): the thread count changed from ", fit_threads_, " to ",
              now, " during fit; matmul and convolution results depend on it, so the run would not be bitwise "
              "reproducible. Call kiln::set_num_threads() before fit(), not during it");
@@ -180,9 +198,32 @@ void Trainer::manual_backward(const Tensor& loss) {
   KILN_CHECK(module_ && !module_->automatic_optimization, "manual_backward: only with automatic_optimization = false");
   each_callback([&](Callback& cb) { cb.on_before_backward(*this, *module_, loss); });
   module_->on_before_backward(loss);
-  plan_.precision->backward(loss);
+  {
+    const ProfileScope timed(profiler_.get(), actions_.backward);
+    plan_.precision->backward(loss);
+  }
   each_callback([&](Callback& cb) { cb.on_after_backward(*this, *module_); });
   module_->on_after_backward();
+}
+
+// Lightning's action names, with Kiln's strategy name and the module's type name.
+void Trainer::start_profiler(const std::string& stage) {
+  if (!profiler_) return;
+  const std::string strategy = "[Strategy]" + plan_.strategy->name() + ".";
+  actions_ = {strategy + "batch_to_device", strategy + "training_step", strategy + "backward",
+              "[TrainModule]" + module_->type_name() + ".optimizer_step", strategy + "validation_step",
+              strategy + "test_step", strategy + "predict_step"};
+  profiler_->setup(stage, log_dir());
+}
+
+// Lightning's order for every stage's batches: the precision's conversion, then the module's
+// on_before_batch_transfer, transfer_batch_to_device (to the strategy's device), on_after_batch_transfer.
+data::Batch Trainer::transfer_batch(const data::Batch& raw) {
+  TrainModule& module = *module_;
+  const ProfileScope timed(profiler_.get(), actions_.batch_to_device);
+  data::Batch batch = module.on_before_batch_transfer(plan_.precision->convert_batch(raw), 0);
+  batch = module.transfer_batch_to_device(std::move(batch), plan_.strategy->root_device(), 0);
+  return module.on_after_batch_transfer(std::move(batch), 0);
 }
 
 // ---- signals
@@ -258,6 +299,19 @@ void Trainer::setup_fit_data() {
                " batches across epochs, unset check_val_every_n_epoch");
 }
 
+// reload_dataloaders_every_n_epochs (Lightning): a fresh epoch N or more epochs after the loaders
+// were made asks the DataModule again, and the batch counts follow the new loaders. Loaders given
+// directly are the same objects on every request, so only a DataModule's can change. Lightning
+// asks for the val loader at that epoch's first validation; Kiln asks at the epoch's start.
+void Trainer::reload_dataloaders_if_due() {
+  const int64_t every = config_.reload_dataloaders_every_n_epochs;
+  if (every <= 0 || !datamodule_ || current_epoch() - loaders_epoch_ < every) return;
+  train_loader_ = datamodule_->train_dataloader();
+  val_loader_ = datamodule_->val_dataloader();
+  loaders_epoch_ = current_epoch();
+  setup_fit_data();
+}
+
 // Note [Steps a module does not define]
 // C++ cannot ask whether a virtual is overridden, so the default validation_step, test_step and
 // forward mark the module when they run. Lightning checks before any hook runs; Kiln knows at the
@@ -294,7 +348,12 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
   std::optional<autograd::DetectAnomalyGuard> anomaly;
   if (config_.detect_anomaly) anomaly.emplace(true);
   record_thread_count();
+  if (config_.benchmark.value_or(false))
+    std::fprintf(stderr, "kiln: Trainer(benchmark = true): nothing to benchmark on the CPU: oneDNN picks each "
+                         "kernel by shape without timing candidates, and Kiln caches each shape's oneDNN primitives "
+                         "anyway (Note [Primitive cache] in kernels/cpu/onednn_common.h)\n");
   try {
+    start_profiler("fit");
     if (data) {
       data->prepare_data();
       data->setup("fit");
@@ -327,6 +386,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     restored_ = false;
     restored_elapsed_ = 0;
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);
+    loaders_epoch_ = current_epoch();
     start_time_ = now_seconds();
     if (!restored_)
       for (auto& logger : loggers_) logger->log_hyperparams(module.hparams());
@@ -338,6 +398,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     if (val_loader_ && sanity_steps > 0 && !restored_ && config_.fast_dev_run == 0) validation_loop(sanity_steps, true);
     each_callback([&](Callback& cb) { cb.on_train_start(*this, module); });
     module.on_train_start();
+    last_validation_elapsed_ = elapsed_seconds();
 
     fit_loop();
 
@@ -350,6 +411,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     module.teardown("fit");
     wait_for_checkpoints();  // Note [Async checkpoints]: fit returns with every checkpoint in place
     for (auto& logger : loggers_) logger->finalize("success");
+    if (profiler_) profiler_->describe();
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
     // Lightning's words, so that a user knows the run is winding down rather than hung.
@@ -361,10 +423,12 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     module.teardown("fit");
     wait_for_checkpoints_quietly();
     for (auto& logger : loggers_) logger->finalize("interrupted");
+    if (profiler_) profiler_->describe();
   } catch (const std::exception& e) {
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
     wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
     for (auto& logger : loggers_) logger->finalize("failed");
+    if (profiler_) profiler_->teardown();
     signals_.reset();
     stop_clock();
     detach();
@@ -398,6 +462,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
   std::map<std::string, double> result;
   try {
     require_evaluation_step(module);  // Note [Steps a module does not define]
+    start_profiler(testing ? "test" : "validate");
     if (data) {
       data->prepare_data();
       data->setup(testing ? "test" : "validate");
@@ -419,6 +484,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
     each_callback([&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
     module.teardown(testing ? "test" : "validate");
     for (auto& logger : loggers_) logger->save();
+    if (profiler_) profiler_->describe();
   } catch (...) {
     detach();
     throw;
@@ -444,6 +510,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
   try {
     KILN_CHECK(loaders.predict, "predict: no data: pass Loaders{.predict = ...} or a DataModule whose "
                "predict_dataloader() returns a loader");
+    start_profiler("predict");
     each_callback([&](Callback& cb) { cb.setup(*this, module, "predict"); });
     module.setup("predict");
     plan_.strategy->setup_module(module);
@@ -453,21 +520,25 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     num_val_batches_ = limit;
     module.eval();
     NoGradGuard no_grad;
+    InferenceModeGuard inference(config_.inference_mode);
     each_callback([&](Callback& cb) { cb.on_predict_start(*this, module); });
     module.on_predict_start();
     int64_t idx = 0;
     for (data::Batch& raw : *loaders.predict) {
       if (idx >= limit) break;
-      const data::Batch batch = plan_.precision->convert_batch(raw);
+      const data::Batch batch = transfer_batch(raw);
       each_callback([&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
       module.on_predict_batch_start(batch, idx);
       Tensor prediction;
-      try {
-        prediction = module.predict_step(batch, idx);
-      } catch (const Error&) {
-        KILN_CHECK(!module.forward_missing_, "`Trainer.predict` requires `forward` method to run. (",
-                   module.type_name(), " does not define forward(const Tensor&); define it, or predict_step)");
-        throw;
+      {
+        const ProfileScope timed(profiler_.get(), actions_.predict_step);
+        try {
+          prediction = module.predict_step(batch, idx);
+        } catch (const Error&) {
+          KILN_CHECK(!module.forward_missing_, "`Trainer.predict` requires `forward` method to run. (",
+                     module.type_name(), " does not define forward(const Tensor&); define it, or predict_step)");
+          throw;
+        }
       }
       each_callback([&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
       module.on_predict_batch_end(prediction, batch, idx);
@@ -478,6 +549,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     module.on_predict_end();
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "predict"); });
     module.teardown("predict");
+    if (profiler_) profiler_->describe();
   } catch (...) {
     detach();
     throw;
@@ -508,7 +580,7 @@ std::vector<TrainOptimizer> TrainModule::optimizers() const {
   for (const auto& oc : trainer().optimizer_configs()) out.emplace_back(trainer(), oc.optimizer);
   return out;
 }
-void TrainOptimizer::step() { trainer_->manual_optimizer_step(*optimizer_); }
+void TrainOptimizer::step() { trainer_->step_optimizer(*optimizer_); }
 std::vector<std::shared_ptr<optim::LRScheduler>> TrainModule::lr_schedulers() const {
   std::vector<std::shared_ptr<optim::LRScheduler>> out;
   for (const auto& oc : trainer().optimizer_configs())

@@ -1,11 +1,13 @@
 // Trainer: runs a TrainModule's fit, validation, test and prediction (Lightning's Trainer).
 // The loops read top to bottom (STYLE L13):
 //   fit: setup → configure_optimizers → on_fit_start → sanity validation → on_train_start →
-//        per epoch: on_train_epoch_start → per batch: on_train_batch_start, training_step,
+//        per epoch: on_train_epoch_start → per batch: on_before_batch_transfer,
+//        transfer_batch_to_device, on_after_batch_transfer, on_train_batch_start, training_step,
 //        [on_before_zero_grad, zero_grad], on_before_backward, backward, on_after_backward,
-//        [on_before_optimizer_step, clip, step, step-interval schedulers], on_train_batch_end,
-//        log, maybe validate, maybe stop → on_train_epoch_end → epoch schedulers
-//        → on_train_end → on_fit_end → teardown.
+//        [optimizer_step: on_before_optimizer_step, configure_gradient_clipping, step;
+//        step-interval schedulers], (last batch: epoch-interval schedulers), on_train_batch_end,
+//        log, maybe validate, plateau step schedulers, maybe stop → on_train_epoch_end →
+//        plateau epoch schedulers → on_train_end → on_fit_end → teardown.
 // Callbacks' hooks run before the module's hook of the same name; setup and teardown run the
 // DataModule's first. Checkpoints hold everything a bit-exact resume needs (checkpointing.cpp).
 #pragma once
@@ -21,6 +23,7 @@
 #include "train/config.h"
 #include "train/loggers/logger.h"
 #include "train/plan.h"
+#include "train/profiler.h"
 #include "train/progress.h"
 #include "train/train_module.h"
 
@@ -38,6 +41,23 @@ struct Loaders {
 };
 
 enum class TrainerStage { none, fitting, sanity_checking, validating, testing, predicting };
+
+// Times one action on a profiler, when there is one (Trainer(profiler = ...)).
+class ProfileScope {
+ public:
+  ProfileScope(Profiler* profiler, const std::string& action) : profiler_(profiler), action_(&action) {
+    if (profiler_) profiler_->start(action);
+  }
+  ~ProfileScope() {
+    if (profiler_) profiler_->stop(*action_);
+  }
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  Profiler* profiler_;
+  const std::string* action_;
+};
 
 // Thrown to unwind the loops when a signal asks the run to stop; fit() catches it.
 struct RunInterrupted {
@@ -85,6 +105,7 @@ class Trainer {
   int64_t num_val_batches() const { return num_val_batches_; }  // of the current validation, test or predict run
   const FitProgress& fit_progress() const { return progress_; }
   TrainModule* module() const { return module_; }
+  Profiler* profiler() const { return profiler_.get(); }  // null without Trainer(profiler = ...)
 
   // Writes a checkpoint of the run as it is now (atomically). Callbacks call this during a run;
   // after fit() returns it saves the state the fit ended with (Lightning allows both), which
@@ -104,8 +125,9 @@ class Trainer {
   // Called by TrainModule::log.
   void log_from_module(const std::string& name, double value, const LogOptions& options);
   void manual_backward(const Tensor& loss);
-  // Called by TrainOptimizer::step(): hooks, the precision's step, one more global step.
-  void manual_optimizer_step(optim::Optimizer& optimizer);
+  // Called by TrainOptimizer::step(): hooks, clipping (automatic optimization), the precision's
+  // step, and under manual optimization one more global step.
+  void step_optimizer(optim::Optimizer& optimizer);
   // True when the last fit() stopped early on SIGINT (the loggers were finalized as "interrupted").
   bool interrupted() const { return interrupted_; }
   double elapsed_seconds() const;
@@ -127,7 +149,7 @@ class Trainer {
   enum class BatchTail { step_row, validation, after_validation, stop_checks };
   bool finish_batch(int64_t batch_idx, BatchTail from);
   void optimizer_step(int64_t batch_idx);
-  void step_schedulers(const std::string& interval);
+  void step_schedulers(const std::string& interval, bool plateau);
   bool fit_done() const;
   bool can_stop_early() const;  // min_epochs and min_steps are met
   int64_t val_check_batches() const;
@@ -135,10 +157,12 @@ class Trainer {
   bool should_validate_after_batch(int64_t batch_idx, bool last_batch) const;
   void log_step_metrics();
   void setup_fit_data();
+  void reload_dataloaders_if_due();
   void skip_validation_without_step();
   void require_evaluation_step(const TrainModule& module) const;
   void record_thread_count();
-  void check_thread_count() const;
+  void check_thread_count();
+  data::Batch transfer_batch(const data::Batch& raw);  // precision conversion, then the transfer hooks
   // ---- evaluation (evaluation_loop.cpp)
   void validation_loop(int64_t max_batches, bool sanity);
   std::map<std::string, double> evaluation_loop(data::DataLoader& loader, int64_t max_batches, TrainerStage stage);
@@ -155,10 +179,15 @@ class Trainer {
   int64_t limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const;
   int64_t train_batch_limit(int64_t available) const;
   int64_t val_batch_limit(int64_t available) const;
+  // Each callback's hooks are timed together as "[Callback]<state_key>" when profiling.
   template <class F>
   void each_callback(F&& f) {
-    for (auto& cb : callbacks_) f(*cb);
+    for (size_t i = 0; i < callbacks_.size(); ++i) {
+      const ProfileScope timed(profiler_.get(), callback_actions_[i]);
+      f(*callbacks_[i]);
+    }
   }
+  void start_profiler(const std::string& stage);
 
   TrainerConfig config_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
@@ -191,6 +220,16 @@ class Trainer {
   int fit_threads_ = 0;            // the thread count at fit start (deterministic runs keep it)
   int64_t current_batch_size_ = 0;
   bool interrupted_ = false;
+  bool in_optimizer_step_ = false;  // TrainModule::optimizer_step is running (automatic optimization)
+  bool thread_change_warned_ = false;  // deterministic = "warn" said so this fit
+  int64_t loaders_epoch_ = 0;          // the epoch fit last asked the DataModule for loaders
+  double last_validation_elapsed_ = 0;  // elapsed_seconds() when fit's last validation ended (time-based interval)
+  std::shared_ptr<Profiler> profiler_;
+  std::vector<std::string> callback_actions_;  // "[Callback]<state_key>", parallel to callbacks_
+  // The actions the loops time, named as Lightning's profilers name them (see start_profiler).
+  struct Actions {
+    std::string batch_to_device, training_step, backward, optimizer_step, validation_step, test_step, predict_step;
+  } actions_;
 };
 
 }  // namespace kiln

@@ -244,7 +244,7 @@ TEST(ProgressBar, LogRefreshRateAddsALineEveryNBatches) {
 struct SaveAndStopAtBatch : Callback {
   SaveAndStopAtBatch(int64_t batch, std::string path) : batch(batch), path(std::move(path)) {}
   std::string name() const override { return "SaveAndStopAtBatch"; }
-  void on_train_batch_end(Trainer& trainer, TrainModule&, const data::Batch&, int64_t batch_idx) override {
+  void on_train_batch_end(Trainer& trainer, TrainModule&, const StepOutput&, const data::Batch&, int64_t batch_idx) override {
     if (batch_idx != batch) return;
     trainer.save_checkpoint(path);
     throw std::runtime_error("stop for the test");

@@ -181,7 +181,7 @@ TEST(Trainer, ValidateAndTestReturnEpochMetrics) {
 struct StopAt : Callback {
   explicit StopAt(int64_t batches, std::string path) : stop_after(batches), path(std::move(path)) {}
   std::string name() const override { return "StopAt"; }
-  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+  void on_train_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
     if (++seen == stop_after) {
       t.save_checkpoint(path);
       throw std::runtime_error("stop for the test");
@@ -389,7 +389,7 @@ class SlowRename : public io::FileOps {
 struct RaiseAt : Callback {
   RaiseAt(int64_t batches, int sig) : at(batches), sig(sig) {}
   std::string name() const override { return "RaiseAt"; }
-  void on_train_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t) override {
+  void on_train_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
     if (++seen == at) std::raise(sig);
   }
   int64_t at, seen = 0;
@@ -464,7 +464,7 @@ struct NoteSamplesThenMaybeDie : Callback {
   void on_train_batch_start(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
     if (t.global_step() == die_at_step) std::raise(SIGKILL);
   }
-  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch& b, int64_t) override {
+  void on_train_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch& b, int64_t) override {
     std::ofstream out(log, std::ios::app);
     for (double id : kt::values(b[2])) out << t.current_epoch() << " " << id << "\n";
   }

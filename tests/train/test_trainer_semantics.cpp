@@ -40,7 +40,7 @@ std::shared_ptr<data::DataLoader> loader_with_ids(int64_t batch_size, bool shuff
 
 struct Counter : Callback {
   std::string name() const override { return "Counter"; }
-  void on_train_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t) override { ++train_batches; }
+  void on_train_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override { ++train_batches; }
   void on_before_optimizer_step(Trainer&, TrainModule&, optim::Optimizer&) override { ++optimizer_steps; }
   void on_validation_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
     if (!t.sanity_checking()) ++val_batches;
@@ -152,7 +152,7 @@ TEST(ManualOptimization, MaxStepsAndCheckpointTriggersFollowOptimizerSteps) {
 struct StopAfter : Callback {
   StopAfter(int64_t batches, std::string path) : stop_after(batches), path(std::move(path)) {}
   std::string name() const override { return "StopAfter"; }
-  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+  void on_train_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
     if (++seen == stop_after) {
       t.save_checkpoint(path);
       throw std::runtime_error("stop for the test");
@@ -286,7 +286,7 @@ TEST(SanityCheck, ItsMetricsAreSeenAtItsEndOnly) {
 
 struct SeenIds : Callback {
   std::string name() const override { return "SeenIds"; }
-  void on_train_batch_end(Trainer& t, TrainModule&, const data::Batch& b, int64_t) override {
+  void on_train_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch& b, int64_t) override {
     for (double id : kt::values(b[2])) ids[t.current_epoch()].push_back(static_cast<int>(id));
   }
   std::map<int64_t, std::vector<int>> ids;
@@ -588,7 +588,7 @@ TEST(Deterministic, RunsWithDropoutAndShufflingWorkersAreBitwiseEqual) {
 struct ChangeThreads : Callback {
   explicit ChangeThreads(int to) : to(to) {}
   std::string name() const override { return "ChangeThreads"; }
-  void on_train_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) override {
+  void on_train_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t batch_idx) override {
     if (batch_idx == 1) set_num_threads(to);
   }
   int to;

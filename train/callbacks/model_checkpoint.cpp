@@ -98,7 +98,8 @@ void ModelCheckpoint::setup(Trainer& trainer, TrainModule&, const std::string& s
 
 void ModelCheckpoint::on_train_start(Trainer&, TrainModule&) { last_time_checked_ = monotonic_seconds(); }
 
-void ModelCheckpoint::on_train_batch_end(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
+void ModelCheckpoint::on_train_batch_end(Trainer& trainer, TrainModule&, const StepOutput&, const data::Batch&,
+                                         int64_t) {
   if (should_skip_saving(trainer)) return;
   const bool skip_batch = every_n_train_steps_ < 1 || trainer.global_step() % every_n_train_steps_ != 0;
   bool skip_time = true;

@@ -53,7 +53,8 @@ class ModelCheckpoint : public Callback {
 
   void setup(Trainer& trainer, TrainModule& module, const std::string& stage) override;
   void on_train_start(Trainer& trainer, TrainModule& module) override;
-  void on_train_batch_end(Trainer& trainer, TrainModule& module, const data::Batch& batch, int64_t batch_idx) override;
+  void on_train_batch_end(Trainer& trainer, TrainModule& module, const StepOutput& outputs, const data::Batch& batch,
+                          int64_t batch_idx) override;
   void on_train_epoch_end(Trainer& trainer, TrainModule& module) override;
   void on_validation_end(Trainer& trainer, TrainModule& module) override;
 

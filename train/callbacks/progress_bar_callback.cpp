@@ -70,7 +70,8 @@ void ProgressBar::on_train_epoch_start(Trainer& trainer, TrainModule&) {
   renderer_->update(snapshot(train_, metrics_for(trainer)));
 }
 
-void ProgressBar::on_train_batch_end(Trainer& trainer, TrainModule&, const data::Batch&, int64_t batch_idx) {
+void ProgressBar::on_train_batch_end(Trainer& trainer, TrainModule&, const StepOutput&, const data::Batch&,
+                                     int64_t batch_idx) {
   if (!train_.open) return;
   train_.count = batch_idx + 1;
   if (should_update(train_.count, train_.total)) renderer_->update(snapshot(train_, metrics_for(trainer)));
