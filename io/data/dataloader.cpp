@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "io/data/transforms.h"
 #include "tensor/pinned.h"
 
 namespace kiln::data {
@@ -437,6 +438,15 @@ bool resolve_pin_memory(const DataLoaderOptions& o) {
   return false;
 }
 
+// The loader's own stream of base seeds, one per epoch (Note [DataLoader worker seeds]): keyed by
+// the loader's seed and the default CPU generator's seed, which is read, never drawn from.
+uint64_t epoch_base_seed(uint64_t loader_seed, int64_t epoch) {
+  constexpr int64_t kWorkerSeedStream = -2;  // SampleRandom's index: apart from samples and permutations
+  SampleRandom rng(loader_seed ^ (default_generator().seed() * 0x9E3779B97F4A7C15ull), epoch, kWorkerSeedStream);
+  const uint64_t hi = rng.bits(), lo = rng.bits();
+  return ((hi << 32) | lo) >> 1;
+}
+
 Json worker_random_json(const std::optional<WorkerRandom>& random) {
   if (!random) return nullptr;
   Json rng = Json::array();
@@ -514,10 +524,9 @@ DataLoader::Iterator DataLoader::begin() {
   s.pass.reset();
   if (s.pass_started) s.next_epoch();
   s.pass_started = true;
-  // Drawn whatever num_workers is (as torch does), so the generator's stream never depends on it.
   if (!s.random) {
-    Generator& gen = s.options.generator ? *s.options.generator : default_generator();
-    s.random = WorkerRandom{draw_seed(gen), {}};
+    const uint64_t base = s.options.generator ? draw_seed(*s.options.generator) : epoch_base_seed(s.options.seed, s.epoch);
+    s.random = WorkerRandom{base, {}};
   }
   s.random->after_consumed.resize(static_cast<size_t>(s.worker_count()));
   s.pass = std::make_unique<EpochPass>(s, s.epoch, s.consumed);

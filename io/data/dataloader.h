@@ -57,24 +57,28 @@ struct DataLoaderOptions {
   // seeded and made current, before its first batch (torch's worker_init_fn). May reseed it with
   // manual_seed. An exception surfaces where the worker's first batch would have come out.
   std::function<void(int worker_id)> worker_init_fn;
-  // Draws each epoch's base seed for the worker generators; null: the default CPU generator, as
-  // torch. See Note [DataLoader worker seeds].
+  // Draws each epoch's base seed for the worker generators; null: the loader's own stream (Note
+  // [DataLoader worker seeds]).
   std::shared_ptr<Generator> generator;
 };
 
 // Note [DataLoader worker seeds]
 // With num_workers > 0 each worker thread owns a Generator, current on that thread (Note
 // [Per-thread default generator]), so random augmentation that calls the default generator draws
-// from it. When an epoch's first pass begins, base_seed is drawn once from options.generator (or the
-// default CPU generator, on the thread that calls begin()), whatever num_workers is, as torch does:
-// the main thread's stream (dropout) then never depends on the worker count or the prefetch depth.
-// Worker w's generator is seeded with base_seed + w, and batch b is always made by worker
-// b % num_workers, so each worker draws for its own batches in batch order and the contents never
-// depend on thread timing. state_dict() keeps base_seed and each worker's generator state after its
-// last consumed batch, so a resumed pass makes the remaining batches bit-exactly (worker_init_fn
-// runs again first; the saved state then replaces what it left). Resumed with another num_workers,
-// the workers start from base_seed + id. With num_workers = 0 batches are made on the caller's
-// thread from its default generator, as in torch.
+// from it. As in torch, worker w's generator is seeded with base_seed + w, and base_seed is drawn
+// once per epoch (at its first begin()) from the loader's generator: options.generator when given
+// (torch's generator= argument); else the loader's own counter-based stream, keyed by options.seed
+// and the default CPU generator's seed (so manual_seed / seed_everything change it), at position
+// `epoch`. Unlike torch's default, that stream is never the default generator's: a draw there would
+// make the main thread's stream (dropout) depend on how many evaluation passes ran, and a resume
+// after trainer.validate() would no longer be bit-exact.
+// Batch b is always made by worker b % num_workers, so each worker draws for its own batches in
+// batch order, and the contents depend on neither thread timing nor prefetch depth. state_dict()
+// keeps base_seed and each worker's generator state after its last consumed batch, so a resumed
+// pass makes the remaining batches bit-exactly (worker_init_fn runs again first; the saved state
+// then replaces what it left). Resumed with another num_workers, the workers start from
+// base_seed + id. With num_workers = 0 batches are made on the caller's thread from its default
+// generator, as in torch.
 
 class DataLoader {
  public:

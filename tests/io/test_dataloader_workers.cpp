@@ -1,8 +1,9 @@
 // DataLoader worker generators (Note [DataLoader worker seeds]): a data set that draws from the
 // default generator gets, on worker w, the stream of Generator(base_seed + w) for its own batches
-// (checked against that stream drawn here by hand); runs with other thread timing and prefetch
-// depth are bit-identical; the main thread's draws (dropout) see one draw per epoch and nothing of
-// the workers; worker_init_fn and get_worker_info; mid-epoch resume is bit-exact.
+// (checked against that stream drawn here by hand); base_seed is new each epoch and follows the
+// loader's seed and manual_seed; runs with other thread timing and prefetch depth are bit-identical;
+// the main thread's draws (dropout) see nothing of the loader; worker_init_fn and get_worker_info;
+// a loader generator (torch's generator=); mid-epoch resume is bit-exact.
 #include <chrono>
 #include <mutex>
 #include <set>
@@ -45,6 +46,7 @@ class RandomDataset : public Dataset {
 struct Seen {
   std::vector<std::vector<double>> batches;  // per batch: ids, draws, worker info
   std::vector<double> main_draws;            // what the main thread drew after each batch
+  std::vector<int64_t> seeds;                // per batch: the seed its worker reported (exact)
 };
 
 // Up to max_batches of one pass; after each batch the main thread draws as dropout would.
@@ -55,6 +57,7 @@ Seen run(DataLoader& loader, int64_t max_batches = -1) {
     for (const Tensor& f : b.fields)
       for (double x : kt::values(f)) v.push_back(x);
     seen.batches.push_back(std::move(v));
+    seen.seeds.push_back(b[2].index({0, 2}).item<int64_t>());
     seen.main_draws.push_back(kiln::rand({1}, {.dtype = DType::f64}).item<double>());
     if (static_cast<int64_t>(seen.batches.size()) == max_batches) break;
   }
@@ -79,26 +82,41 @@ std::vector<double> expected_draws(uint64_t base, int workers, int64_t b, int64_
   return out;
 }
 
+// The base seed a pass's workers report (worker w reports base + w).
+uint64_t base_seed_of(const Seen& seen) { return static_cast<uint64_t>(seen.seeds[0]); }
+
 TEST(DataLoaderWorkers, EachWorkerDrawsFromBaseSeedPlusItsId) {
   kiln::manual_seed(7);
-  Generator reference(7);
-  const uint64_t base = kiln::draw_seed(reference);
   DataLoader loader(dataset(), {.batch_size = 2, .num_workers = 3});
   const Seen seen = run(loader);
   ASSERT_EQ(seen.batches.size(), 10u);
+  const uint64_t base = base_seed_of(seen);  // worker 0's seed; the others must be base + id
   for (int64_t b = 0; b < 10; ++b) {
     const std::vector<double>& v = seen.batches[static_cast<size_t>(b)];
     ASSERT_EQ(v.size(), 2u + 6u + 6u);
     EXPECT_EQ(std::vector<double>(v.begin() + 2, v.begin() + 8), expected_draws(base, 3, b)) << "batch " << b;
     const double w = static_cast<double>(b % 3);
-    EXPECT_EQ(std::vector<double>(v.begin() + 8, v.begin() + 11),
-              (std::vector<double>{w, 3, static_cast<double>(base + static_cast<uint64_t>(w))}));
+    EXPECT_EQ(std::vector<double>(v.begin() + 8, v.begin() + 10), (std::vector<double>{w, 3}));
+    EXPECT_EQ(seen.seeds[static_cast<size_t>(b)], static_cast<int64_t>(base + static_cast<uint64_t>(b % 3)));
   }
-  // The main thread's stream: one draw for the base seed, then its own draws only.
+  // The main thread's stream holds its own draws only.
+  Generator reference(7);
   std::vector<double> want;
   for (int i = 0; i < 10; ++i) want.push_back(kiln::rand({1}, {.dtype = DType::f64}, &reference).item<double>());
   EXPECT_EQ(seen.main_draws, want);
   EXPECT_EQ(get_worker_info(), nullptr);
+  // A new base seed each epoch; another loader seed or global seed gives other ones; the same
+  // settings give the same ones.
+  const uint64_t next_epoch = base_seed_of(run(loader, 1));
+  EXPECT_NE(next_epoch, base);
+  const auto first_base = [](uint64_t loader_seed, uint64_t global_seed) {
+    kiln::manual_seed(global_seed);
+    DataLoader l(dataset(), {.batch_size = 2, .seed = loader_seed, .num_workers = 2});
+    return base_seed_of(run(l, 1));
+  };
+  EXPECT_EQ(first_base(0, 7), base);
+  EXPECT_NE(first_base(1, 7), base);
+  EXPECT_NE(first_base(0, 8), base);
 }
 
 TEST(DataLoaderWorkers, ThreadTimingAndPrefetchDepthChangeNothing) {
@@ -116,14 +134,12 @@ TEST(DataLoaderWorkers, ThreadTimingAndPrefetchDepthChangeNothing) {
     EXPECT_EQ(runs[r].batches, runs[0].batches) << "run " << r;
     EXPECT_EQ(runs[r].main_draws, runs[0].main_draws) << "run " << r;
   }
-  // Without workers, batches come from the caller's generator and get_worker_info is null; the
-  // base seed is still drawn, so the main thread's first draw after it matches.
+  // Without workers, batches come from the caller's generator and get_worker_info is null.
   kiln::manual_seed(11);
   DataLoader serial(dataset(), {.batch_size = 2, .num_workers = 0});
   const Seen s = run(serial, 1);
   EXPECT_EQ(std::vector<double>(s.batches[0].begin() + 8, s.batches[0].end()), std::vector<double>(6, -1));
   Generator main(11);
-  kiln::draw_seed(main);
   EXPECT_EQ(std::vector<double>(s.batches[0].begin() + 2, s.batches[0].begin() + 5),
             kt::values(kiln::rand({3}, {.dtype = DType::f64}, &main)));
 }
@@ -146,8 +162,7 @@ TEST(DataLoaderWorkers, WorkerInitFnRunsOnEachWorkerAndMaySeedIt) {
     EXPECT_EQ(std::vector<double>(seen.batches[static_cast<size_t>(b)].begin() + 2,
                                   seen.batches[static_cast<size_t>(b)].begin() + 8),
               expected_draws(1000, 2, b));
-  Generator main(5);  // the main thread drew the base seed and its own 4 draws, nothing else
-  kiln::draw_seed(main);
+  Generator main(5);  // the main thread drew its own 4 draws, nothing else
   for (int i = 0; i < 4; ++i) kiln::rand({1}, {.dtype = DType::f64}, &main);
   EXPECT_EQ(kiln::default_generator().state(), main.state());
 
