@@ -272,7 +272,8 @@ Dims move_back_from_front(int n, int to, int count) {
 // x.index(...) with tensor indices: recorded ops only, so the gradient is index_select's.
 Tensor gather_tensor_indices(const Resolved& r, const Gather& g) {
   const Tensor& v = r.view;
-  if (r.tensors.size() == 1) return v.index_select(r.tensors[0].dim, g.positions[0].reshape({-1})).view(result_shape(g));
+  if (r.tensors.size() == 1)
+    return v.index_select(r.tensors[0].dim, g.positions[0].reshape({-1})).view(result_shape(g));
   // Move the indexed dims to the front, merge them into one (row-major), and pick its rows.
   Dims order;
   int64_t rows = 1;

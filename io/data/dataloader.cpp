@@ -525,8 +525,8 @@ DataLoader::Iterator DataLoader::begin() {
   if (s.pass_started) s.next_epoch();
   s.pass_started = true;
   if (!s.random) {
-    const uint64_t base = s.options.generator ? draw_seed(*s.options.generator) : epoch_base_seed(s.options.seed, s.epoch);
-    s.random = WorkerRandom{base, {}};
+    const std::shared_ptr<Generator>& gen = s.options.generator;
+    s.random = WorkerRandom{gen ? draw_seed(*gen) : epoch_base_seed(s.options.seed, s.epoch), {}};
   }
   s.random->after_consumed.resize(static_cast<size_t>(s.worker_count()));
   s.pass = std::make_unique<EpochPass>(s, s.epoch, s.consumed);

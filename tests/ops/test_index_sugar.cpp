@@ -84,7 +84,8 @@ TEST(IndexSugar, TensorIndicesKeepTorchsPlacement) {
   ASSERT_EQ(apart.shape(), (Dims{3, 3, 4}));
   for (size_t k = 0; k < 3; ++k)
     for (int64_t j = 0; j < 3; ++j)
-      for (int64_t m = 0; m < 4; ++m) EXPECT_EQ(elem(apart, {static_cast<int64_t>(k), j, m}), elem(x, {a[k], j, m, c[k]}));
+      for (int64_t m = 0; m < 4; ++m)
+        EXPECT_EQ(elem(apart, {static_cast<int64_t>(k), j, m}), elem(x, {a[k], j, m, c[k]}));
   // torch, not NumPy: an integer is a select first, so idx stays where it stands -> (3, 2, 5).
   const Tensor after_int = x.index({0, Slice(), i64s({2, 3})});
   ASSERT_EQ(after_int.shape(), (Dims{3, 2, 5}));
@@ -123,7 +124,8 @@ TEST(IndexSugar, IndexPutWritesInPlace) {
   EXPECT_EQ(values(y[1]), (std::vector<double>{9, -1, 9, -1}));
   // Non-adjacent tensor indices with a slice between: values arrive in B-first order.
   Tensor w = zeros({2, 3, 2}, {.dtype = DType::f64});
-  w.index_put_({i64s({0, 1}), Slice(), i64s({1, 0})}, kiln::tensor({1, 2, 3, 4, 5, 6}, {.dtype = DType::f64}).view({2, 3}));
+  const Tensor six = kiln::tensor({1, 2, 3, 4, 5, 6}, {.dtype = DType::f64}).view({2, 3});
+  w.index_put_({i64s({0, 1}), Slice(), i64s({1, 0})}, six);
   EXPECT_EQ(values(w), (std::vector<double>{0, 1, 0, 2, 0, 3, 4, 0, 5, 0, 6, 0}));
   // Leading 1s of values are dropped before broadcasting, as torch's setitem does.
   Tensor v = zeros({4}, {.dtype = DType::f64});
@@ -210,7 +212,8 @@ TEST(IndexSugar, ErrorsNameTheShape) {
                    {"index 4 is out of bounds for dim 2 with size 4", "[2, 3, 4]"});
   kt::expect_error([&] { x.index({0, 0, 0, 0}); }, {"too many indices for a tensor of shape [2, 3, 4]"});
   kt::expect_error([&] { x.index({bools({true, false}, {2}), 0, 0, 0}); }, {"too many indices"});
-  kt::expect_error([&] { x[kiln::tensor({1.0})]; }, {"tensors used as indices must be int64, int32 or bool", "float32"});
+  kt::expect_error([&] { x[kiln::tensor({1.0})]; },
+                   {"tensors used as indices must be int64, int32 or bool", "float32"});
   kt::expect_error([&] { x.index({Slice(None, None, -1)}); }, {"step must be greater than zero"});
   kt::expect_error([&] { x.index({Slice(None, None, 0)}); }, {"step must be greater than zero"});
   kt::expect_error([&] { x.index({"...", 0, "..."}); }, {"single ellipsis"});
