@@ -47,16 +47,32 @@ uint64_t Generator::reserve(uint64_t blocks) {
   return base;
 }
 
+namespace {
+thread_local Generator* t_current = nullptr;  // Note [Per-thread default generator]
+}  // namespace
+
 Generator& default_generator(Device d) {
   // One per (device type, index); CUDA generators are created on first use.
   static Generator cpu;
   static Generator cuda[128];
-  return d.is_cpu() ? cpu : cuda[d.index];
+  if (d.is_cpu()) return t_current ? *t_current : cpu;
+  return cuda[d.index];
 }
 
 void manual_seed(uint64_t seed) {
   default_generator(Device::cpu()).manual_seed(seed);
+  if (t_current) return;  // a worker thread seeds its own generator only
   for (int i = 0; i < 128; ++i) default_generator(Device::cuda(i)).manual_seed(seed);
+}
+
+CurrentGeneratorGuard::CurrentGeneratorGuard(Generator& gen) : previous_(t_current) { t_current = &gen; }
+CurrentGeneratorGuard::~CurrentGeneratorGuard() { t_current = previous_; }
+
+uint64_t draw_seed(Generator& gen) {
+  const GeneratorState s = gen.state();
+  const uint64_t counter = gen.reserve(1);
+  const std::array<uint32_t, 4> w = philox(s.seed, counter);
+  return ((static_cast<uint64_t>(w[0]) << 32) | w[1]) >> 1;
 }
 
 }  // namespace kiln

@@ -34,10 +34,31 @@ class Generator {
   GeneratorState state_;
 };
 
-// The generator ops use when none is given, one per device.
+// The generator ops use when none is given, one per device. On a thread where a
+// CurrentGeneratorGuard is active, the CPU one is that guard's generator.
 Generator& default_generator(Device d = Device::cpu());
-// Seeds every device's default generator (torch.manual_seed).
+// Seeds every device's default generator (torch.manual_seed); on a thread with a
+// CurrentGeneratorGuard, only that thread's CPU generator.
 void manual_seed(uint64_t seed);
+
+// Note [Per-thread default generator]
+// A DataLoader worker thread gets a generator of its own, as a torch worker process does, so that
+// random code running there (a transform calling randn) neither interleaves with the main thread's
+// draws (dropout) nor depends on thread timing. While a guard lives, default_generator(cpu) and
+// manual_seed on its thread use `gen`; other threads are not affected. Guards nest.
+class CurrentGeneratorGuard {
+ public:
+  explicit CurrentGeneratorGuard(Generator& gen);
+  ~CurrentGeneratorGuard();
+  CurrentGeneratorGuard(const CurrentGeneratorGuard&) = delete;
+  CurrentGeneratorGuard& operator=(const CurrentGeneratorGuard&) = delete;
+
+ private:
+  Generator* previous_;
+};
+
+// A fresh 63-bit seed drawn from gen (one counter block), as torch draws a DataLoader's base_seed.
+uint64_t draw_seed(Generator& gen);
 
 // Philox4x32-10: 4 random 32-bit words from (key = seed, counter).
 std::array<uint32_t, 4> philox(uint64_t seed, uint64_t counter_lo, uint64_t counter_hi = 0);

@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tensor/device.h"
 #include "tensor/dims.h"
@@ -21,6 +23,9 @@
 namespace kiln {
 
 class Generator;
+namespace indexing {
+class TensorIndex;
+}
 
 namespace autograd {
 struct AutogradMeta;
@@ -199,6 +204,21 @@ class Tensor {
   Tensor tril(int64_t diagonal = 0) const;
   Tensor triu(int64_t diagonal = 0) const;
 
+  // ---- indexing as in PyTorch (tensor/indexing_sugar.h; autograd/ops/index_sugar.cpp):
+  // x[i], x.index({Slice(1, None), "...", None, mask, idx}), x.index_put_({...}, values).
+  // Integers, slices, None and "..." give a view; a tensor index (int64/int32 positions or a bool
+  // mask) gathers a copy. Gradients flow through all of them. See Note [Indexing semantics].
+  Tensor operator[](const indexing::TensorIndex& index) const;
+  Tensor index(std::initializer_list<indexing::TensorIndex> indices) const;
+  Tensor index(const std::vector<indexing::TensorIndex>& indices) const;
+  // Writes values (broadcast to the indexed shape, converted to this dtype) at the indexed places.
+  Tensor& index_put_(std::initializer_list<indexing::TensorIndex> indices, const Tensor& values);
+  Tensor& index_put_(std::initializer_list<indexing::TensorIndex> indices, const Scalar& value);
+  Tensor& index_put_(const std::vector<indexing::TensorIndex>& indices, const Tensor& values);
+  Tensor& index_put_(const std::vector<indexing::TensorIndex>& indices, const Scalar& value);
+  Tensor index_put(const std::vector<indexing::TensorIndex>& indices, const Tensor& values) const;  // on a clone
+  Tensor index_put(const std::vector<indexing::TensorIndex>& indices, const Scalar& value) const;
+
   std::string str() const;  // as std::cout << t prints it
 
  private:
@@ -243,3 +263,6 @@ Tensor operator>=(const Tensor& a, const Scalar& b);
 Tensor make_tensor(const Dims& shape, DType dtype, Device device);
 
 }  // namespace kiln
+
+// The index types need the complete Tensor, and every user of x[i] needs them.
+#include "tensor/indexing_sugar.h"  // defines: kiln::indexing::{TensorIndex, Slice, None, Ellipsis}

@@ -1,5 +1,6 @@
 // Joining, splitting, gathering and scattering, sorting, and the like. Defined in
-// autograd/ops/indexing.cpp (and autograd/ops/sorting.cpp for sort/topk/cumsum/tril/triu).
+// autograd/ops/indexing.cpp (autograd/ops/sorting.cpp for sort/topk/cumsum/tril/triu,
+// autograd/ops/index_sugar.cpp for nonzero).
 #pragma once
 
 #include <optional>
@@ -20,6 +21,9 @@ Tensor scatter(const Tensor& x, int64_t dim, const Tensor& index, const Scalar& 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src, const Scalar& alpha = 1);
+// The positions of x's non-zero elements, (count, x.dim()) int64 in row-major order (torch.nonzero).
+// Reads x on the host: the result's size depends on the values.
+Tensor nonzero(const Tensor& x);
 Tensor one_hot(const Tensor& indices, int64_t num_classes = -1);  // int64 result, torch's
 // Rows of weight: (*indices.shape, D). The row at padding_idx (negative counts from the end) gets
 // no gradient, as torch.nn.functional.embedding.

@@ -1,6 +1,7 @@
 // The DataLoader: a pass over one epoch, made either on the caller's thread or by worker threads
-// that claim batch numbers in order and park their results in a ring of prefetch slots; the caller
-// takes the slots in batch order, so the worker count never changes what comes out.
+// (worker w makes batches w, w + N, ...) that park their results in a ring of prefetch slots; the
+// caller takes the slots in batch order, so the worker count never changes what comes out. Each
+// worker draws from its own generator (Note [DataLoader worker seeds]).
 #include "io/data/dataloader.h"
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "io/data/transforms.h"
 #include "tensor/pinned.h"
 
 namespace kiln::data {
@@ -56,6 +58,8 @@ namespace {
 // Thrown inside a worker when the pass is being torn down, to abandon the batch in hand.
 struct PassStopped {};
 
+thread_local const WorkerInfo* t_worker_info = nullptr;  // set for the life of a worker thread
+
 std::string describe(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
@@ -81,10 +85,19 @@ T json_field(const Json& state, const char* key) {
 
 }  // namespace
 
+const WorkerInfo* get_worker_info() { return t_worker_info; }
+
+// The worker generators of the epoch in progress (Note [DataLoader worker seeds]).
+struct WorkerRandom {
+  uint64_t base_seed = 0;
+  // Per worker, its generator's state after its last consumed batch; nullopt: none consumed yet.
+  std::vector<std::optional<GeneratorState>> after_consumed;
+};
+
 // One pass over an epoch, from first_batch on. Owned by the loader's Impl, which outlives it.
 class EpochPass {
  public:
-  EpochPass(const DataLoader::Impl& loader, int64_t epoch, int64_t first_batch);
+  EpochPass(DataLoader::Impl& loader, int64_t epoch, int64_t first_batch);
   ~EpochPass() { stop_workers(); }
   EpochPass(const EpochPass&) = delete;
   EpochPass& operator=(const EpochPass&) = delete;
@@ -98,6 +111,7 @@ class EpochPass {
     bool filled = false;
     Batch batch;
     std::exception_ptr error;
+    GeneratorState rng_after;  // the worker's generator once the batch was made
   };
 
   std::optional<Batch> next_in_order();
@@ -106,7 +120,7 @@ class EpochPass {
   std::optional<Batch> produce_from_stream(int64_t b);
   Batch collate(std::vector<Example>& examples, int64_t b);  // and pins it when the loader pins
   void pin(Batch& batch, int64_t b) const;
-  void worker_loop();
+  void worker_loop(int worker);
   void stop_workers();
 
   const Dataset* dataset_;
@@ -117,6 +131,9 @@ class EpochPass {
   const bool drop_last_;
   const int64_t epoch_;
   std::vector<int64_t> order_;  // indexable data sets: the epoch's indices
+  const std::function<void(int)>& worker_init_fn_;
+  WorkerRandom* random_;       // null without workers; after_consumed is written on the caller's thread
+  WorkerRandom start_random_;  // what the workers start from (a copy, read on the worker threads)
 
   // Batches [next_yield_, next_yield_ + window) may be in flight; end_batch_ is the first batch
   // number that does not exist (for a stream: unknown, the maximum, until a worker finds the end).
@@ -124,7 +141,9 @@ class EpochPass {
   std::condition_variable can_claim_, slot_filled_;
   std::atomic<bool> stopping_{false};
   bool failed_ = false;  // an error came out of next(): the pass cannot go on
-  int64_t next_claim_, next_yield_, end_batch_;
+  const int64_t first_batch_;
+  int worker_count_ = 0;
+  int64_t next_yield_, end_batch_;
   std::vector<Slot> slots_;  // batch b lives in slots_[b % window] until taken
   std::vector<std::thread> workers_;
 };
@@ -137,11 +156,19 @@ struct DataLoader::Impl {
   std::shared_ptr<Sampler> sampler;  // indexable data sets only
   int64_t epoch = 0, consumed = 0;
   bool pass_started = false;  // a pass of `epoch` has begun (so the next begin() moves on)
+  std::optional<WorkerRandom> random;  // drawn when `epoch`'s first pass begins
   Batch current;
   std::unique_ptr<EpochPass> pass;  // last member: destroyed (workers joined) before what they read
 
   ~Impl() { pass.reset(); }
 
+  // Worker threads of a pass: one reads a stream, whatever num_workers asks for.
+  int worker_count() const { return options.num_workers == 0 ? 0 : (stream ? 1 : options.num_workers); }
+  void next_epoch() {
+    ++epoch;
+    consumed = 0;
+    random.reset();
+  }
   int64_t num_batches() const {
     if (!sampler) return -1;
     const int64_t n = sampler->size(), b = options.batch_size;
@@ -152,8 +179,7 @@ struct DataLoader::Impl {
     std::optional<Batch> batch = pass->next();
     if (!batch) {
       pass.reset();
-      ++epoch;
-      consumed = 0;
+      next_epoch();
       pass_started = false;
       current = Batch();
       return false;
@@ -164,7 +190,7 @@ struct DataLoader::Impl {
   }
 };
 
-EpochPass::EpochPass(const DataLoader::Impl& loader, int64_t epoch, int64_t first_batch)
+EpochPass::EpochPass(DataLoader::Impl& loader, int64_t epoch, int64_t first_batch)
     : dataset_(loader.dataset.get()),
       stream_(loader.stream.get()),
       collate_(loader.options.collate),
@@ -172,7 +198,9 @@ EpochPass::EpochPass(const DataLoader::Impl& loader, int64_t epoch, int64_t firs
       batch_size_(loader.options.batch_size),
       drop_last_(loader.options.drop_last),
       epoch_(epoch),
-      next_claim_(first_batch),
+      worker_init_fn_(loader.options.worker_init_fn),
+      random_(loader.worker_count() > 0 ? &*loader.random : nullptr),
+      first_batch_(first_batch),
       next_yield_(first_batch),
       end_batch_(std::numeric_limits<int64_t>::max()) {
   if (loader.sampler) {
@@ -190,13 +218,13 @@ EpochPass::EpochPass(const DataLoader::Impl& loader, int64_t epoch, int64_t firs
       }
     }
   }
-  const int num_workers = loader.options.num_workers;
-  if (num_workers == 0) return;
-  slots_.resize(static_cast<size_t>(num_workers) * static_cast<size_t>(loader.options.prefetch_factor));
-  // A stream can only be read in order, so one thread reads it whatever num_workers asks for.
-  const int count = stream_ ? 1 : num_workers;
+  const int count = loader.worker_count();
+  if (count == 0) return;
+  worker_count_ = count;
+  start_random_ = *random_;
+  slots_.resize(static_cast<size_t>(loader.options.num_workers) * static_cast<size_t>(loader.options.prefetch_factor));
   workers_.reserve(static_cast<size_t>(count));
-  for (int w = 0; w < count; ++w) workers_.emplace_back([this] { worker_loop(); });
+  for (int w = 0; w < count; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
 }
 
 std::optional<Batch> EpochPass::produce(int64_t b) { return stream_ ? produce_from_stream(b) : produce_indexed(b); }
@@ -273,27 +301,54 @@ void EpochPass::pin(Batch& batch, int64_t b) const {
   }
 }
 
-void EpochPass::worker_loop() {
+// Worker w of N makes batches w, w + N, ... (from first_batch on) with its own generator current,
+// so what it draws depends on neither thread timing nor prefetch depth.
+void EpochPass::worker_loop(int worker) {
   const auto window = static_cast<int64_t>(slots_.size());
-  for (;;) {
-    int64_t b;
+  const int64_t count = worker_count_;
+  const WorkerInfo info{worker, static_cast<int>(count), start_random_.base_seed + static_cast<uint64_t>(worker)};
+  Generator gen(info.seed);
+  const CurrentGeneratorGuard current(gen);
+  t_worker_info = &info;
+  struct ClearInfo {
+    ~ClearInfo() { t_worker_info = nullptr; }
+  } clear_info;
+  std::exception_ptr init_error;
+  if (worker_init_fn_) {
+    try {
+      worker_init_fn_(worker);
+    } catch (...) {
+      try {
+        detail::throw_error("DataLoader: worker_init_fn failed in worker ", worker, " (epoch ", epoch_,
+                            "): ", describe(std::current_exception()));
+      } catch (...) {
+        init_error = std::current_exception();
+      }
+    }
+  }
+  if (const auto& saved = start_random_.after_consumed[static_cast<size_t>(worker)]) gen.set_state(*saved);
+  for (int64_t b = first_batch_ + ((worker - first_batch_ % count) % count + count) % count;; b += count) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      can_claim_.wait(lock, [&] { return stopping_ || next_claim_ >= end_batch_ || next_claim_ < next_yield_ + window; });
-      if (stopping_ || next_claim_ >= end_batch_) return;
-      b = next_claim_++;
+      can_claim_.wait(lock, [&] { return stopping_ || b >= end_batch_ || b < next_yield_ + window; });
+      if (stopping_ || b >= end_batch_) return;
     }
     Slot result;
     bool exists = true;
-    try {
-      std::optional<Batch> batch = produce(b);
-      exists = batch.has_value();
-      if (exists) result.batch = std::move(*batch);
-    } catch (const PassStopped&) {
-      return;
-    } catch (...) {
-      result.error = std::current_exception();
+    if (init_error) {
+      result.error = init_error;  // surfaces where this worker's first batch would have
+    } else {
+      try {
+        std::optional<Batch> batch = produce(b);
+        exists = batch.has_value();
+        if (exists) result.batch = std::move(*batch);
+      } catch (const PassStopped&) {
+        return;
+      } catch (...) {
+        result.error = std::current_exception();
+      }
     }
+    result.rng_after = gen.state();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (exists) {
@@ -305,6 +360,7 @@ void EpochPass::worker_loop() {
     }
     slot_filled_.notify_all();
     if (!exists) can_claim_.notify_all();
+    if (init_error) return;
   }
 }
 
@@ -342,6 +398,7 @@ std::optional<Batch> EpochPass::next_in_order() {
   }
   can_claim_.notify_all();
   if (taken.error) std::rethrow_exception(taken.error);
+  random_->after_consumed[static_cast<size_t>((next_yield_ - 1) % worker_count_)] = taken.rng_after;
   return std::move(taken.batch);
 }
 
@@ -379,6 +436,42 @@ bool resolve_pin_memory(const DataLoaderOptions& o) {
                          "then device pinned memory won't be used\n");
   });
   return false;
+}
+
+// The loader's own stream of base seeds, one per epoch (Note [DataLoader worker seeds]): keyed by
+// the loader's seed and the default CPU generator's seed, which is read, never drawn from.
+uint64_t epoch_base_seed(uint64_t loader_seed, int64_t epoch) {
+  constexpr int64_t kWorkerSeedStream = -2;  // SampleRandom's index: apart from samples and permutations
+  SampleRandom rng(loader_seed ^ (default_generator().seed() * 0x9E3779B97F4A7C15ull), epoch, kWorkerSeedStream);
+  const uint64_t hi = rng.bits(), lo = rng.bits();
+  return ((hi << 32) | lo) >> 1;
+}
+
+Json worker_random_json(const std::optional<WorkerRandom>& random) {
+  if (!random) return nullptr;
+  Json rng = Json::array();
+  for (const auto& state : random->after_consumed)
+    rng.push_back(state ? Json{{"seed", state->seed}, {"offset", state->offset}} : Json(nullptr));
+  return {{"base_seed", random->base_seed}, {"rng", rng}};
+}
+
+uint64_t json_u64(const Json& j, const char* key) {
+  const auto it = j.find(key);
+  KILN_CHECK(it != j.end() && it->is_number_unsigned(), "DataLoader.load_state_dict: 'workers' needs a non-negative "
+             "integer '", key, "', got ", j.dump());
+  return it->get<uint64_t>();
+}
+
+std::optional<WorkerRandom> worker_random_from_json(const Json& j) {
+  if (j.is_null()) return std::nullopt;
+  KILN_CHECK(j.is_object() && j.contains("rng") && j.at("rng").is_array(),
+             "DataLoader.load_state_dict: 'workers' should be null or {\"base_seed\", \"rng\": [...]}, got ", j.dump());
+  WorkerRandom random{json_u64(j, "base_seed"), {}};
+  for (const Json& state : j.at("rng")) {
+    if (state.is_null()) random.after_consumed.emplace_back();
+    else random.after_consumed.push_back(GeneratorState{json_u64(state, "seed"), json_u64(state, "offset")});
+  }
+  return random;
 }
 
 }  // namespace
@@ -429,11 +522,13 @@ DataLoader::Iterator& DataLoader::Iterator::operator++() {
 DataLoader::Iterator DataLoader::begin() {
   Impl& s = *impl_;
   s.pass.reset();
-  if (s.pass_started) {
-    ++s.epoch;
-    s.consumed = 0;
-  }
+  if (s.pass_started) s.next_epoch();
   s.pass_started = true;
+  if (!s.random) {
+    const std::shared_ptr<Generator>& gen = s.options.generator;
+    s.random = WorkerRandom{gen ? draw_seed(*gen) : epoch_base_seed(s.options.seed, s.epoch), {}};
+  }
+  s.random->after_consumed.resize(static_cast<size_t>(s.worker_count()));
   s.pass = std::make_unique<EpochPass>(s, s.epoch, s.consumed);
   return s.advance() ? Iterator(&s) : Iterator();
 }
@@ -451,6 +546,7 @@ void DataLoader::set_epoch(int64_t epoch) {
     s.pass.reset();
     s.epoch = epoch;
     s.consumed = 0;
+    s.random.reset();
   }
   s.pass_started = false;
 }
@@ -462,7 +558,8 @@ Json DataLoader::state_dict() const {
           {"batch_size", s.options.batch_size},
           {"drop_last", s.options.drop_last},
           {"num_batches", s.num_batches()},
-          {"sampler", s.sampler ? s.sampler->state_dict() : Json(nullptr)}};
+          {"sampler", s.sampler ? s.sampler->state_dict() : Json(nullptr)},
+          {"workers", worker_random_json(s.random)}};
 }
 
 void DataLoader::load_state_dict(const Json& state) {
@@ -488,10 +585,17 @@ void DataLoader::load_state_dict(const Json& state) {
   if (s.sampler) s.sampler->load_state_dict(*sampler_state);
   else KILN_CHECK(sampler_state->is_null(), "DataLoader.load_state_dict: the state has a sampler but this loader reads "
                   "an IterableDataset");
+  // Absent in states saved before worker generators existed: the epoch's base seed is drawn anew.
+  const auto workers = state.find("workers");
+  std::optional<WorkerRandom> random = workers == state.end() ? std::nullopt : worker_random_from_json(*workers);
   s.pass.reset();
   s.epoch = epoch;
   s.consumed = consumed;
   s.pass_started = false;
+  s.random = std::move(random);
+  // Saved with another worker count: batches go to other workers, who start from base_seed + id.
+  if (s.random && s.random->after_consumed.size() != static_cast<size_t>(s.worker_count()))
+    s.random->after_consumed.assign(static_cast<size_t>(s.worker_count()), std::nullopt);
 }
 
 }  // namespace kiln::data

@@ -15,12 +15,24 @@
 
 #include "io/data/dataset.h"
 #include "io/data/sampler.h"
+#include "tensor/generator.h"
 #include "tensor/state_dict.h"
 
 namespace kiln::data {
 
 // Turns a batch's examples into a Batch. Runs on a worker thread when num_workers > 0.
 using CollateFn = std::function<Batch(std::vector<Example>& examples)>;
+
+// What code running on a loader's worker thread (a data set's fetch, a transform, a collate
+// function, worker_init_fn) can learn about that worker, as torch.utils.data.get_worker_info().
+struct WorkerInfo {
+  int id = 0;           // 0 .. num_workers - 1
+  int num_workers = 0;  // threads of this pass (1 for an IterableDataset, which one thread reads)
+  uint64_t seed = 0;    // the seed of this worker's generator: base_seed + id
+};
+// This thread's worker, or nullptr outside a loader's worker thread (on the caller's thread, and
+// with num_workers = 0), as in torch.
+const WorkerInfo* get_worker_info();
 
 // Stacks field k of every example into field k of the batch: a new contiguous (B, ...) tensor.
 // All examples need the same number of fields, and field k the same shape and dtype in each.
@@ -41,22 +53,32 @@ struct DataLoaderOptions {
   // unavailable (no CUDA build, driver or GPU) the loader warns once per process on stderr and hands
   // out ordinary batches, so a CPU-only machine trains unchanged. Values never change either way.
   bool pin_memory = false;
+  // Runs once on each worker thread at the start of each pass, after the worker's generator is
+  // seeded and made current, before its first batch (torch's worker_init_fn). May reseed it with
+  // manual_seed. An exception surfaces where the worker's first batch would have come out.
+  std::function<void(int worker_id)> worker_init_fn;
+  // Draws each epoch's base seed for the worker generators; null: the loader's own stream (Note
+  // [DataLoader worker seeds]).
+  std::shared_ptr<Generator> generator;
 };
 
-// Note [DataLoader epochs and resume]
-// The loader's position is (epoch, batches consumed). A batch counts as consumed when the iterator
-// hands it out, so a state saved while the loop body runs on batch k resumes at batch k + 1.
-// - begin() starts a pass at the current position. A pass that runs to its end moves the position
-//   to (epoch + 1, 0): `for (...) for (Batch& b : loader)` sees a new shuffle every epoch.
-// - begin() after a pass that was left early (break, exception) starts the next epoch, as a new
-//   iter() on a torch DataLoader does.
-// - set_epoch(e) makes the next pass epoch e from its first batch; it keeps a position just
-//   restored by load_state_dict when that position is in epoch e (so Lightning-style code that calls
-//   set_epoch every epoch still resumes mid-epoch).
-// - load_state_dict(state_dict()) in a new loader over the same data continues exactly where the
-//   saved one was: the same remaining batches of that epoch, then the same later epochs.
-// Samplers are pure functions of the epoch, so nothing else needs saving. An IterableDataset is
-// restarted and the consumed examples are read again and dropped.
+// Note [DataLoader worker seeds]
+// With num_workers > 0 each worker thread owns a Generator, current on that thread (Note
+// [Per-thread default generator]), so random augmentation that calls the default generator draws
+// from it. As in torch, worker w's generator is seeded with base_seed + w, and base_seed is drawn
+// once per epoch (at its first begin()) from the loader's generator: options.generator when given
+// (torch's generator= argument); else the loader's own counter-based stream, keyed by options.seed
+// and the default CPU generator's seed (so manual_seed / seed_everything change it), at position
+// `epoch`. Unlike torch's default, that stream is never the default generator's: a draw there would
+// make the main thread's stream (dropout) depend on how many evaluation passes ran, and a resume
+// after trainer.validate() would no longer be bit-exact.
+// Batch b is always made by worker b % num_workers, so each worker draws for its own batches in
+// batch order, and the contents depend on neither thread timing nor prefetch depth. state_dict()
+// keeps base_seed and each worker's generator state after its last consumed batch, so a resumed
+// pass makes the remaining batches bit-exactly (worker_init_fn runs again first; the saved state
+// then replaces what it left). Resumed with another num_workers, the workers start from
+// base_seed + id. With num_workers = 0 batches are made on the caller's thread from its default
+// generator, as in torch.
 
 class DataLoader {
  public:
@@ -104,7 +126,8 @@ class DataLoader {
   std::shared_ptr<const Dataset> dataset() const;  // null for an IterableDataset
 
   void set_epoch(int64_t epoch);
-  // {"epoch", "batches_consumed", "batch_size", "num_batches", "drop_last", "sampler": {...}}
+  // {"epoch", "batches_consumed", "batch_size", "num_batches", "drop_last", "sampler": {...},
+  //  "workers": null or {"base_seed", "rng": [null or {"seed", "offset"} per worker]}}
   Json state_dict() const;
   // Checks the state fits this loader (batch size, sampler kind and size) and adopts its position
   // and sampler seed; a mismatch is a kiln::Error naming the field.
