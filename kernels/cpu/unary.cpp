@@ -68,21 +68,6 @@ struct Softplus {
   }
 };
 
-// x^e for an exponent without a short form: |x|^e = e^(e log|x|) in double lanes (the product
-// e log|x| needs more than float's precision: Note [Vectorized float math]), then std::pow's signs:
-// a negative base gives NaN unless e is an integer, and an odd e keeps the base's sign (-0 too).
-// e is the exponent as the tensor's dtype holds it (torch casts it so); f64 uses std::pow itself.
-struct PowGeneral {
-  double e;
-  bool integral, odd;
-  template <class V> V wide(V x) const {
-    V y = wide::exp(e * wide::log(x < 0.0 ? -x : x));
-    if (odd) y = std::bit_cast<wide::I<V>>(x) < 0 ? -y : y;  // the sign bit, -0 included
-    if (!integral) y = (x < 0.0) & (x != -wide::kInf) ? wide::kNaN : y;  // (-inf)^2.5 is inf
-    return y;
-  }
-  double operator()(double x) const { return std::pow(x, e); }
-};
 struct Reciprocal {
   float operator()(float x) const { return 1.0f / x; }
   double operator()(double x) const { return 1.0 / x; }
@@ -213,7 +198,7 @@ void leaky_relu_cpu(const Tensor& x, double slope, double, Tensor& out) {
 }
 
 // x^e. The exponents torch special-cases take their short forms (x^0.5 is sqrt, so (-0)^0.5 = -0
-// and (-inf)^0.5 = NaN, as in torch); other exponents go through PowGeneral, or std::pow for f64
+// and (-inf)^0.5 = NaN, as in torch); other exponents go through vmath::pow, or std::pow for f64
 // tensors and for an infinite or NaN exponent.
 void pow_scalar_cpu(const Tensor& x, double e, double, Tensor& out) {
   if (e == 2.0) return float_map(x, out, "pow", [](auto v) { return v * v; });
@@ -226,9 +211,10 @@ void pow_scalar_cpu(const Tensor& x, double e, double, Tensor& out) {
   if (e == 0.0) return float_map(x, out, "pow", [](auto v) { return decltype(v)(1); });
   if (!std::isfinite(e) || x.dtype() == DType::f64)
     return float_map(x, out, "pow", [e](auto v) { return std::pow(v, static_cast<decltype(v)>(e)); });
-  const double ef = static_cast<float>(e);
-  const bool integral = std::nearbyint(ef) == ef;
-  wide_map(x, out, "pow", PowGeneral{ef, integral, integral && std::fmod(ef, 2.0) != 0.0});
+  // The exponent as the tensor's dtype holds it (torch casts it so).
+  const float ef = static_cast<float>(e);
+  const bool integral = std::nearbyint(ef) == ef, odd = integral && std::fmod(ef, 2.0f) != 0.0f;
+  lane_map(x, out, "pow", [=](f32v v) { return vmath::pow(v, ef, integral, odd); }, [](double) { return 0.0; });
 }
 
 // ---- ops over every dtype. Signed integers negate through unsigned: -INT_MIN wraps to INT_MIN,

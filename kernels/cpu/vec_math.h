@@ -290,6 +290,52 @@ inline f32v gelu_tanh_derivative(f32v x) {
   return abs(x) == kInf ? kNaN : d;  // x (1 - t^2) at +-inf is inf * 0
 }
 
+// ---- x^e for a scalar e without a short form. e log|x| needs more than float's precision (up to
+// 104 in size, with an absolute error below 2^-26), so log|x| runs in double lanes, to 1e-12,
+// and the product goes to exp_parts as a float pair; then std::pow's signs: a negative base gives
+// NaN unless e is an integer, an odd e keeps the base's sign (-0 included), and (-inf)^e is inf
+// or 0 for a non-integer e.
+typedef int64_t i64h __attribute__((vector_size(4 * lanes::kWidth)));
+
+inline f64h log_f64(f64h x) {  // x > 0 (a widened float: never subnormal), 0, inf or NaN
+  const i64h w = std::bit_cast<i64h>(x) + (0x3ff0000000000000 - 0x3fe6a09e667f3bcd);  // sqrt(1/2)'s bits
+  const f64h m = std::bit_cast<f64h>((w & 0x000fffffffffffff) + 0x3fe6a09e667f3bcd);
+  const f64h e = __builtin_convertvector((w >> 52) - 1023, f64h);
+  const f64h f = m - 1.0;
+  const f64h s = f / (2.0 + f);
+  const f64h s2 = s * s;
+  f64h p = s2 * (2.0 / 13) + 2.0 / 11;
+  for (double c : {2.0 / 9, 2.0 / 7, 2.0 / 5, 2.0 / 3, 2.0}) p = p * s2 + c;
+  f64h y = e * 0.6931471805599453 + s * p;
+  y = x == 0.0 ? -std::numeric_limits<double>::infinity() : y;
+  y = x == std::numeric_limits<double>::infinity() ? x : y;
+  return x != x ? x : y;
+}
+
+inline f32v pow(f32v x, float e, bool integral, bool odd) {
+  constexpr int kHalf = lanes::kWidth / 2;
+  const f32v ax = abs(x);
+  const auto product = [&]<size_t... k>(std::index_sequence<k...>) {
+    using F = lanes::Vec<float, kHalf>::type;
+    const auto part = [&](F half, F& hi, F& lo) {
+      const f64h y = static_cast<double>(e) * log_f64(__builtin_convertvector(half, f64h));
+      hi = __builtin_convertvector(y, F);
+      const f64h rest = y - __builtin_convertvector(hi, f64h);
+      lo = __builtin_convertvector(y < 1e6 && y > -1e6 ? rest : 0.0, F);  // inf - inf would be NaN
+    };
+    F hl, ll, hh, lh;
+    part(__builtin_shufflevector(ax, ax, k...), hl, ll);
+    part(__builtin_shufflevector(ax, ax, (k + kHalf)...), hh, lh);
+    return Pair{__builtin_shufflevector(hl, hh, k..., (k + kHalf)...), __builtin_shufflevector(ll, lh, k..., (k + kHalf)...)};
+  };
+  const Pair y = product(std::make_index_sequence<kHalf>());
+  const Exp r = exp_parts(y.hi, y.lo);
+  f32v out = scale(r.p, r.k);
+  if (odd) out = flip_sign(out, sign_bits(x));
+  if (!integral) out = (x < 0.0f) & (x != -kInf) ? kNaN : out;
+  return out;
+}
+
 // ---- Box-Muller's angle: (cos 2 pi u, sin 2 pi u) for u in [0, 1). u = q/4 + f exactly, with
 // |f| <= 1/8, and both functions of 2 pi f by polynomials in f.
 inline void sincos_2pi(f32v u, f32v& c, f32v& s) {
