@@ -42,6 +42,16 @@ inline f32v flip_sign(f32v x, i32v bits) { return std::bit_cast<f32v>(std::bit_c
 inline f32v round_int(f32v x) { return (x + 0x1.8p23f) - 0x1.8p23f; }
 inline f32v clamp(f32v x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }  // NaN passes
 
+inline f32v sqrt(f32v x) {  // correctly rounded; GCC will not vectorize std::sqrt while it may set errno
+#if defined(__AVX512F__)
+  return _mm512_mask_sqrt_ps(x, 0xffff, x);  // the masked form: GCC 12 warns on the plain one's pass-through
+#elif defined(__AVX__)
+  return _mm256_sqrt_ps(x);
+#else
+  return _mm_sqrt_ps(x);
+#endif
+}
+
 template <int N>
 inline f32v horner(f32v x, const float (&c)[N]) {
   f32v p = lanes::splat(c[N - 1]);
