@@ -1,9 +1,10 @@
 // CPU backward kernels of the activations: out = g * f'(x) (or relu's mask on its output) in one
 // pass, where composing the derivative from elementwise ops would take two to eight passes and as
-// many temporaries. g, the saved tensor and out share one shape and one floating dtype. Float math
-// runs in double, eight lanes at a time for contiguous f32 (Note [Vectorized float math]), except
-// relu's derivative: a select, exact in any dtype, which the plain element loop vectorises in the
-// tensor's own type (through the eight-double path, 128x512 took 28 us in the MLP's loop, 16 us so).
+// many temporaries. g, the saved tensor and out share one shape and one floating dtype. The GELUs'
+// derivatives run in float lanes (Note [f32 lane math]); silu's in double, eight lanes at a time
+// for contiguous f32 (Note [Vectorized float math]); relu's is a select, exact in any dtype, which
+// the plain element loop vectorises in the tensor's own type (through the eight-double path,
+// 128x512 took 28 us in the MLP's loop, 16 us so).
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -58,8 +59,6 @@ struct GeluErfBackward {
 
 template <class F>
 concept HasWide = requires(const F& f, double v) { f.wide(v, v); };
-template <class F>
-concept HasLanes = requires(f32v v) { F::lanes(v, v); };
 
 // Contiguous f32: eight double lanes at a time, the ragged tail padded into one more vector.
 template <class F>

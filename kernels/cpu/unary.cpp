@@ -198,8 +198,8 @@ void leaky_relu_cpu(const Tensor& x, double slope, double, Tensor& out) {
 }
 
 // x^e. The exponents torch special-cases take their short forms (x^0.5 is sqrt, so (-0)^0.5 = -0
-// and (-inf)^0.5 = NaN, as in torch); other exponents go through vmath::pow, or std::pow for f64
-// tensors and for an infinite or NaN exponent.
+// and (-inf)^0.5 = NaN, as in torch); other exponents go through vmath::pow (std::pow for f64
+// tensors and for an infinite or NaN exponent).
 void pow_scalar_cpu(const Tensor& x, double e, double, Tensor& out) {
   if (e == 2.0) return float_map(x, out, "pow", [](auto v) { return v * v; });
   if (e == 3.0) return float_map(x, out, "pow", [](auto v) { return v * v * v; });
@@ -209,12 +209,12 @@ void pow_scalar_cpu(const Tensor& x, double e, double, Tensor& out) {
   if (e == -2.0) return float_map(x, out, "pow", [](auto v) { return decltype(v)(1) / (v * v); });
   if (e == 1.0) return float_map(x, out, "pow", [](auto v) { return v; });
   if (e == 0.0) return float_map(x, out, "pow", [](auto v) { return decltype(v)(1); });
-  if (!std::isfinite(e) || x.dtype() == DType::f64)
+  if (!std::isfinite(static_cast<float>(e)))  // also an exponent past float's range
     return float_map(x, out, "pow", [e](auto v) { return std::pow(v, static_cast<decltype(v)>(e)); });
   // The exponent as the tensor's dtype holds it (torch casts it so).
   const float ef = static_cast<float>(e);
   const bool integral = std::nearbyint(ef) == ef, odd = integral && std::fmod(ef, 2.0f) != 0.0f;
-  lane_map(x, out, "pow", [=](f32v v) { return vmath::pow(v, ef, integral, odd); }, [](double) { return 0.0; });
+  lane_map(x, out, "pow", [=](f32v v) { return vmath::pow(v, ef, integral, odd); }, [e](double v) { return std::pow(v, e); });
 }
 
 // ---- ops over every dtype. Signed integers negate through unsigned: -INT_MIN wraps to INT_MIN,

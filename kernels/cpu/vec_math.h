@@ -1,8 +1,8 @@
 // f32 math on one register of lanes (lanes::f32v: 16, 8 or 4 floats by CPU level) for the
-// elementwise kernels: exp, sin, cos, erf, the erf and tanh GELUs with their derivatives, and the
-// log and sincos(2 pi u) that randn's Box-Muller needs. Arithmetic, bit operations and selects
-// only, so every level vectorises the same source. Internal to kernels/cpu. Accuracy: Note
-// [f32 lane math].
+// elementwise kernels: exp, sin, cos, erf, the erf and tanh GELUs with their derivatives, pow with a
+// scalar exponent, and the log and sincos(2 pi u) of randn's Box-Muller; plus the loops that map
+// them over float arrays. Arithmetic, bit operations and selects (a few intrinsics by level), so
+// every level vectorises the same source. Internal to kernels/cpu. Accuracy: Note [f32 lane math].
 #pragma once
 
 #include <bit>
