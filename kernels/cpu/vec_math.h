@@ -59,11 +59,14 @@ inline f32v horner(f32v x, const float (&c)[N]) {
   return p;
 }
 
-// 1 / d for d in [1, 16], within 1 ulp: the ISA's reciprocal estimate and one Newton step, which
-// costs a fifth of a 16-lane division on the AVX-512 machine measured (the GELUs' largest cost).
+// 1 / d for d in [1, 16], to about 1 ulp: the ISA's reciprocal estimate (14 or 12 bits) and one
+// Newton step, cheaper than a division, the erf GELU's costliest instruction (bench/README.md).
 inline f32v recip(f32v d) {
 #if defined(__AVX512F__)
   const f32v r = _mm512_rcp14_ps(d);
+  return lanes::fmadd(r, lanes::fmadd(-d, r, lanes::splat(1.0f)), r);
+#elif defined(__AVX2__)
+  const f32v r = _mm256_rcp_ps(d);  // 12 bits; the Newton step doubles them
   return lanes::fmadd(r, lanes::fmadd(-d, r, lanes::splat(1.0f)), r);
 #else
   return 1.0f / d;
