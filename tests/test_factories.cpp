@@ -115,6 +115,31 @@ TEST(Generator, ReproducibleAcrossSeedsAndThreadCounts) {
   EXPECT_NE(std::memcmp(a.data_ptr(), c.data_ptr(), a.nbytes()), 0);
 }
 
+// Float normals come from float lanes (Note [Vectorized normals]) but draw the same uniforms as
+// ever: for group g (elements 4g..4g+3), Philox blocks 2g and 2g + 1, words 0 and 1, as two
+// Box-Muller pairs. The reference runs that recipe in double; the lanes stay within a few float
+// ulp of it (absolute error scaled by the radius, since cos/sin cross zero), at every size's tail.
+TEST(Generator, FloatNormalsFollowTheBoxMullerRecipe) {
+  for (int64_t n : {1, 3, 4, 5, 31, 33, 1001, 70003}) {
+    Generator g(1234);
+    (void)randn({7}, {}, &g);  // a nonzero base: 2 groups' worth of counters
+    const uint64_t base = g.state().offset;
+    const Tensor z = randn({n}, {}, &g);
+    EXPECT_EQ(g.state().offset, base + static_cast<uint64_t>((n + 3) / 4) * 2) << n;
+    const float* pz = z.data_ptr<float>();
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t group = static_cast<uint64_t>(i / 4), pair = static_cast<uint64_t>(i % 4 / 2);
+      const auto w = philox(1234, base + 2 * group + pair);
+      const double r = std::sqrt(-2.0 * std::log(1.0 - uniform_float(w[0])));
+      const double theta = 2.0 * M_PI * uniform_float(w[1]);
+      const double want = i % 2 == 0 ? r * std::cos(theta) : r * std::sin(theta);
+      worst = std::max(worst, std::abs(pz[i] - want) / (std::max(r, 1.0) * 0x1p-24));
+    }
+    EXPECT_LE(worst, 8.0) << "n=" << n << ": error in units of 2^-24 r";
+  }
+}
+
 TEST(Generator, StateSaveAndRestore) {
   Generator g(5);
   (void)rand({10}, {}, &g);

@@ -1,20 +1,23 @@
 // CPU backward kernels of the activations: out = g * f'(x) (or relu's mask on its output) in one
 // pass, where composing the derivative from elementwise ops would take two to eight passes and as
-// many temporaries. g, the saved tensor and out share one shape and one floating dtype. Float math
-// runs in double, eight lanes at a time for contiguous f32 (Note [Vectorized float math]), except
-// relu's derivative: a select, exact in any dtype, which the plain element loop vectorises in the
-// tensor's own type (through the eight-double path, 128x512 took 28 us in the MLP's loop, 16 us so).
+// many temporaries. g, the saved tensor and out share one shape and one floating dtype. The GELUs'
+// derivatives run in float lanes (Note [f32 lane math]); silu's in double, eight lanes at a time
+// for contiguous f32 (Note [Vectorized float math]); relu's is a select, exact in any dtype, which
+// the plain element loop vectorises in the tensor's own type (through the eight-double path,
+// 128x512 took 28 us in the MLP's loop, 16 us so).
 #include <cmath>
 #include <cstring>
 #include <type_traits>
 
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/cpu/wide_math.h"
 #include "tensor/dispatch.h"
 
 namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
+using lanes::f32v;
 constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2 / pi), gelu's tanh approximation
 constexpr double kInvSqrt2Pi = 0.3989422804014327;   // 1 / sqrt(2 pi), the normal density's scale
 constexpr double kInvSqrt2 = 0.7071067811865476;
@@ -37,20 +40,17 @@ struct SiluBackward {
   }
 };
 // d/dx 0.5 x (1 + tanh(a)), a = k (x + c x^3): 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2).
+// f32 runs vmath::gelu_tanh_derivative (the same function, written through sigmoid(2a)).
 struct GeluTanhBackward {
-  template <class V> static V derivative(V x, V t) {
-    const V x2 = x * x;
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x2));
-  }
-  template <class V> V wide(V g, V x) const {
-    return g * derivative(x, wide::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x)));
-  }
+  static f32v lanes(f32v g, f32v x) { return g * vmath::gelu_tanh_derivative(x); }
   double operator()(double g, double x) const {
-    return g * derivative(x, std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x)));
+    const double t = std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x));
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x)));
   }
 };
-// d/dx x Phi(x) = Phi(x) + x phi(x); erfc has no vector form here, so this one stays scalar.
+// d/dx x Phi(x) = Phi(x) + x phi(x).
 struct GeluErfBackward {
+  static f32v lanes(f32v g, f32v x) { return g * vmath::gelu_erf_derivative(x); }
   double operator()(double g, double x) const {
     const double cdf = 0.5 * std::erfc(-x * kInvSqrt2);
     return g * (cdf + x * kInvSqrt2Pi * std::exp(-0.5 * x * x));
@@ -83,6 +83,41 @@ void wide_contiguous_f32(const float* g, const float* x, float* out, int64_t n, 
   });
 }
 
+// out = F::lanes(g, x) for f32, f16 and bf16 (Note [f32 lane math]); contiguous f32 directly, other
+// layouts and dtypes through float buffers a block at a time, so they round alike. f64: <cmath>.
+template <class F>
+void lanes_backward_map(const Tensor& g, const Tensor& x, Tensor& out, const char* op, const F& f) {
+  visit_floating(g.dtype(), op, [&]<class T>() {
+    if constexpr (std::is_same_v<T, double>) {
+      binary_loop<T, T>(g, x, out, f);
+    } else {
+      if constexpr (std::is_same_v<T, float>) {
+        if (g.is_contiguous() && x.is_contiguous() && out.is_contiguous()) {
+          const float* pg = static_cast<const float*>(g.data_ptr());
+          const float* px = static_cast<const float*>(x.data_ptr());
+          float* po = static_cast<float*>(out.data_ptr());
+          return parallel_for(out.numel(), kElementwiseGrain,
+                              [&](int64_t b, int64_t e) { vmath::map(pg + b, px + b, po + b, e - b, F::lanes); });
+        }
+      }
+      StridedIter<3> it({&out, &g, &x});
+      it.run([&](int64_t n, char** p, const int64_t* s) {
+        constexpr int64_t kBlock = 256;
+        float bg[kBlock], bx[kBlock];
+        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+          const int64_t m = std::min(kBlock, n - i0);
+          for (int64_t i = 0; i < m; ++i) {
+            bg[i] = static_cast<float>(*reinterpret_cast<const T*>(p[1] + (i0 + i) * s[1]));
+            bx[i] = static_cast<float>(*reinterpret_cast<const T*>(p[2] + (i0 + i) * s[2]));
+          }
+          vmath::map(bg, bx, bg, m, F::lanes);
+          for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(p[0] + (i0 + i) * s[0]) = static_cast<T>(bg[i]);
+        }
+      });
+    }
+  });
+}
+
 template <class F>
 void backward_map(const Tensor& g, const Tensor& x, Tensor& out, const char* op, const F& f) {
   visit_floating(g.dtype(), op, [&]<class T>() {
@@ -108,10 +143,10 @@ void silu_backward_cpu(const Tensor& g, const Tensor& x, Tensor& out) {
   backward_map(g, x, out, "silu backward", SiluBackward{});
 }
 void gelu_tanh_backward_cpu(const Tensor& g, const Tensor& x, Tensor& out) {
-  backward_map(g, x, out, "gelu backward", GeluTanhBackward{});
+  lanes_backward_map(g, x, out, "gelu backward", GeluTanhBackward{});
 }
 void gelu_erf_backward_cpu(const Tensor& g, const Tensor& x, Tensor& out) {
-  backward_map(g, x, out, "gelu backward", GeluErfBackward{});
+  lanes_backward_map(g, x, out, "gelu backward", GeluErfBackward{});
 }
 
 }  // namespace

@@ -1,7 +1,15 @@
 // CPU ranges and random fills. out is contiguous (the op definitions allocate it).
 // Random streams: element i of a call draws from Philox counter base + i / 4 (base reserved from
-// the generator), so values do not depend on the thread count; normals use Box-Muller on pairs.
+// the generator), so values do not depend on the thread count; normals use Box-Muller on pairs,
+// in float lanes for f32/f16/bf16 (Note [Vectorized normals]).
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "kernels/cpu/lanes.h"
+#include "kernels/cpu/vec_math.h"
 
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/loops.h"
@@ -68,24 +76,119 @@ void uniform_cpu(Tensor& out, double lo, double hi, Generator& gen) {
   });
 }
 
+// Note [Vectorized normals]
+// Float normals draw what the scalar loop always drew: for the 4 elements of group g, Philox
+// blocks base + 2g and base + 2g + 1, words 0 and 1 of each, as two Box-Muller pairs (u0, u1) and
+// (u2, u3): z = sqrt(-2 log(1 - u_even)) (cos, sin)(2 pi u_odd). So the stream of uniforms, and
+// the generator's state after a call, are unchanged; the normals now come from float lanes
+// (vmath's log and sincos_2pi, a few ulp) instead of <cmath> in double, so a value may differ from
+// the old one in its last bits. Philox runs in 64-bit lanes, one group per lane, each lane holding
+// a 32-bit word: the ISA's 32x32->64 multiply reads only the low halves, so the high halves may
+// carry junk until the words are narrowed.
+namespace normals {
+
+constexpr int kGroups = lanes::kWidth / 2;
+typedef uint64_t u64v __attribute__((vector_size(4 * lanes::kWidth)));  // one group per lane
+typedef uint32_t u32h __attribute__((vector_size(4 * kGroups)));
+typedef uint32_t u32v __attribute__((vector_size(4 * lanes::kWidth)));
+
+inline u64v mul_wide(u64v a, uint32_t b) {  // the low 32 bits of each lane of a, times b, as 64 bits
+  const u64v bv = u64v{} + b;
+#if defined(__AVX512F__)
+  // The masked form: GCC 12 warns on the plain one's undefined pass-through.
+  return reinterpret_cast<u64v>(
+      _mm512_maskz_mul_epu32(0xff, reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(bv)));
+#elif defined(__AVX2__)
+  return reinterpret_cast<u64v>(_mm256_mul_epu32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(bv)));
+#else
+  return reinterpret_cast<u64v>(_mm_mul_epu32(reinterpret_cast<__m128i>(a), reinterpret_cast<__m128i>(bv)));
+#endif
+}
+
+// Words 0 and 1 of Philox4x32-10 (tensor/generator.cpp) for the counters in ctr.
+inline void philox_01(uint64_t seed, u64v ctr, u64v& w0, u64v& w1) {
+  u64v c0 = ctr, c1 = ctr >> 32, c2 = u64v{}, c3 = u64v{};
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const u64v p0 = mul_wide(c0, 0xD2511F53u), p1 = mul_wide(c2, 0xCD9E8D57u);
+    const u64v n0 = (p1 >> 32) ^ c1 ^ k0, n2 = (p0 >> 32) ^ c3 ^ k1;
+    c1 = p1;
+    c3 = p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  w0 = c0;
+  w1 = c1;
+}
+
+// Uniforms in [0, 1) from the low words of a and b: a's groups in the low lanes, b's in the high.
+inline lanes::f32v uniforms(u64v a, u64v b) {
+  const u32h la = __builtin_convertvector(a, u32h), lb = __builtin_convertvector(b, u32h);
+  const u32v both = [&]<size_t... k>(std::index_sequence<k...>) {
+    return __builtin_shufflevector(la, lb, k..., (k + kGroups)...);
+  }(std::make_index_sequence<kGroups>());
+  return __builtin_convertvector(std::bit_cast<lanes::i32v>(both >> 8), lanes::f32v) * (1.0f / 16777216.0f);
+}
+
+// The 4 * kGroups normals of groups [g, g + kGroups), in element order.
+inline void fill(uint64_t seed, uint64_t base, int64_t g, float* z) {
+  const u64v ctr_a = [&]<size_t... k>(std::index_sequence<k...>) {
+    return u64v{(base + 2 * (static_cast<uint64_t>(g) + k))...};
+  }(std::make_index_sequence<kGroups>());
+  u64v a0, a1, b0, b1;
+  philox_01(seed, ctr_a, a0, a1);
+  philox_01(seed, ctr_a + 1, b0, b1);
+  const lanes::f32v radius = vmath::sqrt(-2.0f * vmath::log(1.0f - uniforms(a0, b0)));  // 1 - u in (0, 1]
+  lanes::f32v c, s;
+  vmath::sincos_2pi(uniforms(a1, b1), c, s);
+  const lanes::f32v zc = radius * c, zs = radius * s;
+  // Group j's elements are zc[j], zs[j], zc[kGroups + j], zs[kGroups + j]: interleave the floats of
+  // each half, then the pairs of the two halves.
+  constexpr int W = lanes::kWidth;
+  const auto [lo, hi] = [&]<size_t... k>(std::index_sequence<k...>) {
+    return std::pair{lanes::f32v(__builtin_shufflevector(zc, zs, (k % 2 ? W + k / 2 : k / 2)...)),
+                     lanes::f32v(__builtin_shufflevector(zc, zs, (k % 2 ? W + kGroups + k / 2 : kGroups + k / 2)...))};
+  }(std::make_index_sequence<W>());
+  const u64v p = std::bit_cast<u64v>(lo), q = std::bit_cast<u64v>(hi);
+  const auto [first, second] = [&]<size_t... k>(std::index_sequence<k...>) {
+    return std::pair{u64v(__builtin_shufflevector(p, q, (k % 2 ? kGroups + k / 2 : k / 2)...)),
+                     u64v(__builtin_shufflevector(p, q, (k % 2 ? kGroups + kGroups / 2 + k / 2 : kGroups / 2 + k / 2)...))};
+  }(std::make_index_sequence<kGroups>());
+  std::memcpy(z, &first, sizeof first);
+  std::memcpy(z + W, &second, sizeof second);
+}
+
+}  // namespace normals
+
 void normal_cpu(Tensor& out, double mean, double stddev, Generator& gen) {
   const int64_t n = out.numel();
   visit_floating(out.dtype(), "normal_", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
-    // Box-Muller turns two uniforms into two normals; 4 elements take 8 words (2 counters), and
-    // doubles take 64-bit uniforms (4 counters).
-    constexpr uint64_t kBlocks = std::is_same_v<T, double> ? 4 : 2;
-    for_each_random(n, gen, kBlocks, [&](int64_t g, uint64_t ctr, uint64_t seed) {
-      double u[4];
-      if constexpr (std::is_same_v<T, double>) {
-        for (int k = 0; k < 4; ++k) {
-          const auto w = philox(seed, ctr + static_cast<uint64_t>(k));
-          u[k] = uniform_double(w[0], w[1]);
+    if constexpr (!std::is_same_v<T, double>) {
+      const uint64_t seed = gen.seed();
+      const int64_t groups = (n + 3) / 4;
+      const uint64_t base = gen.reserve(static_cast<uint64_t>(groups) * 2);
+      const float fm = static_cast<float>(mean), fs = static_cast<float>(stddev);
+      const bool standard = std::is_same_v<T, float> && fm == 0.0f && fs == 1.0f;
+      parallel_for(groups, kRandomGrain / 4, [&](int64_t b, int64_t e) {
+        float z[4 * normals::kGroups];
+        for (int64_t g = b; g < e; g += normals::kGroups) {
+          normals::fill(seed, base, g, z);
+          const int64_t m = std::min(4 * std::min<int64_t>(normals::kGroups, e - g), n - 4 * g);
+          if (standard) std::memcpy(p + 4 * g, z, static_cast<size_t>(m) * sizeof(float));
+          else for (int64_t i = 0; i < m; ++i) p[4 * g + i] = static_cast<T>(z[i] * fs + fm);
         }
-      } else {
-        const auto w0 = philox(seed, ctr), w1 = philox(seed, ctr + 1);
-        u[0] = uniform_float(w0[0]); u[1] = uniform_float(w0[1]);
-        u[2] = uniform_float(w1[0]); u[3] = uniform_float(w1[1]);
+      });
+      return;
+    }
+    // Doubles take 64-bit uniforms: 4 counters per 4 elements.
+    for_each_random(n, gen, 4, [&](int64_t g, uint64_t ctr, uint64_t seed) {
+      double u[4];
+      for (int k = 0; k < 4; ++k) {
+        const auto w = philox(seed, ctr + static_cast<uint64_t>(k));
+        u[k] = uniform_double(w[0], w[1]);
       }
       double z[4];
       for (int k = 0; k < 2; ++k) {

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/cpu/wide_math.h"
 #include "tensor/dispatch.h"
 
@@ -21,10 +22,6 @@ namespace {
 // Note [Vectorized float math] in wide_math.h) and operator()(double) for f64. A plain op has
 // operator()(float) (f32, f16, bf16) and operator()(double).
 
-struct Exp {
-  template <class V> V wide(V x) const { return wide::exp(x); }
-  double operator()(double x) const { return std::exp(x); }
-};
 struct Log {
   template <class V> V wide(V x) const { return wide::log(x); }
   double operator()(double x) const { return std::log(x); }
@@ -36,10 +33,6 @@ struct Log1p {
 struct Expm1 {
   template <class V> V wide(V x) const { return wide::expm1(x); }
   double operator()(double x) const { return std::expm1(x); }
-};
-struct Sqrt {  // sqrt in double then rounded to float is the correctly rounded float sqrt
-  template <class V> V wide(V x) const { return wide::sqrt(x); }
-  double operator()(double x) const { return std::sqrt(x); }
 };
 struct Rsqrt {  // one rounding for floats, where 1.0f / sqrtf(x) has two
   template <class V> V wide(V x) const { return 1.0 / wide::sqrt(x); }
@@ -57,13 +50,6 @@ struct Silu {  // x sigmoid(x) as x / (1 + e^-x): NaN at -inf, as in torch
   template <class V> V wide(V x) const { return x / (1.0 + wide::exp(-x)); }
   double operator()(double x) const { return x / (1.0 + std::exp(-x)); }
 };
-// 0.5 x (1 + tanh(a)), a = sqrt(2/pi) (x + 0.044715 x^3), written as x / (1 + e^-2a): the same
-// function without the cancellation of 1 + tanh(a) for negative x.
-struct GeluTanh {
-  template <class V> static V arg(V x) { return 0.7978845608028654 * (x + 0.044715 * x * x * x); }
-  template <class V> V wide(V x) const { return x / (1.0 + wide::exp(-2.0 * arg(x))); }
-  double operator()(double x) const { return x / (1.0 + std::exp(-2.0 * arg(x))); }
-};
 // softplus: x where beta x > threshold (torch's linear region), else log(1 + e^(beta x)) / beta,
 // as max(y, 0) + log1p(e^-|y|), which neither overflows nor cancels.
 struct Softplus {
@@ -78,24 +64,6 @@ struct Softplus {
   }
 };
 
-// Scalar libm: sinf, cosf and erff are within 1 ulp, and have no vector form without -ffast-math.
-struct Sin {
-  float operator()(float x) const { return std::sin(x); }
-  double operator()(double x) const { return std::sin(x); }
-};
-struct Cos {
-  float operator()(float x) const { return std::cos(x); }
-  double operator()(double x) const { return std::cos(x); }
-};
-struct Erf {
-  float operator()(float x) const { return std::erf(x); }
-  double operator()(double x) const { return std::erf(x); }
-};
-// 0.5 x (1 + erf(x / sqrt 2)) as 0.5 x erfc(-x / sqrt 2), which keeps the negative tail accurate.
-struct GeluErf {
-  float operator()(float x) const { return static_cast<float>((*this)(static_cast<double>(x))); }
-  double operator()(double x) const { return 0.5 * x * std::erfc(-x * 0.7071067811865476); }
-};
 struct Reciprocal {
   float operator()(float x) const { return 1.0f / x; }
   double operator()(double x) const { return 1.0 / x; }
@@ -116,6 +84,38 @@ void wide_contiguous_f32(const float* x, float* out, int64_t n, const F& f) {
       const wide::f32x8 r = __builtin_convertvector(f.wide(__builtin_convertvector(v, wide::f64x8)), wide::f32x8);
       if (full) std::memcpy(out + i, &r, sizeof r);
       else std::memcpy(out + i, &r, bytes);
+    }
+  });
+}
+
+// out = f(x) for floating x: f32 through vmath lanes (f), f64 through <cmath> (f64). Other layouts
+// and f16/bf16 go through a float buffer, a block at a time, into the same lanes, so every layout
+// and dtype rounds alike.
+template <class F, class D>
+void lane_map(const Tensor& x, Tensor& out, const char* op, const F& f, const D& f64) {
+  visit_floating(x.dtype(), op, [&]<class T>() {
+    if constexpr (std::is_same_v<T, double>) {
+      unary_loop<T, T>(x, out, f64);
+    } else {
+      if constexpr (std::is_same_v<T, float>) {
+        if (x.is_contiguous() && out.is_contiguous()) {
+          const float* px = static_cast<const float*>(x.data_ptr());
+          float* po = static_cast<float*>(out.data_ptr());
+          return parallel_for(out.numel(), kElementwiseGrain,
+                              [&](int64_t b, int64_t e) { vmath::map(px + b, po + b, e - b, f); });
+        }
+      }
+      StridedIter<2> it({&out, &x});
+      it.run([&](int64_t n, char** p, const int64_t* s) {
+        constexpr int64_t kBlock = 256;
+        float buf[kBlock];
+        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+          const int64_t m = std::min(kBlock, n - i0);
+          for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(p[1] + (i0 + i) * s[1]));
+          vmath::map(buf, buf, m, f);
+          for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(p[0] + (i0 + i) * s[0]) = static_cast<T>(buf[i]);
+        }
+      });
     }
   });
 }
@@ -148,23 +148,45 @@ void float_map(const Tensor& x, Tensor& out, const char* op, F f) {
   });
 }
 
-void exp_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "exp", Exp{}); }
+using lanes::f32v;
+void exp_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "exp", [](f32v v) { return vmath::exp(v); }, [](double v) { return std::exp(v); });
+}
 void log_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "log", Log{}); }
 void log1p_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "log1p", Log1p{}); }
 void expm1_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "expm1", Expm1{}); }
-void sqrt_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "sqrt", Sqrt{}); }
+// The float lanes' sqrt instruction rounds once, as sqrt in double then rounded to float does.
+void sqrt_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "sqrt", [](f32v v) { return vmath::sqrt(v); }, [](double v) { return std::sqrt(v); });
+}
 void rsqrt_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "rsqrt", Rsqrt{}); }
 void tanh_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "tanh", Tanh{}); }
 void sigmoid_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "sigmoid", Sigmoid{}); }
 void silu_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "silu", Silu{}); }
-void gelu_tanh_cpu(const Tensor& x, Tensor& out) { wide_map(x, out, "gelu", GeluTanh{}); }
+// 0.5 x (1 + tanh(a)), a = sqrt(2/pi) (x + 0.044715 x^3), computed as x / (1 + e^-2a): the same
+// function without the cancellation of 1 + tanh(a) for negative x.
+void gelu_tanh_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "gelu", [](f32v v) { return vmath::gelu_tanh(v); }, [](double v) {
+    return v / (1.0 + std::exp(-2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v)));
+  });
+}
 void softplus_cpu(const Tensor& x, double beta, double threshold, Tensor& out) {
   wide_map(x, out, "softplus", Softplus{beta, threshold});
 }
-void sin_cpu(const Tensor& x, Tensor& out) { float_map(x, out, "sin", Sin{}); }
-void cos_cpu(const Tensor& x, Tensor& out) { float_map(x, out, "cos", Cos{}); }
-void erf_cpu(const Tensor& x, Tensor& out) { float_map(x, out, "erf", Erf{}); }
-void gelu_erf_cpu(const Tensor& x, Tensor& out) { float_map(x, out, "gelu", GeluErf{}); }
+void sin_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "sin", [](f32v v) { return vmath::sin(v); }, [](double v) { return std::sin(v); });
+}
+void cos_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "cos", [](f32v v) { return vmath::cos(v); }, [](double v) { return std::cos(v); });
+}
+void erf_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "erf", [](f32v v) { return vmath::erf(v); }, [](double v) { return std::erf(v); });
+}
+// 0.5 x (1 + erf(x / sqrt 2)); f64 as 0.5 x erfc(-x / sqrt 2), which keeps the negative tail accurate.
+void gelu_erf_cpu(const Tensor& x, Tensor& out) {
+  lane_map(x, out, "gelu", [](f32v v) { return vmath::gelu_erf(v); },
+           [](double v) { return 0.5 * v * std::erfc(-v * 0.7071067811865476); });
+}
 void reciprocal_cpu(const Tensor& x, Tensor& out) { float_map(x, out, "reciprocal", Reciprocal{}); }
 
 void leaky_relu_cpu(const Tensor& x, double slope, double, Tensor& out) {
@@ -175,17 +197,23 @@ void leaky_relu_cpu(const Tensor& x, double slope, double, Tensor& out) {
 }
 
 // x^e. The exponents torch special-cases take their short forms (x^0.5 is sqrt, so (-0)^0.5 = -0
-// and (-inf)^0.5 = NaN, as in torch); other exponents call std::pow with e in x's compute type.
+// and (-inf)^0.5 = NaN, as in torch); other exponents go through vmath::pow (std::pow for f64
+// tensors and for an infinite or NaN exponent).
 void pow_scalar_cpu(const Tensor& x, double e, double, Tensor& out) {
   if (e == 2.0) return float_map(x, out, "pow", [](auto v) { return v * v; });
   if (e == 3.0) return float_map(x, out, "pow", [](auto v) { return v * v * v; });
-  if (e == 0.5) return wide_map(x, out, "pow", Sqrt{});
+  if (e == 0.5) return sqrt_cpu(x, out);
   if (e == -0.5) return wide_map(x, out, "pow", Rsqrt{});
   if (e == -1.0) return float_map(x, out, "pow", Reciprocal{});
   if (e == -2.0) return float_map(x, out, "pow", [](auto v) { return decltype(v)(1) / (v * v); });
   if (e == 1.0) return float_map(x, out, "pow", [](auto v) { return v; });
   if (e == 0.0) return float_map(x, out, "pow", [](auto v) { return decltype(v)(1); });
-  float_map(x, out, "pow", [e](auto v) { return std::pow(v, static_cast<decltype(v)>(e)); });
+  if (!std::isfinite(static_cast<float>(e)))  // also an exponent past float's range
+    return float_map(x, out, "pow", [e](auto v) { return std::pow(v, static_cast<decltype(v)>(e)); });
+  // The exponent as the tensor's dtype holds it (torch casts it so).
+  const float ef = static_cast<float>(e);
+  const bool integral = std::nearbyint(ef) == ef, odd = integral && std::fmod(ef, 2.0f) != 0.0f;
+  lane_map(x, out, "pow", [=](f32v v) { return vmath::pow(v, ef, integral, odd); }, [e](double v) { return std::pow(v, e); });
 }
 
 // ---- ops over every dtype. Signed integers negate through unsigned: -INT_MIN wraps to INT_MIN,
