@@ -1,4 +1,4 @@
-// Threads: kiln::set_num_threads and parallel_for, over OpenMP. Work is split into contiguous
+// Threads: kiln::set_num_threads and parallel_for, over Kiln's own pool. Work is split into contiguous
 // chunks of the index range, so an elementwise result never depends on the thread count.
 #pragma once
 
@@ -6,9 +6,23 @@
 
 namespace kiln {
 
-void set_num_threads(int n);  // also sets oneDNN's threads (it shares the OpenMP runtime)
+void set_num_threads(int n);  // also sets oneDNN's threads (OpenMP's, which oneDNN runs on)
 int get_num_threads();
 bool in_parallel_region();
+
+// While alive, parallel_for on this thread runs on it alone. The DataLoader's worker threads hold
+// one (torch's worker processes set one thread each for the same reason): the pool's threads are
+// the training loop's, and workers sharing them would oversubscribe the cores.
+class SingleThreadedScope {
+ public:
+  SingleThreadedScope();
+  ~SingleThreadedScope();
+  SingleThreadedScope(const SingleThreadedScope&) = delete;
+  SingleThreadedScope& operator=(const SingleThreadedScope&) = delete;
+
+ private:
+  bool outer_;
+};
 
 namespace detail {
 void parallel_run(int64_t n, int64_t grain, void (*body)(void* ctx, int64_t begin, int64_t end), void* ctx);
