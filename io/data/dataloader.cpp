@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "io/data/transforms.h"
+#include "tensor/parallel.h"
 #include "tensor/pinned.h"
 
 namespace kiln::data {
@@ -309,6 +310,7 @@ void EpochPass::worker_loop(int worker) {
   const WorkerInfo info{worker, static_cast<int>(count), start_random_.base_seed + static_cast<uint64_t>(worker)};
   Generator gen(info.seed);
   const CurrentGeneratorGuard current(gen);
+  const SingleThreadedScope own_core;  // the compute pool is the training loop's (tensor/parallel.h)
   t_worker_info = &info;
   struct ClearInfo {
     ~ClearInfo() { t_worker_info = nullptr; }
@@ -513,8 +515,8 @@ Batch& DataLoader::Iterator::operator*() const {
 
 DataLoader::Iterator& DataLoader::Iterator::operator++() {
   KILN_CHECK(impl_ != nullptr, "DataLoader: advancing an iterator past the end of its pass");
-  KILN_CHECK(impl_->pass != nullptr, "DataLoader: this iterator's pass was ended (by begin(), set_epoch or ",
-             "load_state_dict); start a new loop");
+  KILN_CHECK(impl_->pass != nullptr, "DataLoader: this iterator's pass was ended (by begin(), set_epoch, ",
+             "load_state_dict or shutdown_workers); start a new loop");
   if (!impl_->advance()) impl_ = nullptr;
   return *this;
 }
@@ -538,6 +540,8 @@ int64_t DataLoader::epoch() const { return impl_->epoch; }
 int64_t DataLoader::batches_consumed() const { return impl_->consumed; }
 const DataLoaderOptions& DataLoader::options() const { return impl_->options; }
 std::shared_ptr<const Dataset> DataLoader::dataset() const { return impl_->dataset; }
+
+void DataLoader::shutdown_workers() { impl_->pass.reset(); }
 
 void DataLoader::set_epoch(int64_t epoch) {
   KILN_CHECK(epoch >= 0, "DataLoader.set_epoch: epoch must be >= 0, got ", epoch);

@@ -126,6 +126,9 @@ class DataLoader {
   std::shared_ptr<const Dataset> dataset() const;  // null for an IterableDataset
 
   void set_epoch(int64_t epoch);
+  // Ends the current pass and joins its worker threads (torch's _shutdown_workers), as before the
+  // process exits: the position and state_dict() stay; the next begin() goes on as after a break.
+  void shutdown_workers();
   // {"epoch", "batches_consumed", "batch_size", "num_batches", "drop_last", "sampler": {...},
   //  "workers": null or {"base_seed", "rng": [null or {"seed", "offset"} per worker]}}
   Json state_dict() const;

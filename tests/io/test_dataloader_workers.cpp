@@ -4,6 +4,7 @@
 // loader's seed and manual_seed; runs with other thread timing and prefetch depth are bit-identical;
 // the main thread's draws (dropout) see nothing of the loader; worker_init_fn and get_worker_info;
 // a loader generator (torch's generator=); mid-epoch resume is bit-exact.
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <set>
@@ -236,3 +237,45 @@ TEST(DataLoaderWorkers, StatesFromBeforeWorkerSeedsStillLoad) {
 }
 
 }  // namespace
+
+// A data set whose samples record how many chunks a parallel_for split into where they were made.
+class ChunkCountingDataset : public Dataset {
+ public:
+  int64_t size() const override { return 8; }
+  Example get(int64_t i) const override {
+    std::atomic<int> chunks{0};
+    kiln::parallel_for(4096, 1, [&](int64_t, int64_t) { chunks.fetch_add(1); });
+    return {kiln::scalar_tensor(static_cast<double>(i), DType::f64),
+            kiln::scalar_tensor(static_cast<double>(chunks.load()), DType::f64)};
+  }
+};
+
+TEST(DataLoaderWorkers, KernelsOnWorkersRunSingleThreaded) {
+  const int threads = kiln::get_num_threads();
+  kiln::set_num_threads(4);
+  // Workers keep to their own thread (the compute pool is the training loop's); with no workers
+  // the batch is made on the caller's thread, whose kernels use the whole pool.
+  for (int workers : {0, 2}) {
+    DataLoader loader(std::make_shared<ChunkCountingDataset>(), {.batch_size = 4, .num_workers = workers});
+    for (Batch& b : loader)
+      for (double chunks : kt::values(b[1])) EXPECT_EQ(chunks, workers ? 1.0 : 4.0) << workers << " workers";
+  }
+  kiln::set_num_threads(threads);
+}
+
+TEST(DataLoaderWorkers, ShutdownWorkersEndsThePassAndKeepsItsPosition) {
+  DataLoader loader(dataset(), {.batch_size = 2, .num_workers = 2});
+  auto it = loader.begin();
+  ++it;  // two batches consumed
+  const kiln::Json before = loader.state_dict();
+  loader.shutdown_workers();  // joins the workers, which were making batches ahead
+  EXPECT_EQ(loader.state_dict(), before);
+  EXPECT_THROW(++it, kiln::Error);  // the pass is over for its iterators
+  // The next loop goes on as after a break: the next epoch, from its first batch.
+  int64_t batches = 0;
+  for (Batch& b : loader) {
+    if (batches++ == 0) EXPECT_EQ(loader.epoch(), 1);
+    EXPECT_EQ(b[0].size(0), 2);
+  }
+  EXPECT_EQ(batches, 10);
+}
