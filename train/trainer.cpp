@@ -257,8 +257,7 @@ void Trainer::handle_stop_signal(int sig) {
     if (rc == 0) status = 0;
   }
   for (auto& logger : loggers_) logger->finalize("interrupted");
-  std::fflush(nullptr);
-  std::exit(status);
+  throw RunStopped{status};  // exiting here would leave the loader's threads running through exit
 }
 
 // ---- entry points
@@ -424,19 +423,35 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     wait_for_checkpoints_quietly();
     for (auto& logger : loggers_) logger->finalize("interrupted");
     if (profiler_) profiler_->describe();
+  } catch (const RunStopped& stop) {
+    shutdown_loader_workers();  // no thread of ours runs on through exit()
+    signals_.reset();
+    stop_clock();
+    detach();
+    std::fflush(nullptr);
+    std::exit(stop.status);
   } catch (const std::exception& e) {
     each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
     wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
     for (auto& logger : loggers_) logger->finalize("failed");
     if (profiler_) profiler_->teardown();
+    shutdown_loader_workers();
     signals_.reset();
     stop_clock();
     detach();
     throw;
   }
+  shutdown_loader_workers();
   signals_.reset();
   stop_clock();
   detach();
+}
+
+// A pass cut short (a stop, an error, max_steps) leaves its workers making batches ahead until the
+// loader makes its next pass or dies; fit ends them, as torch does when its iterator goes away.
+void Trainer::shutdown_loader_workers() {
+  for (data::DataLoader* loader : {train_loader_.get(), val_loader_.get()})
+    if (loader) loader->shutdown_workers();
 }
 
 std::map<std::string, double> Trainer::validate(TrainModule& module, DataModule& data, const std::string& ckpt_path) {

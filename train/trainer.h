@@ -63,6 +63,11 @@ class ProfileScope {
 struct RunInterrupted {
   int signal;
 };
+// Thrown once a stop signal's checkpoint is saved (handle_stop_signal): unwinding the loops joins
+// the DataLoader's worker threads, then fit() exits the process with `status`.
+struct RunStopped {
+  int status;
+};
 
 class Trainer {
  public:
@@ -176,6 +181,7 @@ class Trainer {
   void send_to_loggers(const std::map<std::string, double>& metrics, int64_t step);
   void check_signals();
   void handle_stop_signal(int signal);
+  void shutdown_loader_workers();
   int64_t limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const;
   int64_t train_batch_limit(int64_t available) const;
   int64_t val_batch_limit(int64_t available) const;
