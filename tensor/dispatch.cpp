@@ -30,9 +30,9 @@ static int read_debug_level() {
               << cpu_capability_supported() << ")\n";
   return level;
 }
-int g_debug_level = read_debug_level();
+std::atomic<int> g_debug_level{read_debug_level()};
 // While an op trace runs, g_debug_level is at least 1 and this holds the logging level it replaced.
-static int g_level_before_trace = 0;
+static std::atomic<int> g_level_before_trace{0};
 
 bool register_kernel_any(Op op, DeviceType d, AnyKernel fn, int cpu_level) {
   auto& slot = g_kernels[static_cast<int>(op)][static_cast<int>(d)];
@@ -98,7 +98,7 @@ void log_dispatch_arg(const std::span<const Tensor>& ts) {
 }
 void log_dispatch_end(double micros) {
   TraceState& trace = trace_state();
-  const bool tracing = trace.on.load(std::memory_order_relaxed);
+  const bool tracing = trace.on.load(std::memory_order_acquire);
   if (tracing) {
     const double end = now_micros();
     std::string line = t_line.str();
@@ -107,7 +107,7 @@ void log_dispatch_end(double micros) {
     const std::lock_guard<std::mutex> lock(trace.mutex);
     trace.events.push_back(std::move(event));
   }
-  const int log_level = tracing ? g_level_before_trace : g_debug_level;
+  const int log_level = (tracing ? g_level_before_trace : g_debug_level).load(std::memory_order_relaxed);
   if (log_level <= 0) return;
   if (log_level >= 2) t_line << " (" << micros << " us)";
   t_line << '\n';
@@ -120,26 +120,26 @@ double now_micros() {
 
 }  // namespace detail
 
-// Note [Op trace switch]: turning the trace on raises g_debug_level, the plain int that every
-// dispatch() reads, from the loop's thread while other threads (loader workers) may dispatch. The
-// store is not synchronised with their reads; a worker may miss or catch one op at the edges of the
-// trace, which is harmless, and the events themselves are guarded by the mutex.
+// Note [Op trace switch]: turning the trace on raises g_debug_level, which every dispatch() reads,
+// from the loop's thread while other threads (loader workers) may dispatch. Both are atomics read
+// relaxed on the hot path (a plain load on x86): a worker may miss or catch one op at the edges of
+// the trace, which is harmless, and the events themselves are guarded by the mutex.
 namespace op_trace {
 void start() {
   detail::TraceState& trace = detail::trace_state();
   const std::lock_guard<std::mutex> lock(trace.mutex);
   KILN_CHECK(!trace.on.load(), "op_trace::start: a trace is already running");
   trace.events.clear();
-  detail::g_level_before_trace = detail::g_debug_level;
+  detail::g_level_before_trace.store(detail::g_debug_level.load());
   trace.on.store(true);
-  detail::g_debug_level = std::max(detail::g_debug_level, 1);
+  detail::g_debug_level.store(std::max(detail::g_debug_level.load(), 1));
 }
 std::vector<Event> stop() {
   detail::TraceState& trace = detail::trace_state();
   const std::lock_guard<std::mutex> lock(trace.mutex);
   if (!trace.on.load()) return {};
   trace.on.store(false);
-  detail::g_debug_level = detail::g_level_before_trace;
+  detail::g_debug_level.store(detail::g_level_before_trace.load());
   return std::move(trace.events);
 }
 bool active() { return detail::trace_state().on.load(); }
@@ -156,6 +156,6 @@ std::string_view op_name(Op op) {
   return names[static_cast<int>(op)];
 }
 
-int debug_level() { return detail::g_debug_level; }
+int debug_level() { return detail::g_debug_level.load(std::memory_order_relaxed); }
 
 }  // namespace kiln

@@ -3,6 +3,7 @@
 // kiln::Error naming the op and the devices that have one. KILN_DEBUG=1 logs every dispatch.
 #pragma once
 
+#include <atomic>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -176,7 +177,7 @@ class KernelScope {
 
 using AnyKernel = void (*)();
 extern AnyKernel g_kernels[kNumOps][kNumDeviceTypes];
-extern int g_debug_level;  // KILN_DEBUG, read once at start-up
+extern std::atomic<int> g_debug_level;  // KILN_DEBUG, read once at start-up; an op trace raises it
 [[noreturn]] void throw_no_kernel(Op op, Device d);
 void log_dispatch_begin(Op op, Device d);
 void log_dispatch_arg(const Tensor& t);
@@ -214,7 +215,7 @@ template <Op op, class... Args>
 void dispatch(Device d, Args&&... args) {
   auto fn = kernel_for<op>(d);
   const detail::KernelScope no_recording;
-  if (__builtin_expect(detail::g_debug_level > 0, 0)) {
+  if (__builtin_expect(detail::g_debug_level.load(std::memory_order_relaxed) > 0, 0)) {
     detail::log_dispatch_begin(op, d);
     (detail::log_dispatch_arg(args), ...);
     const double t0 = detail::now_micros();
