@@ -2,7 +2,7 @@
 # kiln; at run time, no GPU means CUDA tensors raise a clear error and CUDA tests skip.
 include(CheckLanguage)
 set(KILN_HAS_CUDA OFF)
-if(NOT KILN_CUDA STREQUAL "OFF" AND NOT KILN_SANITIZE)
+if(NOT KILN_CUDA STREQUAL "OFF" AND NOT KILN_SANITIZE AND NOT KILN_TSAN)
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
