@@ -1,5 +1,6 @@
-// Threads: kiln::set_num_threads and parallel_for, over Kiln's own pool. Work is split into contiguous
-// chunks of the index range, so an elementwise result never depends on the thread count.
+// Threads: kiln::set_num_threads and parallel_for, over OpenMP (Note [One team of threads] in
+// parallel.cpp). Work is split into contiguous chunks of the index range, one per thread, so an
+// elementwise result never depends on the thread count.
 #pragma once
 
 #include <cstdint>
@@ -11,8 +12,8 @@ int get_num_threads();
 bool in_parallel_region();
 
 // While alive, parallel_for on this thread runs on it alone. The DataLoader's worker threads hold
-// one (torch's worker processes set one thread each for the same reason): the pool's threads are
-// the training loop's, and workers sharing them would oversubscribe the cores.
+// one (torch's worker processes set one thread each for the same reason): each of them would
+// otherwise start an OpenMP team of its own beside the training loop's and oversubscribe the cores.
 class SingleThreadedScope {
  public:
   SingleThreadedScope();

@@ -310,7 +310,7 @@ void EpochPass::worker_loop(int worker) {
   const WorkerInfo info{worker, static_cast<int>(count), start_random_.base_seed + static_cast<uint64_t>(worker)};
   Generator gen(info.seed);
   const CurrentGeneratorGuard current(gen);
-  const SingleThreadedScope own_core;  // the compute pool is the training loop's (tensor/parallel.h)
+  const SingleThreadedScope own_core;  // the compute threads are the training loop's (tensor/parallel.h)
   t_worker_info = &info;
   struct ClearInfo {
     ~ClearInfo() { t_worker_info = nullptr; }

@@ -63,7 +63,7 @@ inline f32v horner(f32v x, const float (&c)[N]) {
 // Newton step, cheaper than a division, the erf GELU's costliest instruction (bench/README.md).
 inline f32v recip(f32v d) {
 #if defined(__AVX512F__)
-  const f32v r = _mm512_rcp14_ps(d);
+  const f32v r = _mm512_mask_rcp14_ps(d, 0xffff, d);  // the unmasked form warns in GCC 12 (an undefined source)
   return lanes::fmadd(r, lanes::fmadd(-d, r, lanes::splat(1.0f)), r);
 #elif defined(__AVX2__)
   const f32v r = _mm256_rcp_ps(d);  // 12 bits; the Newton step doubles them

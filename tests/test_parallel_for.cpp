@@ -1,18 +1,13 @@
-// parallel_for on Kiln's thread pool (Note [Kiln's thread pool]): every index runs exactly once in
-// the documented contiguous chunks, exceptions reach the caller, nested and concurrent regions run
-// inline, and the pool survives thread-count changes and fork().
-#include <sys/wait.h>
-#include <unistd.h>
-
+// parallel_for (Note [One team of threads]): every index runs exactly once in the documented
+// contiguous chunks, exceptions reach the caller, nested regions and a SingleThreadedScope run
+// inline, regions from several threads at once and changing thread counts all cover their range.
 #include <atomic>
-#include <chrono>
 #include <set>
 #include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include "tensor/thread_pool.h"
 #include "testing.h"
 
 namespace kiln {
@@ -25,7 +20,7 @@ struct ThreadCount {
   ~ThreadCount() { set_num_threads(saved); }
 };
 
-TEST(ThreadPool, EveryIndexRunsOnceInContiguousChunks) {
+TEST(ParallelFor, EveryIndexRunsOnceInContiguousChunks) {
   for (int threads : {2, 3, 4, 7}) {
     const ThreadCount count(threads);
     for (int64_t n : {int64_t{2}, int64_t{5}, int64_t{100}, int64_t{1001}}) {
@@ -47,7 +42,7 @@ TEST(ThreadPool, EveryIndexRunsOnceInContiguousChunks) {
   }
 }
 
-TEST(ThreadPool, WorkBelowTheGrainRunsOnTheCaller) {
+TEST(ParallelFor, WorkBelowTheGrainRunsOnTheCaller) {
   const ThreadCount count(4);
   const auto caller = std::this_thread::get_id();
   std::thread::id ran_on;
@@ -57,7 +52,7 @@ TEST(ThreadPool, WorkBelowTheGrainRunsOnTheCaller) {
   EXPECT_FALSE(nested);
 }
 
-TEST(ThreadPool, ASingleThreadedScopeKeepsRegionsOnItsThread) {
+TEST(ParallelFor, ASingleThreadedScopeKeepsRegionsOnItsThread) {
   const ThreadCount count(4);
   std::thread loader([] {
     const SingleThreadedScope serial;
@@ -76,7 +71,7 @@ TEST(ThreadPool, ASingleThreadedScopeKeepsRegionsOnItsThread) {
   EXPECT_EQ(chunks.load(), 4);
 }
 
-TEST(ThreadPool, NestedRegionsRunInline) {
+TEST(ParallelFor, NestedRegionsRunInline) {
   const ThreadCount count(4);
   std::atomic<int> inner_calls{0}, outer_flag_seen{0};
   parallel_for(4, 1, [&](int64_t, int64_t) {
@@ -94,7 +89,7 @@ TEST(ThreadPool, NestedRegionsRunInline) {
   EXPECT_FALSE(in_parallel_region());
 }
 
-TEST(ThreadPool, TheFirstExceptionReachesTheCallerAndThePoolGoesOn) {
+TEST(ParallelFor, TheFirstExceptionReachesTheCallerAndLaterRegionsRun) {
   const ThreadCount count(4);
   for (int round = 0; round < 3; ++round) {
     EXPECT_THROW(parallel_for(4, 1, [&](int64_t b, int64_t) {
@@ -110,7 +105,7 @@ TEST(ThreadPool, TheFirstExceptionReachesTheCallerAndThePoolGoesOn) {
   }
 }
 
-TEST(ThreadPool, RegionsFromManyThreadsAtOnceAllComplete) {
+TEST(ParallelFor, RegionsFromManyThreadsAtOnceAllComplete) {
   const ThreadCount count(3);
   constexpr int kCallers = 4, kRegions = 300;
   std::vector<int64_t> sums(kCallers, 0);
@@ -136,7 +131,7 @@ TEST(ThreadPool, RegionsFromManyThreadsAtOnceAllComplete) {
   }
 }
 
-TEST(ThreadPool, MoreThreadsThanCoresAndChangingCountsStillCoverTheRange) {
+TEST(ParallelFor, MoreThreadsThanCoresAndChangingCountsStillCoverTheRange) {
   for (int threads : {1, 8, 2, 16, 3}) {
     const ThreadCount count(threads);
     EXPECT_EQ(get_num_threads(), threads);
@@ -150,42 +145,10 @@ TEST(ThreadPool, MoreThreadsThanCoresAndChangingCountsStillCoverTheRange) {
   }
 }
 
-TEST(ThreadPool, APoolRunsItsChunksAndStopsItsWorkers) {
-  for (int round = 0; round < 20; ++round) {
-    detail::ThreadPool pool(3);
-    ASSERT_EQ(pool.threads(), 3);
-    std::vector<int> runs(3, 0);
-    pool.run(3, [](void* p, int64_t c) { ++(*static_cast<std::vector<int>*>(p))[static_cast<size_t>(c)]; }, &runs);
-    EXPECT_EQ(runs, std::vector<int>({1, 1, 1}));
-    if (round % 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // workers asleep, then stopped
-  }  // the destructor joins its workers, spinning or asleep
-}
-
-TEST(ThreadPool, RefusesABadThreadCount) {
+TEST(ParallelFor, RefusesABadThreadCount) {
   EXPECT_THROW(set_num_threads(0), Error);
   EXPECT_THROW(set_num_threads(-2), Error);
   EXPECT_THROW(set_num_threads(100000), Error);
-}
-
-TEST(ThreadPool, AForkedChildRunsRegionsOfItsOwn) {
-#if defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "ThreadSanitizer does not support starting threads in a forked child";
-#endif
-  const ThreadCount count(3);
-  parallel_for(30, 1, [](int64_t, int64_t) {});  // the parent's pool exists before the fork
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    std::atomic<int64_t> sum{0};
-    parallel_for(300, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
-    });
-    _exit(sum.load() == 299 * 300 / 2 ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace
