@@ -328,11 +328,13 @@ inline f32v gelu_tanh_derivative(f32v x) {
 // NaN unless e is an integer, an odd e keeps the base's sign (-0 included), and (-inf)^e is inf
 // or 0 for a non-integer e.
 typedef int64_t i64h __attribute__((vector_size(4 * lanes::kWidth)));
+typedef uint64_t u64h __attribute__((vector_size(4 * lanes::kWidth)));
 
 inline f64h log_f64(f64h x) {  // x > 0 (a widened float: never subnormal), 0, inf or NaN
-  const i64h w = std::bit_cast<i64h>(x) + (0x3ff0000000000000 - 0x3fe6a09e667f3bcd);  // sqrt(1/2)'s bits
+  // Unsigned: a NaN's bits plus the offset pass 2^63 (signed, that overflow would be undefined).
+  const u64h w = std::bit_cast<u64h>(x) + (0x3ff0000000000000 - 0x3fe6a09e667f3bcd);  // sqrt(1/2)'s bits
   const f64h m = std::bit_cast<f64h>((w & 0x000fffffffffffff) + 0x3fe6a09e667f3bcd);
-  const f64h e = __builtin_convertvector((w >> 52) - 1023, f64h);
+  const f64h e = __builtin_convertvector(std::bit_cast<i64h>(w >> 52) - 1023, f64h);
   const f64h f = m - 1.0;
   const f64h s = f / (2.0 + f);
   const f64h s2 = s * s;
