@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "io/checkpoint/async_saver.h"
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "tensor/generator.h"
@@ -78,7 +77,8 @@ State Trainer::make_checkpoint() {
   meta["loaders"] = Json::object();
   if (train_loader_) meta["loaders"]["train"] = train_loader_->state_dict();
   if (datamodule) meta["datamodule"] = datamodule->state_dict();
-  meta["precision"] = {{"name", plan_.precision->name()}, {"state", plan_.precision->state_dict()}};
+  const Precision& precision = plan_.strategy->precision();
+  meta["precision"] = {{"name", precision.name()}, {"state", precision.state_dict()}};
   meta["rng"] = {{"cpu", generator_state(default_generator())}};
   meta["elapsed_seconds"] = elapsed_seconds();
   meta["num_threads"] = fit_threads_;  // Note [Deterministic runs]
@@ -111,21 +111,11 @@ State Trainer::make_checkpoint() {
 // Between calls, and in validate/test/predict, saves are synchronous.
 void Trainer::save_checkpoint(const std::string& path) {
   for (auto& logger : loggers_) logger->save();
-  const State ckpt = make_checkpoint();
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
-  if (config_.async_checkpointing && stage_ == TrainerStage::fitting) {
-    if (!async_saver_) async_saver_ = std::make_shared<io::AsyncSaver>();
-    async_saver_->save(path, ckpt);
-    return;
-  }
-  wait_for_checkpoints();  // in order after a write in flight
-  io::save(path, ckpt);
+  plan_.strategy->save_checkpoint(make_checkpoint(), path);
+  if (stage_ != TrainerStage::fitting) wait_for_checkpoints();
 }
 
-void Trainer::wait_for_checkpoints() {
-  if (async_saver_) async_saver_->wait();
-}
+void Trainer::wait_for_checkpoints() { plan_.strategy->checkpoint_io().wait(); }
 
 // A fit ending by an exception or SIGINT reports a failed write on stderr: its own error is the one raised.
 void Trainer::wait_for_checkpoints_quietly() {
@@ -136,14 +126,7 @@ void Trainer::wait_for_checkpoints_quietly() {
   }
 }
 
-void Trainer::remove_checkpoint(const std::string& path) {
-  auto remove = [path] {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);
-  };
-  if (async_saver_) async_saver_->after_save(remove);
-  else remove();
-}
+void Trainer::remove_checkpoint(const std::string& path) { plan_.strategy->remove_checkpoint(path); }
 
 std::string Trainer::best_model_path() const {
   const ModelCheckpoint* mc = find_model_checkpoint(callbacks_);
@@ -215,7 +198,7 @@ std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
 }
 
 void Trainer::restore_checkpoint(const std::string& path) {
-  const State ckpt = io::load(path);
+  const State ckpt = plan_.strategy->load_checkpoint(path);
   const Json& meta = ckpt.meta;
   KILN_CHECK(meta.value("format", "") == kFormat, "checkpoint ", path, ": not a Trainer checkpoint (format '",
              meta.value("format", std::string("?")), "', expected '", kFormat, "')");
@@ -258,9 +241,10 @@ void Trainer::restore_checkpoint(const std::string& path) {
     if (cb_states.contains(cb->state_key())) cb->load_state_dict(cb_states[cb->state_key()]);
   if (train_loader_ && meta.at("loaders").contains("train")) train_loader_->load_state_dict(meta["loaders"]["train"]);
   if (datamodule_ && meta.contains("datamodule")) datamodule_->load_state_dict(meta["datamodule"]);
-  KILN_CHECK(meta.at("precision").at("name") == plan_.precision->name(), "checkpoint ", path, ": saved with precision '",
-             meta["precision"]["name"].get<std::string>(), "' but this Trainer uses '", plan_.precision->name(), "'");
-  plan_.precision->load_state_dict(meta["precision"]["state"]);
+  Precision& precision = plan_.strategy->precision();
+  KILN_CHECK(meta.at("precision").at("name") == precision.name(), "checkpoint ", path, ": saved with precision '",
+             meta["precision"]["name"].get<std::string>(), "' but this Trainer uses '", precision.name(), "'");
+  precision.load_state_dict(meta["precision"]["state"]);
   const Json& rng = meta.at("rng").at("cpu");
   default_generator().set_state({rng.at("seed").get<uint64_t>(), rng.at("offset").get<uint64_t>()});
   restored_elapsed_ = meta.value("elapsed_seconds", 0.0);

@@ -14,9 +14,17 @@
 
 namespace kiln {
 
+class Accelerator;
 class Callback;
+class CheckpointIO;
 class Logger;
+class Precision;
 class Profiler;
+class Strategy;
+
+// Lightning's plugins: a precision (instead of the precision string) or a checkpoint writer
+// (instead of the native one; see train/hardware/).
+using Plugin = std::variant<std::shared_ptr<Precision>, std::shared_ptr<CheckpointIO>>;
 
 // A count of batches, or a fraction of the loader's length (Lightning's int | float).
 using BatchLimit = std::variant<int64_t, double>;
@@ -62,10 +70,14 @@ struct TrainerConfig {
   std::optional<int64_t> min_steps;
   std::optional<Duration> max_time;        // stops fit, checked after each batch (counting resumed time)
   // ---- hardware and numerics
-  std::string accelerator = "auto";        // "auto" | "cpu" | "cuda"
-  int devices = 1;
-  std::string strategy = "auto";           // "auto" | "single_device" (ddp, fsdp come later)
-  std::string precision = "32-true";       // "32-true" | "64-true" (mixed precision comes with CUDA)
+  // Resolved once into a Strategy holding an Accelerator, a Precision and a CheckpointIO
+  // (train/hardware/connector.cpp); the names or objects of your own, as in Lightning.
+  std::variant<std::string, std::shared_ptr<Accelerator>> accelerator = "auto";  // "auto" | "cpu" | "cuda" | "gpu"
+  int devices = 1;                         // -1: every device of the accelerator
+  std::variant<std::string, std::shared_ptr<Strategy>> strategy = "auto";  // "auto" | "single_device" (ddp, fsdp come later)
+  // "32-true" (unset), "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true" (or 64, 32, 16, bf16).
+  std::optional<std::string> precision;
+  std::vector<Plugin> plugins;
   // ---- optimization
   int64_t accumulate_grad_batches = 1;
   std::optional<double> gradient_clip_val;

@@ -59,7 +59,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
         module.on_test_batch_start(batch, idx);
         {
           const ProfileScope timed(profiler_.get(), actions_.test_step);
-          module.test_step(batch, idx);
+          plan_.strategy->test_step(module, batch, idx);
         }
         require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
@@ -69,7 +69,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
         module.on_validation_batch_start(batch, idx);
         {
           const ProfileScope timed(profiler_.get(), actions_.validation_step);
-          module.validation_step(batch, idx);
+          plan_.strategy->validation_step(module, batch, idx);
         }
         require_evaluation_step(module);
         each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });

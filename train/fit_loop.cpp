@@ -185,7 +185,7 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   StepOutput out;
   {
     const ProfileScope timed(profiler_.get(), actions_.training_step);
-    out = module.training_step(batch, batch_idx);
+    out = plan_.strategy->training_step(module, batch, batch_idx);
   }
   if (module.automatic_optimization) {
     // A window of accumulate_grad_batches batches ends in one optimizer step, as in Lightning, even
@@ -210,7 +210,7 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
       module.on_before_backward(scaled);
       {
         const ProfileScope timed(profiler_.get(), actions_.backward);
-        plan_.precision->backward(scaled);
+        plan_.strategy->backward(scaled);
       }
       each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
       module.on_after_backward();
@@ -258,16 +258,18 @@ void Trainer::step_optimizer(optim::Optimizer& optimizer) {
     KILN_CHECK(in_optimizer_step_, "optimizer.step(): the Trainer steps the optimizer itself under automatic "
                "optimization (through TrainModule::optimizer_step); set automatic_optimization = false to step it "
                "in training_step");
+    plan_.strategy->before_optimizer_step(optimizer);  // Note [Mixed precision's step]
     each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
     module_->on_before_optimizer_step(optimizer);
     module_->configure_gradient_clipping(optimizer, config_.gradient_clip_val, config_.gradient_clip_algorithm);
-    plan_.precision->optimizer_step(optimizer);
+    plan_.strategy->optimizer_step(optimizer);
     return;
   }
   plan_.strategy->reduce_gradients(*module_);
+  plan_.strategy->before_optimizer_step(optimizer);
   each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
   module_->on_before_optimizer_step(optimizer);
-  plan_.precision->optimizer_step(optimizer);
+  plan_.strategy->optimizer_step(optimizer);
   ++progress_.optimizer_steps;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tensor/device.h"
+#include "train/hardware/connector.h"
 
 namespace kiln {
 namespace {
@@ -60,32 +61,9 @@ Deterministic::Deterministic(const char* mode) : on_(true), warn_only_(true) {
   KILN_CHECK(std::string(mode) == "warn", "Trainer: deterministic = \"", mode, "\" is not one of: false, true, \"warn\"");
 }
 
-void Precision::convert_module(nn::Module& module) const { module.to(dtype_); }
-
-data::Batch Precision::convert_batch(const data::Batch& batch) const {
-  data::Batch out = batch;
-  for (Tensor& t : out.fields)
-    if (t.defined() && t.is_floating() && t.dtype() != dtype_) t = t.to(dtype_);
-  return out;
-}
-
 Plan resolve_plan(const TrainerConfig& c) {
   Plan plan;
-  KILN_CHECK(c.accelerator == "auto" || c.accelerator == "cpu" || c.accelerator == "cuda", "Trainer: accelerator '",
-             c.accelerator, "' is not one of: auto, cpu, cuda");
-  KILN_CHECK(c.accelerator != "cuda", "Trainer: accelerator 'cuda' is not supported by the Trainer yet (CUDA training "
-             "arrives with the CUDA backend); use 'cpu' or 'auto'");
-  plan.accelerator = "cpu";
-  KILN_CHECK(c.devices == 1, "Trainer: devices = ", c.devices, " needs a distributed strategy, which Kiln does not have "
-             "yet; use devices = 1");
-  KILN_CHECK(c.strategy == "auto" || c.strategy == "single_device", "Trainer: strategy '", c.strategy,
-             "' is not one of: auto, single_device (ddp, zero and fsdp come with the distributed layer)");
-  plan.strategy = std::make_unique<Strategy>();
-  if (c.precision == "32-true" || c.precision == "32") plan.precision = std::make_unique<Precision>("32-true", DType::f32);
-  else if (c.precision == "64-true" || c.precision == "64") plan.precision = std::make_unique<Precision>("64-true", DType::f64);
-  else
-    detail::throw_error("Trainer: precision '", c.precision, "' is not one of: 32-true, 64-true (16-mixed, bf16-mixed "
-                        "and bf16-true arrive with the CUDA backend)");
+  plan.strategy = resolve_strategy(c);
 
   KILN_CHECK(c.accumulate_grad_batches >= 1, "Trainer: accumulate_grad_batches must be >= 1, got ",
              c.accumulate_grad_batches);

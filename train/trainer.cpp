@@ -200,7 +200,7 @@ void Trainer::manual_backward(const Tensor& loss) {
   module_->on_before_backward(loss);
   {
     const ProfileScope timed(profiler_.get(), actions_.backward);
-    plan_.precision->backward(loss);
+    plan_.strategy->backward(loss);
   }
   each_callback([&](Callback& cb) { cb.on_after_backward(*this, *module_); });
   module_->on_after_backward();
@@ -221,7 +221,7 @@ void Trainer::start_profiler(const std::string& stage) {
 data::Batch Trainer::transfer_batch(const data::Batch& raw) {
   TrainModule& module = *module_;
   const ProfileScope timed(profiler_.get(), actions_.batch_to_device);
-  data::Batch batch = module.on_before_batch_transfer(plan_.precision->convert_batch(raw), 0);
+  data::Batch batch = module.on_before_batch_transfer(plan_.strategy->precision().convert_batch(raw), 0);
   batch = module.transfer_batch_to_device(std::move(batch), plan_.strategy->root_device(), 0);
   return module.on_after_batch_transfer(std::move(batch), 0);
 }
@@ -364,7 +364,6 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     setup_fit_data();
 
     plan_.strategy->setup_module(module);
-    plan_.precision->convert_module(module);
     KILN_CHECK(module.automatic_optimization || !config_.gradient_clip_val || *config_.gradient_clip_val <= 0,
                "fit: automatic gradient clipping is not supported for manual optimization; remove gradient_clip_val = ",
                config_.gradient_clip_val.value_or(0), " or clip in training_step (or switch to automatic optimization)");
@@ -408,7 +407,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     if (data) data->teardown("fit");
     each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
-    wait_for_checkpoints();  // Note [Async checkpoints]: fit returns with every checkpoint in place
+    plan_.strategy->teardown();  // Note [Async checkpoints]: fit returns with every checkpoint in place
     for (auto& logger : loggers_) logger->finalize("success");
     if (profiler_) profiler_->describe();
   } catch (const RunInterrupted& stop) {
@@ -489,7 +488,6 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
     KILN_CHECK(loader, name, ": no data: pass Loaders{.", testing ? "test" : "val", " = ...} or a DataModule whose ",
                testing ? "test" : "val", "_dataloader() returns a loader");
     plan_.strategy->setup_module(module);
-    plan_.precision->convert_module(module);
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
     const int64_t limit =
         testing ? limit_batches(config_.limit_test_batches, loader->size(), "test") : val_batch_limit(loader->size());
@@ -529,7 +527,6 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     each_callback([&](Callback& cb) { cb.setup(*this, module, "predict"); });
     module.setup("predict");
     plan_.strategy->setup_module(module);
-    plan_.precision->convert_module(module);
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
     const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size(), "predict");
     num_val_batches_ = limit;
@@ -548,7 +545,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
       {
         const ProfileScope timed(profiler_.get(), actions_.predict_step);
         try {
-          prediction = module.predict_step(batch, idx);
+          prediction = plan_.strategy->predict_step(module, batch, idx);
         } catch (const Error&) {
           KILN_CHECK(!module.forward_missing_, "`Trainer.predict` requires `forward` method to run. (",
                      module.type_name(), " does not define forward(const Tensor&); define it, or predict_step)");

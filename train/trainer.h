@@ -28,9 +28,6 @@
 #include "train/train_module.h"
 
 namespace kiln {
-namespace io {
-class AsyncSaver;
-}
 
 // The loaders for a fit/validate/test/predict call when no DataModule is used.
 struct Loaders {
@@ -111,6 +108,10 @@ class Trainer {
   const FitProgress& fit_progress() const { return progress_; }
   TrainModule* module() const { return module_; }
   Profiler* profiler() const { return profiler_.get(); }  // null without Trainer(profiler = ...)
+  // The hardware layer this Trainer resolved from its settings (train/hardware/).
+  Strategy& strategy() const { return *plan_.strategy; }
+  Accelerator& accelerator() const { return plan_.strategy->accelerator(); }
+  Precision& precision() const { return plan_.strategy->precision(); }
 
   // Writes a checkpoint of the run as it is now (atomically). Callbacks call this during a run;
   // after fit() returns it saves the state the fit ended with (Lightning allows both), which
@@ -217,7 +218,6 @@ class Trainer {
   double start_time_ = 0;
   double restored_elapsed_ = 0;
   std::unique_ptr<SignalState> signals_;
-  std::shared_ptr<io::AsyncSaver> async_saver_;  // made by the first async save
   LogScope log_scope_ = LogScope::other;
   bool batch_stepped_ = false;     // the batch being finished has counted in batches_that_stepped
   bool validation_unlogged_ = false;  // a fit's validation runs and has not sent its results yet

@@ -274,7 +274,9 @@ TEST(DataLoaderWorkers, ShutdownWorkersEndsThePassAndKeepsItsPosition) {
   // The next loop goes on as after a break: the next epoch, from its first batch.
   int64_t batches = 0;
   for (Batch& b : loader) {
-    if (batches++ == 0) EXPECT_EQ(loader.epoch(), 1);
+    if (batches++ == 0) {
+      EXPECT_EQ(loader.epoch(), 1);
+    }
     EXPECT_EQ(b[0].size(0), 2);
   }
   EXPECT_EQ(batches, 10);

@@ -1,0 +1,65 @@
+// The single-device strategy: everything on one device of one process.
+#include "train/hardware/strategy.h"
+
+#include "tensor/error.h"
+#include "train/train_module.h"
+
+namespace kiln {
+
+Strategy::Strategy(std::shared_ptr<Accelerator> accelerator, Device device, std::shared_ptr<Precision> precision,
+                   std::shared_ptr<CheckpointIO> checkpoint_io)
+    : accelerator_(std::move(accelerator)), device_(device), precision_(std::move(precision)),
+      checkpoint_io_(std::move(checkpoint_io)) {
+  KILN_CHECK(accelerator_ && precision_ && checkpoint_io_, "Strategy: the accelerator, precision and checkpoint_io "
+             "must all be given");
+  KILN_CHECK(device_.type == accelerator_->device_type(), "Strategy: device ", device_, " does not belong to the ",
+             accelerator_->name(), " accelerator");
+}
+
+void Strategy::setup_module(nn::Module& module) {
+  accelerator_->setup_device(device_);
+  module.to(device_);
+  precision_->convert_module(module);
+}
+
+void Strategy::teardown() {
+  checkpoint_io_->wait();
+  accelerator_->teardown();
+}
+
+StepOutput Strategy::training_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+  const auto context = precision_->forward_context();
+  return module.training_step(batch, batch_idx);
+}
+
+void Strategy::validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+  const auto context = precision_->forward_context();
+  module.validation_step(batch, batch_idx);
+}
+
+void Strategy::test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+  const auto context = precision_->forward_context();
+  module.test_step(batch, batch_idx);
+}
+
+Tensor Strategy::predict_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+  const auto context = precision_->forward_context();
+  return module.predict_step(batch, batch_idx);
+}
+
+Tensor Strategy::reduce(const Tensor& t, const std::string& op) {
+  KILN_CHECK(op == "mean" || op == "sum", "Strategy::reduce: op '", op, "' is not one of: mean, sum");
+  return t;
+}
+
+void Strategy::save_checkpoint(const State& checkpoint, const std::string& path) {
+  if (is_global_zero()) checkpoint_io_->save_checkpoint(checkpoint, path);
+}
+
+void Strategy::remove_checkpoint(const std::string& path) {
+  if (is_global_zero()) checkpoint_io_->remove_checkpoint(path);
+}
+
+std::vector<std::string> strategy_names() { return {"single_device"}; }
+
+}  // namespace kiln
