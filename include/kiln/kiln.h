@@ -32,6 +32,7 @@
 #include "nn/optim/adagrad.h"
 #include "nn/optim/lr_scheduler.h"
 #include "nn/optim/clip_grad.h"
+#include "nn/amp/grad_scaler.h"
 #include "train/loggers/logger.h"
 #include "train/loggers/csv_logger.h"
 #include "train/loggers/tensorboard_logger.h"
