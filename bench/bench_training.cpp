@@ -9,7 +9,13 @@
 // line: the time those products would take at this machine's FMA peak, measured by a loop of
 // independent register-only FMAs on the same number of threads, which no f32 MLP step can beat.
 //
-//   bench_training [--model mlp|cnn|all] [--steps N] [--warmup N] [--batch N] [--threads N] [--help]
+// --precision bf16-mixed runs each step's forward and loss under autocast (bf16), as
+// training_torch.py does under torch.autocast("cpu", dtype=torch.bfloat16); weights stay f32.
+// --precision bf16-true holds weights, optimizer state and batches in bf16 (Kiln only). Each run
+// also prints a `# memory` line: the parameters' bytes and the allocator's peak during the timed steps.
+//
+//   bench_training [--model mlp|cnn|all] [--precision 32-true|bf16-mixed|bf16-true] [--steps N] [--warmup N] [--batch N]
+//                  [--threads N] [--help]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/grad_mode.h"
 #include "nn/containers.h"
 #include "nn/functional.h"
@@ -33,6 +40,7 @@
 #include "nn/layers/pool.h"
 #include "nn/optim/adam.h"
 #include "nn/optim/sgd.h"
+#include "tensor/allocator.h"
 #include "tensor/cpu_capability.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"
@@ -50,6 +58,7 @@ constexpr int64_t kDistinctBatches = 8;
 
 struct Options {
   std::string model = "all";
+  std::string precision = "32-true";
   int64_t steps = 50;
   int64_t warmup = 5;
   int64_t batch = 128;
@@ -92,7 +101,15 @@ std::vector<Batch> synthetic_batches(const Dims& image_shape, int64_t batch, uin
 struct RunResult {
   double seconds = 0;
   double last_loss = 0;
+  int64_t peak_bytes = 0;  // the CPU allocator's high-water mark during the timed steps
 };
+
+// bf16-true: the model and the batches' images in bf16 (labels stay integers).
+void apply_true_precision(const Options& options, nn::Module& model, std::vector<Batch>& batches) {
+  if (options.precision != "bf16-true") return;
+  model.to(DType::bf16);
+  for (Batch& b : batches) b.x = b.x.to(DType::bf16);
+}
 
 // warmup untimed steps, then `steps` timed ones; the step order matches training_torch.py.
 RunResult train(nn::Sequential& model, optim::Optimizer& optimizer, const std::vector<Batch>& batches,
@@ -101,25 +118,34 @@ RunResult train(nn::Sequential& model, optim::Optimizer& optimizer, const std::v
   auto step = [&](int64_t i) {
     const Batch& b = batches[static_cast<size_t>(i % kDistinctBatches)];
     optimizer.zero_grad();
-    loss = nn::F::cross_entropy(model(b.x), b.y);
+    {
+      const AutocastGuard autocast(DeviceType::cpu, DType::bf16, options.precision == "bf16-mixed");
+      loss = nn::F::cross_entropy(model(b.x), b.y);
+    }
     loss.backward();
     optimizer.step();
   };
   for (int64_t i = 0; i < options.warmup; ++i) step(i);
+  cpu_reset_peak_memory();
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.steps; ++i) step(options.warmup + i);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {seconds, loss.detach().item<double>()};
+  return {seconds, loss.detach().item<double>(), cpu_memory_stats().peak_allocated_bytes};
 }
 
-void report(const std::string& model, const RunResult& r, const Options& options) {
+void report(const std::string& model, const RunResult& r, const Options& options, nn::Module& net) {
+  int64_t param_bytes = 0;
+  for (const Tensor& p : net.parameters()) param_bytes += static_cast<int64_t>(p.nbytes());
   const double samples = static_cast<double>(options.steps * options.batch);
-  std::printf("RESULT bench=training side=kiln model=%s samples_per_s=%.2f ms_per_step=%.4f steps=%lld warmup=%lld "
-              "batch=%lld threads=%d loss=%.5f\n",
-              model.c_str(), samples / r.seconds, 1e3 * r.seconds / static_cast<double>(options.steps),
+  std::printf("RESULT bench=training side=kiln model=%s precision=%s samples_per_s=%.2f ms_per_step=%.4f steps=%lld "
+              "warmup=%lld batch=%lld threads=%d loss=%.5f\n",
+              model.c_str(), options.precision.c_str(), samples / r.seconds, 1e3 * r.seconds / static_cast<double>(options.steps),
               static_cast<long long>(options.steps), static_cast<long long>(options.warmup),
               static_cast<long long>(options.batch), get_num_threads(), r.last_loss);
   std::fflush(stdout);
+  std::printf("# memory %s %s: parameters %.2f MiB, allocator peak during the timed steps %.2f MiB\n", model.c_str(),
+              options.precision.c_str(), static_cast<double>(param_bytes) / (1 << 20),
+              static_cast<double>(r.peak_bytes) / (1 << 20));
   KILN_CHECK(std::isfinite(r.last_loss), "bench_training: the ", model, " loss is ", r.last_loss,
              " after ", options.warmup + options.steps, " steps");
 }
@@ -195,10 +221,11 @@ double fma_peak_gflops(int threads) {
 void run_mlp(const Options& options) {
   seed_everything(0);
   auto model = build_mlp();
+  auto batches = synthetic_batches({784}, options.batch, 1);
+  apply_true_precision(options, *model, batches);
   optim::SGD optimizer(model->parameters(), {.lr = 0.01, .momentum = 0.9});
-  const auto batches = synthetic_batches({784}, options.batch, 1);
   const RunResult r = train(*model, optimizer, batches, options);
-  report("mlp", r, options);
+  report("mlp", r, options, *model);
   const double step_ms = 1e3 * r.seconds / static_cast<double>(options.steps);
   const double floor_ms = mlp_floor_ms(*model, optimizer, batches, options);
   std::printf("# mlp floor: products + optimizer step alone %.4f ms, the training step %.4f ms (%.3fx the floor)\n",
@@ -217,15 +244,18 @@ void run_mlp(const Options& options) {
 void run_cnn(const Options& options) {
   seed_everything(0);
   auto model = build_cnn();
+  auto batches = synthetic_batches({1, 28, 28}, options.batch, 2);
+  apply_true_precision(options, *model, batches);
   optim::Adam optimizer(model->parameters(), {.lr = 1e-3});
-  const auto batches = synthetic_batches({1, 28, 28}, options.batch, 2);
-  report("cnn", train(*model, optimizer, batches, options), options);
+  report("cnn", train(*model, optimizer, batches, options), options, *model);
 }
 
 // Returns the exit code when the program should stop here (--help, or a bad flag).
 std::optional<int> parse(int argc, char** argv, Options& o) {
   ArgParser args("bench_training", "Training-step throughput of the MLP and the demo CNN (see bench/README.md).");
   args.choice("--model", o.model, {"mlp", "cnn", "all"}, "which model to time")
+      .choice("--precision", o.precision, {"32-true", "bf16-mixed", "bf16-true"},
+              "f32; the forward under bf16 autocast; or everything in bf16")
       .option("--steps", o.steps, "N", "timed steps", 1)
       .option("--warmup", o.warmup, "N", "untimed steps first", 0)
       .option("--batch", o.batch, "N", "batch size", 1)

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_reference import print_config  # noqa: E402  (the repository's one way to show torch's setup)
 
 DISTINCT_BATCHES = 8  # cycled through by the loop, as in bench_training.cpp
+PRECISION = "32-true"  # --precision: "bf16-mixed" runs forward and loss under bf16 autocast
 
 
 def build_mlp():
@@ -48,7 +49,8 @@ def train(model, optimizer, batches, warmup, steps):
         nonlocal loss
         x, y = batches[i % DISTINCT_BATCHES]
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16-mixed"):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
 
@@ -61,7 +63,7 @@ def train(model, optimizer, batches, warmup, steps):
 
 
 def report(model_name, seconds, loss, args):
-    print(f"RESULT bench=training side=torch model={model_name} samples_per_s={args.steps * args.batch / seconds:.2f} "
+    print(f"RESULT bench=training side=torch model={model_name} precision={PRECISION} samples_per_s={args.steps * args.batch / seconds:.2f} "
           f"ms_per_step={1e3 * seconds / args.steps:.4f} steps={args.steps} warmup={args.warmup} "
           f"batch={args.batch} threads={torch.get_num_threads()} loss={loss:.5f}", flush=True)
     if not math.isfinite(loss):
@@ -120,11 +122,15 @@ def positive(minimum):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("mlp", "cnn", "all"), default="all")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                        help="f32, or the forward under torch.autocast('cpu', dtype=torch.bfloat16)")
     parser.add_argument("--steps", type=positive(1), default=50, help="timed steps per model")
     parser.add_argument("--warmup", type=positive(0), default=5, help="untimed steps before them")
     parser.add_argument("--batch", type=positive(1), default=128)
     parser.add_argument("--threads", type=positive(1), default=2)
     args = parser.parse_args()
+    global PRECISION
+    PRECISION = args.precision
 
     torch.set_num_threads(args.threads)
     try:

@@ -110,8 +110,9 @@ def make_pairs(args):
     pairs = []
     if args.which in ("training", "all"):
         for model in ("mlp", "cnn"):
-            loop = ["--model", model, "--steps", str(args.steps), "--warmup", str(args.warmup)] + threads
-            pairs.append(Pair(f"training {model}", "torch", [os.path.join(bench, "bench_training")] + loop,
+            loop = ["--model", model, "--precision", args.precision, "--steps", str(args.steps),
+                    "--warmup", str(args.warmup)] + threads
+            pairs.append(Pair(f"training {model} {args.precision}", "torch", [os.path.join(bench, "bench_training")] + loop,
                               [args.python, os.path.join(HERE, "training_torch.py")] + loop,
                               [Measurement("samples_per_s", "samples/s", "1/s", True)]))
     if args.which in ("lightning", "all"):
@@ -197,6 +198,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("build_dir", help="a Kiln build configured with -DKILN_BUILD_BENCH=ON")
     parser.add_argument("--which", choices=("training", "lightning", "all"), default="all")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                        help="training: f32, or each side's forward under bf16 autocast")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side; the table shows medians")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200,
