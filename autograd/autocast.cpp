@@ -30,8 +30,7 @@ struct CachedCast {
 thread_local std::unordered_map<const TensorImpl*, CachedCast> t_cache;
 
 void refresh_active() {
-  autocast::detail::t_active =
-      !t_state.suspended && (t_state.enabled[0] || t_state.enabled[1]);
+  autocast::detail::t_active = !t_state.suspended && (t_state.enabled[0] || t_state.enabled[1]);
 }
 
 int index_of(DeviceType t) { return static_cast<int>(t); }

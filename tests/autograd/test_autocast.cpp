@@ -225,7 +225,9 @@ TEST(Autocast, OutputDtypesMatchTorch) {
     const DType low = low_dtype(l.fast);
     const DType d0 = l.input_case == "f32" ? DType::f32 : l.input_case == "f64" ? DType::f64 : low;
     const DType d1 = l.input_case == "low" ? low : l.input_case == "f64" ? DType::f64 : DType::f32;
-    if (l.input_case == "mix") EXPECT_GE(c.floating_inputs, 2);
+    if (l.input_case == "mix") {
+      EXPECT_GE(c.floating_inputs, 2);
+    }
     manual_seed(0);
     AutocastGuard autocast(DeviceType::cpu, low);
     if (l.op == "index_put" && l.input_case == "mix") {
