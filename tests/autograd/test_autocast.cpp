@@ -312,6 +312,20 @@ TEST(Autocast, CrossEntropyRunsInF32) {
   EXPECT_EQ(F::cross_entropy(logits, idx({6}, 5)).dtype(), DType::f32);
 }
 
+// Note [Mixed-precision norms] (autograd/ops/norm.cpp): a bf16 input with f32 parameters gives a
+// bf16 output computed in f32, and f32 parameter gradients, as torch's CPU norms.
+TEST(Autocast, NormsOfBf16InputWithF32ParametersMatchTorch) {
+  const DType bf16 = DType::bf16;
+  check_values("layer_norm_mixed", 3, bf16,
+               [&](const TensorList& t) { return F::layer_norm(t[0].to(bf16), {3}, t[1], t[2]); });
+  check_values("rms_norm_mixed", 2, bf16, [&](const TensorList& t) { return F::rms_norm(t[0].to(bf16), {3}, t[1]); });
+  check_values("group_norm_mixed", 3, bf16,
+               [&](const TensorList& t) { return F::group_norm(t[0].to(bf16), 2, t[1], t[2]); });
+  check_values("batch_norm_mixed", 3, bf16, [&](const TensorList& t) {
+    return F::batch_norm(t[0].to(bf16), Tensor(), Tensor(), t[1], t[2], /*training=*/true);
+  });
+}
+
 // ---- the guard
 
 TEST(Autocast, GuardSetsAndRestoresState) {
