@@ -47,6 +47,24 @@ void ones_1elem(benchmark::State& state) {
   }
 }
 
+// Ops that open with an autocast hook (Note [Autocast hooks]): with autocast off, the hook must
+// cost no more than its one thread-local load.
+void mm_1elem(benchmark::State& state) {
+  const Tensor a = kiln::ones({1, 1}), b = kiln::ones({1, 1});
+  for (auto _ : state) {
+    Tensor c = kiln::mm(a, b);
+    benchmark::DoNotOptimize(c.impl());
+  }
+}
+
+void mse_loss_1elem(benchmark::State& state) {
+  const Tensor a = kiln::ones({1}), b = kiln::zeros({1});
+  for (auto _ : state) {
+    Tensor c = kiln::nn::functional::mse_loss(a, b);
+    benchmark::DoNotOptimize(c.impl());
+  }
+}
+
 int threads_from_env() {
   const char* s = std::getenv("OMP_NUM_THREADS");
   const int n = s ? std::atoi(s) : 0;
@@ -59,6 +77,8 @@ BENCHMARK(add_1elem);
 BENCHMARK(add_inplace_1elem);
 BENCHMARK(empty_1elem);
 BENCHMARK(ones_1elem);
+BENCHMARK(mm_1elem);
+BENCHMARK(mse_loss_1elem);
 
 int main(int argc, char** argv) {
   kiln::set_num_threads(threads_from_env());

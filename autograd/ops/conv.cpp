@@ -6,6 +6,7 @@
 #include <array>
 #include <string>
 
+#include "autograd/autocast.h"
 #include "autograd/ops/layer_node.h"
 #include "autograd/ops/nn_ops.h"
 #include "tensor/dispatch.h"
@@ -186,6 +187,8 @@ ConvParams params_1d(int64_t stride, int64_t padding, int64_t dilation, int64_t 
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Dims& stride, const Dims& padding,
               const Dims& dilation, int64_t groups) {
+  if (autocast::active())
+    return autocast::run<autocast::Policy::lower_precision>(conv2d, x, weight, bias, stride, padding, dilation, groups);
   return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, {0}, groups, false, "conv2d"), 2, "conv2d",
                       "conv2d_backward");
 }
@@ -198,6 +201,8 @@ LayerGrads conv2d_backward(const Tensor& grad_out, const Tensor& x, const Tensor
 
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding,
               int64_t dilation, int64_t groups) {
+  if (autocast::active())
+    return autocast::run<autocast::Policy::lower_precision>(conv1d, x, weight, bias, stride, padding, dilation, groups);
   return conv_forward(x, weight, bias, params_1d(stride, padding, dilation, groups), 1, "conv1d", "conv1d_backward");
 }
 
@@ -208,6 +213,9 @@ LayerGrads conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor
 
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Dims& stride,
                         const Dims& padding, const Dims& output_padding, int64_t groups, const Dims& dilation) {
+  if (autocast::active())
+    return autocast::run<autocast::Policy::lower_precision>(conv_transpose2d, x, weight, bias, stride, padding,
+                                                            output_padding, groups, dilation);
   const char* op = "conv_transpose2d";
   return conv_forward(x, weight, bias, params_2d(stride, padding, dilation, output_padding, groups, true, op), 2, op,
                       "conv_transpose2d_backward");

@@ -7,6 +7,7 @@
 #include <climits>
 #include <string>
 
+#include "autograd/autocast.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/indexing.h"
 #include "autograd/record.h"
@@ -133,6 +134,7 @@ Tensor without_scattered(const Tensor& g, int dim, const Tensor& index) {
 // shapes (a legacy rule that lets `torch.cat([torch.empty(0), x])` start an accumulation); they
 // still take part in the result dtype.
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
+  if (autocast::active()) return autocast::run<autocast::Policy::promote>(cat, xs, dim);
   KILN_CHECK(!xs.empty(), "cat: expected a non-empty list of tensors");
   for (size_t i = 0; i < xs.size(); ++i) KILN_CHECK(xs[i].defined(), "cat: tensor ", i, " is undefined");
   const Device device = common_device(xs, "cat");
@@ -185,6 +187,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
+  if (autocast::active()) return autocast::run<autocast::Policy::promote>(stack, xs, dim);
   KILN_CHECK(!xs.empty(), "stack: expected a non-empty list of tensors");
   for (size_t i = 0; i < xs.size(); ++i) {
     KILN_CHECK(xs[i].defined(), "stack: tensor ", i, " is undefined");

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <span>
 
+#include "autograd/autocast.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/ops/reduce.h"
 #include "autograd/record.h"
@@ -99,6 +100,7 @@ Tensor softmax_like(const Tensor& x, int64_t dim, const char* name) {
 }  // namespace
 
 Tensor mm(const Tensor& a, const Tensor& b) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(mm, a, b);
   const Device device = check_operands(a, b, "mm");
   check_rank(a, 2, "mm", "the first operand");
   check_rank(b, 2, "mm", "the second operand");
@@ -116,6 +118,7 @@ Tensor mm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(bmm, a, b);
   const Device device = check_operands(a, b, "bmm");
   check_rank(a, 3, "bmm", "the first operand");
   check_rank(b, 3, "bmm", "the second operand");
@@ -135,6 +138,7 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar& beta, const Scalar& alpha) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(addmm, bias, a, b, beta, alpha);
   const Device device = check_operands(a, b, "addmm");
   check_defined(bias, "addmm");
   const Tensor all3[] = {bias, a, b};
@@ -167,6 +171,7 @@ Tensor addmm(const Tensor& bias, const Tensor& a, const Tensor& b, const Scalar&
 // the end; an N-d @ 1-d/2-d product folds a's batch dims into its rows (one mm, no copy when a's
 // layout allows); otherwise batch dims broadcast and the product is one bmm.
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(matmul, a, b);
   check_defined(a, "matmul");
   check_defined(b, "matmul");
   KILN_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least 1 dim, got shapes ", a.shape(),
@@ -258,6 +263,7 @@ TensorList linear_grads(const Tensor& g, const LinearSaved& s, Needs need) {
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(linear, x, weight, bias);
   check_linear(x, weight, bias, "linear");
   if (bias.defined() && bias.dim() > 1) return matmul(x, weight.t()) + bias;  // a bias with batch dims of its own
   const Dims shape = linear_shape(x, weight);
@@ -284,6 +290,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 // loop, where its inputs arrive cold from memory. A non-floating dtype or a bias with batch dims
 // takes the composition. nn::LinearReLU is this op as a layer.
 Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (autocast::active()) return autocast::run<autocast::Policy::lower_precision>(linear_relu, x, weight, bias);
   check_linear(x, weight, bias, "linear_relu");
   if (!is_floating(x.dtype()) || (bias.defined() && bias.dim() > 1)) return relu(linear(x, weight, bias));
   Tensor out;
@@ -304,6 +311,8 @@ Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 }
 
 Tensor cross_entropy_rows(const Tensor& logits, const Tensor& target, int64_t ignore_index) {
+  if (autocast::active())
+    return autocast::run<autocast::Policy::fp32>(cross_entropy_rows, logits, target, ignore_index);
   const char* op = "cross_entropy";
   check_defined(logits, op);
   check_defined(target, op);

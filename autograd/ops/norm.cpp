@@ -2,6 +2,7 @@
 // (output plus the statistics backward needs) that records one node, and the explicit backward
 // that node calls. Checks, torch's defaults, and the 2-d/3-d views the kernels take. Kernels:
 // kernels/cpu/norm.cpp.
+#include <initializer_list>
 #include <limits>
 
 #include "autograd/ops/layer_node.h"
@@ -12,6 +13,27 @@ namespace kiln {
 namespace {
 
 DType stat_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+// Note [Mixed-precision norms]: torch's CPU norms take a bf16/f16 input with f32 weight, bias and
+// running statistics (what autocast hands them: a low-precision activation and f32 parameters),
+// compute in f32 and return the input's dtype. Kiln runs the f32 op on x.to(f32) and casts the
+// output back; both casts are differentiable, so the gradients come out as torch's: the input's
+// in its dtype, the parameters' in f32.
+bool low_input_f32_params(const Tensor& x, std::initializer_list<const Tensor*> params) {
+  if (!x.defined() || (x.dtype() != DType::bf16 && x.dtype() != DType::f16)) return false;
+  bool any = false;
+  for (const Tensor* t : params) {
+    if (!t->defined()) continue;
+    if (t->dtype() != DType::f32) return false;
+    any = true;
+  }
+  return any;
+}
+
+NormOutput in_input_dtype(NormOutput r, DType dtype) {
+  r.output = r.output.to(dtype);
+  return r;
+}
 
 void check_input(const Tensor& x, int min_dims, const char* op) {
   KILN_CHECK(x.defined(), op, ": got an undefined input");
@@ -120,6 +142,10 @@ NormOutput batch_norm_untracked(const Tensor& x, const Tensor& running_mean, con
 
 NormOutput batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                               const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+  if (low_input_f32_params(x, {&running_mean, &running_var, &weight, &bias}))
+    return in_input_dtype(
+        batch_norm_forward(x.to(DType::f32), running_mean, running_var, weight, bias, training, momentum, eps),
+        x.dtype());
   NormOutput r;
   {
     NoGradGuard untracked;
@@ -178,6 +204,8 @@ NormOutput layer_norm_untracked(const Tensor& x, const Dims& normalized_shape, c
 
 NormOutput layer_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight, const Tensor& bias,
                               double eps) {
+  if (low_input_f32_params(x, {&weight, &bias}))
+    return in_input_dtype(layer_norm_forward(x.to(DType::f32), normalized_shape, weight, bias, eps), x.dtype());
   NormOutput r;
   {
     NoGradGuard untracked;
@@ -232,6 +260,8 @@ NormOutput rms_norm_untracked(const Tensor& x, const Dims& normalized_shape, con
 
 NormOutput rms_norm_forward(const Tensor& x, const Dims& normalized_shape, const Tensor& weight,
                             std::optional<double> eps) {
+  if (low_input_f32_params(x, {&weight}))
+    return in_input_dtype(rms_norm_forward(x.to(DType::f32), normalized_shape, weight, eps), x.dtype());
   NormOutput r;
   {
     NoGradGuard untracked;
@@ -293,6 +323,8 @@ NormOutput group_norm_untracked(const Tensor& x, int64_t num_groups, const Tenso
 
 NormOutput group_norm_forward(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                               double eps) {
+  if (low_input_f32_params(x, {&weight, &bias}))
+    return in_input_dtype(group_norm_forward(x.to(DType::f32), num_groups, weight, bias, eps), x.dtype());
   NormOutput r;
   {
     NoGradGuard untracked;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/autocast.h"
 #include "autograd/ops/elementwise.h"
 #include "autograd/record.h"
 #include "tensor/dispatch.h"
@@ -225,6 +226,7 @@ Tensor mean(const Tensor& x, const Dims& dims, bool keepdim) {
 }
 
 Tensor prod(const Tensor& x, const Dims& dims, bool keepdim) {
+  if (autocast::active()) return autocast::run<autocast::Policy::fp32>(prod, x, dims, keepdim);
   check_defined(x, "prod");
   const uint32_t mask = reduced_mask(x, dims, "prod");
   Tensor out = reduce<Op::prod>(x, mask, keepdim, widened(x.dtype()));

@@ -19,6 +19,7 @@
 #include "autograd/ops/nn_ops.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "autograd/autocast.h"
 #include "autograd/record.h"
 #include "io/data/dataloader.h"
 #include "io/data/fashion_mnist.h"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/autocast.h"
 #include "nn/functional.h"
 #include "tensor/factories.h"
 
@@ -39,6 +40,11 @@ void check_attention_shapes(const Tensor& q, const Tensor& k, const Tensor& v) {
 }  // namespace
 
 Tensor attention_weights(const Tensor& q, const Tensor& k, const AttentionArgs& args) {
+  if (autocast::active()) {  // lower_precision, as scaled_dot_product_attention (its first half)
+    AttentionArgs cast_args = args;
+    cast_args.attn_mask = autocast::cast_lower(args.attn_mask);
+    return autocast::run<autocast::Policy::lower_precision>(attention_weights, q, k, cast_args);
+  }
   const char* op = "scaled_dot_product_attention";
   check_attention_shapes(q, k, Tensor());
   const int64_t L = q.size(-2), S = k.size(-2);
@@ -64,6 +70,11 @@ Tensor attention_weights(const Tensor& q, const Tensor& k, const AttentionArgs& 
 }
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) {
+  if (autocast::active()) {  // every floating argument, the float mask too, as torch
+    AttentionArgs cast_args = args;
+    cast_args.attn_mask = autocast::cast_lower(args.attn_mask);
+    return autocast::run<autocast::Policy::lower_precision>(scaled_dot_product_attention, q, k, v, cast_args);
+  }
   check_attention_shapes(q, k, v);
   KILN_CHECK(args.dropout_p >= 0 && args.dropout_p < 1,
              "scaled_dot_product_attention: dropout_p must be in [0, 1), got ", args.dropout_p);

@@ -3,6 +3,7 @@
 // gradients match torch's. A fused cross-entropy kernel would be a measured promotion of this one.
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/ops/indexing.h"
 #include "autograd/ops/reduce.h"
 #include "nn/functional.h"
@@ -56,6 +57,10 @@ void check_class_weight(const Tensor& weight, int64_t classes, const char* op) {
 }  // namespace
 
 Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossArgs& args) {
+  if (autocast::active()) {  // the class weights are cast too, as torch casts every floating argument
+    const NllLossArgs cast_args{autocast::cast_fp32(args.weight), args.ignore_index, args.reduction};
+    return autocast::run<autocast::Policy::fp32>(nll_loss, input, target, cast_args);
+  }
   const char* op = "nll_loss";
   const int64_t class_dim = class_dim_of(input, op);
   const int64_t classes = input.size(class_dim);
@@ -84,6 +89,11 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const NllLossArgs& ar
 }
 
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyArgs& args) {
+  if (autocast::active()) {
+    CrossEntropyArgs cast_args = args;
+    cast_args.weight = autocast::cast_fp32(args.weight);
+    return autocast::run<autocast::Policy::fp32>(cross_entropy, input, target, cast_args);
+  }
   const char* op = "cross_entropy";
   const int64_t class_dim = class_dim_of(input, op);
   const int64_t classes = input.size(class_dim);
@@ -148,17 +158,20 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntro
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, const LossArgs& args) {
+  if (autocast::active()) return autocast::run<autocast::Policy::fp32>(mse_loss, input, target, args);
   check_same_shape(input, target, "mse_loss");
   const Tensor diff = input - target;
   return reduce(diff * diff, args.reduction, "mse_loss");
 }
 
 Tensor l1_loss(const Tensor& input, const Tensor& target, const LossArgs& args) {
+  if (autocast::active()) return autocast::run<autocast::Policy::fp32>(l1_loss, input, target, args);
   check_same_shape(input, target, "l1_loss");
   return reduce((input - target).abs(), args.reduction, "l1_loss");
 }
 
 Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, const SmoothL1Args& args) {
+  if (autocast::active()) return autocast::run<autocast::Policy::fp32>(smooth_l1_loss, input, target, args);
   const char* op = "smooth_l1_loss";
   check_same_shape(input, target, op);
   KILN_CHECK(args.beta >= 0, op, ": beta must be non-negative, got ", args.beta);
@@ -170,6 +183,11 @@ Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, const SmoothL1A
 }
 
 Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, const BceWithLogitsArgs& args) {
+  if (autocast::active()) {
+    const BceWithLogitsArgs cast_args{autocast::cast_fp32(args.weight), autocast::cast_fp32(args.pos_weight),
+                                      args.reduction};
+    return autocast::run<autocast::Policy::fp32>(binary_cross_entropy_with_logits, input, target, cast_args);
+  }
   const char* op = "binary_cross_entropy_with_logits";
   check_same_shape(input, target, op);
   // log(1 + exp(-x)) written as log1p(exp(-|x|)) + relu(-x), which cannot overflow.
@@ -189,6 +207,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& targe
 }
 
 Tensor kl_div(const Tensor& input, const Tensor& target, const KlDivArgs& args) {
+  if (autocast::active()) return autocast::run<autocast::Policy::fp32>(kl_div, input, target, args);
   const char* op = "kl_div";
   check_same_shape(input, target, op);
   Tensor loss;

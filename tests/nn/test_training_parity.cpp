@@ -1,6 +1,8 @@
 // End-to-end parity with PyTorch: three small f32 models trained for 20 steps from torch's initial
 // weights on torch's batches (tests/fixtures/training/, written by make_training_fixtures.py) must
 // give torch's loss at every step within 1e-4 relative and end at torch's parameters and buffers.
+// The same three in bf16-mixed (forward and loss under AutocastGuard, f32 master weights) against
+// torch's bf16 autocast run: losses within 1e-2 relative (Note [bf16-mixed tolerances]).
 // This checks layers, losses, autograd, optimizers and the scheduler together; each piece's own
 // reference tests live beside it (tests/nn, tests/optim).
 #include <cmath>
@@ -33,6 +35,24 @@ constexpr double kLogitsRtol = 1e-5;
 // Parameters with a gradient that is zero in exact arithmetic are the exception: see
 // Note [Zero-gradient parameters].
 constexpr double kFinalRtol = 1e-4;
+// Note [bf16-mixed tolerances]: under autocast every product rounds its inputs and output to bf16
+// (2^-9 relative), so where Kiln and torch round at other places, or sum in another order, they
+// differ by bf16 ulps, not f32 ones. Issue 15 holds each step's loss to 1e-2 relative. Measured
+// (every CPU level): the MLP and the CNN follow torch's bf16 run to f32 rounding (losses and final
+// state within 2e-7), so their final state keeps the f32 tolerance kFinalRtol. The transformer's
+// step-0 logits differ by at most one bf16 ulp (5e-3 of the largest; held to kBf16LogitsRtol) and
+// its losses by at most 4e-4 relative, but its final parameters by up to 4e-2 of a tensor's
+// largest magnitude (the MLP's second linear): AdamW divides small, noisy gradients by sqrt(v), so
+// one-ulp differences early on grow into another trajectory. torch does the same to itself: its
+// bf16 run with the fused attention kernel replaced by the bf16 composition (one-ulp changes) ends
+// 4.0e-2 away too. So the final values are held to twice that, kBf16LmFinalRtol, which alone would
+// not notice a parameter that never trained (tok_emb moves by only 1.3e-2 in 20 steps); each
+// parameter's update (final - init) must also point where torch's did, with a cosine similarity of
+// at least kBf16LmUpdateCosine (measured: 0.9987 and up; a frozen parameter gives none).
+constexpr double kBf16LossRtol = 1e-2;
+constexpr double kBf16LogitsRtol = 1e-2;
+constexpr double kBf16LmFinalRtol = 8e-2;
+constexpr double kBf16LmUpdateCosine = 0.99;
 
 kt::NnFixture load_case(const std::string& file) { return kt::NnFixture("../training/" + file); }
 
@@ -49,8 +69,11 @@ struct Curve {
 // torch's loop: zero_grad, forward, loss, backward, step, then the scheduler. Records each step's
 // loss and the lr the step used; checks step 0's logits on the way, so that a forward mismatch is
 // told apart from an optimizer one.
+// bf16: forward and loss under bf16 autocast, backward and step outside it (Lightning's bf16-mixed),
+// with the step-0 logits and the curve taken from `expected` (the bf16 fixture; init and data are
+// always fx's).
 Curve train(const kt::NnFixture& fx, nn::Module& model, optim::Optimizer& optimizer, optim::LRScheduler* scheduler,
-            const std::function<Tensor(const Tensor&, const Tensor&)>& loss_fn) {
+            const std::function<Tensor(const Tensor&, const Tensor&)>& loss_fn, const kt::NnFixture* bf16 = nullptr) {
   model.load_state_dict(dict_of(fx, "init"));  // strict: every torch key maps to one kiln key
   model.train();
   const Tensor xs = fx["x"], ys = fx["y"];
@@ -58,9 +81,15 @@ Curve train(const kt::NnFixture& fx, nn::Module& model, optim::Optimizer& optimi
   Curve curve;
   for (int64_t step = 0; step < kSteps; ++step) {
     optimizer.zero_grad();
-    const Tensor logits = model.forward(xs.select(0, step));
-    if (step == 0) kt::expect_matches(logits.detach(), fx["step0.logits"], "step 0 logits", kLogitsRtol);
-    Tensor loss = loss_fn(logits, ys.select(0, step));
+    Tensor logits, loss;
+    {
+      AutocastGuard autocast(DeviceType::cpu, DType::bf16, /*enabled=*/bf16 != nullptr);
+      logits = model.forward(xs.select(0, step));
+      loss = loss_fn(logits, ys.select(0, step));
+    }
+    if (step == 0 && bf16) kt::expect_matches(logits.detach().to(DType::f32), (*bf16)["step0.logits"],
+                                              "step 0 logits", kBf16LogitsRtol);
+    if (step == 0 && !bf16) kt::expect_matches(logits.detach(), fx["step0.logits"], "step 0 logits", kLogitsRtol);
     loss.backward();
     curve.lrs.push_back(optimizer.param_groups()[0].lr);
     optimizer.step();
@@ -70,12 +99,12 @@ Curve train(const kt::NnFixture& fx, nn::Module& model, optim::Optimizer& optimi
   return curve;
 }
 
-void expect_curve_matches(const kt::NnFixture& fx, const Curve& got) {
+void expect_curve_matches(const kt::NnFixture& fx, const Curve& got, double loss_rtol = kLossRtol) {
   const std::vector<double> want_losses = kt::values(fx["losses"]), want_lrs = kt::values(fx["lrs"]);
   ASSERT_EQ(want_losses.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(got.losses.size(), want_losses.size());
   for (size_t i = 0; i < want_losses.size(); ++i) {
-    EXPECT_NEAR(got.losses[i], want_losses[i], kLossRtol * std::abs(want_losses[i])) << "loss at step " << i;
+    EXPECT_NEAR(got.losses[i], want_losses[i], loss_rtol * std::abs(want_losses[i])) << "loss at step " << i;
     EXPECT_NEAR(got.lrs[i], want_lrs[i], 1e-12 * want_lrs[i]) << "lr at step " << i;
   }
   EXPECT_LT(want_losses.back(), want_losses.front());  // the fixture does train
@@ -84,7 +113,8 @@ void expect_curve_matches(const kt::NnFixture& fx, const Curve& got) {
 // Every entry of torch's final state_dict (parameters and buffers) against the model's. `compared`
 // picks the part of a tensor whose value is determined (see Note [Zero-gradient parameters]).
 using Selector = std::function<Tensor(const std::string& name, const Tensor& t)>;
-void expect_final_state_matches(const kt::NnFixture& fx, const nn::Module& model, const Selector& compared = nullptr) {
+void expect_final_state_matches(const kt::NnFixture& fx, const nn::Module& model, const Selector& compared = nullptr,
+                                double rtol = kFinalRtol) {
   const TensorDict got = model.state_dict();
   const TensorDict want = dict_of(fx, "final");
   EXPECT_EQ(got.size(), want.size());
@@ -94,9 +124,25 @@ void expect_final_state_matches(const kt::NnFixture& fx, const nn::Module& model
     if (w.dtype() == DType::i64) {
       EXPECT_EQ(kt::values(*g), kt::values(w)) << name;
     } else {
-      kt::expect_matches(compared ? compared(name, *g) : *g, compared ? compared(name, w) : w, "final " + name,
-                         kFinalRtol);
+      kt::expect_matches(compared ? compared(name, *g) : *g, compared ? compared(name, w) : w, "final " + name, rtol);
     }
+  }
+}
+
+// Each parameter's update over the run (final - init) points where torch's did: their cosine
+// similarity is at least min_cosine (Note [bf16-mixed tolerances]). A parameter that did not train
+// has no update to align; a wrong update rule points elsewhere.
+void expect_updates_align(const kt::NnFixture& fx, const kt::NnFixture& want, const nn::Module& model,
+                          const Selector& compared, double min_cosine) {
+  const TensorDict got = model.state_dict(), init = dict_of(fx, "init"), final = dict_of(want, "final");
+  for (const auto& [name, w] : final) {
+    if (w.dtype() == DType::i64) continue;
+    auto part = [&](const Tensor& t) { return compared(name, t).to(DType::f64); };
+    const Tensor ours = part(got.at(name)) - part(init.at(name)), theirs = part(w) - part(init.at(name));
+    const double cosine =
+        (ours * theirs).sum().item<double>() / std::sqrt((ours * ours).sum().item<double>() *
+                                                         (theirs * theirs).sum().item<double>());
+    EXPECT_GE(cosine, min_cosine) << name << ": its update over the run points away from torch's";
   }
 }
 
@@ -198,6 +244,40 @@ TEST(TrainingParity, TransformerLmWithAdamWAndCosineSchedule) {
     EXPECT_LT(key_part, 1e-5 * query_value_part) << "block " << i << ": the key bias should get no gradient";
   }
   EXPECT_NEAR(adamw.param_groups()[0].lr, 0.0, 1e-15);  // a full cosine half-period ends at eta_min
+}
+
+TEST(TrainingParity, MlpInBf16Mixed) {
+  const kt::NnFixture fx = load_case("mlp_sgd.txt"), bf16 = load_case("mlp_sgd_bf16.txt");
+  auto model = make_mlp();
+  optim::SGD sgd(model->parameters(), {.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true});
+  const Curve curve = train(
+      fx, *model, sgd, nullptr, [](const Tensor& z, const Tensor& y) { return F::cross_entropy(z, y); }, &bf16);
+  expect_curve_matches(bf16, curve, kBf16LossRtol);
+  for (const Tensor& p : model->parameters()) EXPECT_EQ(p.dtype(), DType::f32);  // master weights stay f32
+  expect_final_state_matches(bf16, *model);
+}
+
+TEST(TrainingParity, CnnInBf16Mixed) {
+  const kt::NnFixture fx = load_case("cnn_adam.txt"), bf16 = load_case("cnn_adam_bf16.txt");
+  auto model = make_cnn();
+  optim::Adam adam(model->parameters(), {.lr = 1e-2});
+  const Curve curve = train(
+      fx, *model, adam, nullptr, [](const Tensor& z, const Tensor& y) { return F::cross_entropy(z, y); }, &bf16);
+  expect_curve_matches(bf16, curve, kBf16LossRtol);
+  // BatchNorm's running statistics are updated in f32 from the bf16 conv output (Note
+  // [Mixed-precision norms] in autograd/ops/norm.cpp), as torch's.
+  expect_final_state_matches(bf16, *model);
+}
+
+TEST(TrainingParity, TransformerLmInBf16Mixed) {
+  const kt::NnFixture fx = load_case("transformer_adamw.txt"), bf16 = load_case("transformer_adamw_bf16.txt");
+  TinyLM model(kVocab, kModelWidth, kHeads, kLayers, kContext);
+  optim::AdamW adamw(model.parameters(), {.lr = 3e-3, .weight_decay = 0.1});
+  optim::CosineAnnealingLR cosine(adamw, {.T_max = kSteps});
+  const Curve curve = train(fx, model, adamw, &cosine, token_cross_entropy, &bf16);
+  expect_curve_matches(bf16, curve, kBf16LossRtol);
+  expect_final_state_matches(bf16, model, without_key_bias, kBf16LmFinalRtol);
+  expect_updates_align(fx, bf16, model, without_key_bias, kBf16LmUpdateCosine);
 }
 
 TEST(TrainingParity, FixtureThatDoesNotFitTheModelIsRejectedByName) {
