@@ -39,6 +39,7 @@
 #include "train/loggers/tensorboard_logger.h"
 #include "train/progress/progress_bar.h"
 #include "train/trainer.h"
+#include "train/hardware/mixed_precision.h"
 #include "train/seed.h"
 #include "train/callbacks/defaults.h"
 #include "train/callbacks/early_stopping.h"

@@ -4,6 +4,7 @@
 #include "train/hardware/connector.h"
 
 #include "tensor/error.h"
+#include "train/hardware/mixed_precision.h"
 #include "train/hardware/nearest_names.h"
 
 namespace kiln {
@@ -67,8 +68,7 @@ std::shared_ptr<Precision> resolve_precision(const TrainerConfig& c, const Plugi
 
 std::shared_ptr<Precision> make_precision(const std::string& name, const Accelerator& accelerator) {
   if (name == "32-true") return std::make_shared<Precision>();
-  KILN_CHECK(name != "bf16-mixed" && name != "16-mixed", "Trainer: precision '", name, "' needs autocast, which "
-             "this build of Kiln does not have yet (on the ", accelerator.name(), " accelerator)");
+  if (name == "bf16-mixed" || name == "16-mixed") return std::make_shared<MixedPrecision>(name, accelerator.device_type());
   return std::make_shared<TruePrecision>(name);
 }
 
