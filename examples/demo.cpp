@@ -132,13 +132,14 @@ class FashionMNISTData : public DataModule {
 int main(int argc, char** argv) {
   int64_t epochs = 3;
   std::optional<int64_t> limit;  // training batches per epoch; empty: all
-  std::string root = "runs/demo", data_dir = data::kFashionMNISTRoot, resume;
+  std::string root = "runs/demo", data_dir = data::kFashionMNISTRoot, resume, precision = "32-true";
   ArgParser args("demo", "Trains a small CNN on Fashion-MNIST with the Trainer, then tests the best checkpoint.");
   args.option("--epochs", epochs, "N", "epochs to train", 1)
       .option("--limit-batches", limit, "N", "training batches per epoch (default: all)", 1)
       .option("--root", root, "DIR", "where runs, logs and checkpoints go")
       .option("--data", data_dir, "DIR", "the Fashion-MNIST IDX files")
-      .option("--resume", resume, "last|best|PATH", "resume from a checkpoint of an earlier run");
+      .option("--resume", resume, "last|best|PATH", "resume from a checkpoint of an earlier run")
+      .choice("--precision", precision, precision_names(), "how numbers are held (bf16-mixed: the forward under bf16 autocast)");
   if (auto code = args.parse(argc, argv)) return *code;
   try {
     seed_everything(42);
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
     auto checkpoint = std::make_shared<ModelCheckpoint>(
         callbacks::ModelCheckpointOptions{.filename = "{epoch}-{val_acc:.4f}", .monitor = "val_acc", .mode = "max", .save_last = true});
     Trainer trainer({.max_epochs = epochs,
+                     .precision = precision,
                      .limit_train_batches = limit ? BatchLimit(*limit) : BatchLimit(1.0),
                      .loggers = {std::make_shared<CSVLogger>(CSVLoggerOptions{.root_dir = root}),
                                  std::make_shared<TensorBoardLogger>(TensorBoardLoggerOptions{.root_dir = root})},
