@@ -1,5 +1,6 @@
 // Training throughput (issue 3): forward, backward and optimizer step of the MLP 784-512-512-10
-// (SGD momentum, batch 128) and of the demo CNN (Adam, batch 128) in a hand-written loop, no
+// (SGD momentum, batch 128), of the demo CNN (Adam, batch 128) and of a char-level transformer LM
+// (AdamW, 128 sequences of 32 tokens) in a hand-written loop, no
 // Trainer, on synthetic Fashion-MNIST-shaped batches made before the clock starts. Prints one
 // `RESULT bench=training side=kiln model=...` line per model; bench/training_torch.py is the same
 // loop in PyTorch, and bench/vs_torch.py runs both side by side. Not a test: nothing is checked.
@@ -14,7 +15,7 @@
 // --precision bf16-true holds weights, optimizer state and batches in bf16 (Kiln only). Each run
 // also prints a `# memory` line: the parameters' bytes and the allocator's peak during the timed steps.
 //
-//   bench_training [--model mlp|cnn|all] [--precision 32-true|bf16-mixed|bf16-true] [--steps N] [--warmup N] [--batch N]
+//   bench_training [--model mlp|cnn|transformer|all] [--precision 32-true|bf16-mixed|bf16-true] [--steps N] [--warmup N] [--batch N]
 //                  [--threads N] [--help]
 #include <immintrin.h>
 
@@ -35,6 +36,8 @@
 #include "nn/containers.h"
 #include "nn/functional.h"
 #include "nn/layers/activation.h"
+#include "nn/layers/attention.h"
+#include "nn/layers/norm.h"
 #include "nn/layers/conv.h"
 #include "nn/layers/linear.h"
 #include "nn/layers/pool.h"
@@ -87,6 +90,44 @@ std::shared_ptr<nn::Sequential> build_cnn() {
       std::make_shared<nn::Linear>(128, 10));
 }
 
+// training_torch.py's CharLM: vocab 65, width 128, 4 heads, 2 pre-norm blocks, 32 tokens; the
+// logits come out flattened to (N*T, vocab) for cross_entropy.
+constexpr int64_t kLmVocab = 65, kLmWidth = 128, kLmHeads = 4, kLmLayers = 2, kLmContext = 32;
+
+class CharLM : public nn::Module {
+ public:
+  CharLM() : Module("CharLM") {
+    Generator gen(0);
+    tok_emb = register_module("tok_emb", std::make_shared<nn::Embedding>(kLmVocab, kLmWidth));
+    pos_emb = register_parameter("pos_emb", randn({kLmContext, kLmWidth}, {}, &gen) * 0.02);
+    blocks = register_module("blocks", std::make_shared<nn::ModuleList>());
+    for (int64_t i = 0; i < kLmLayers; ++i) blocks->push_back(std::make_shared<nn::TransformerBlock>(kLmWidth, kLmHeads));
+    ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(kLmWidth));
+    head = register_module("head", std::make_shared<nn::Linear>(kLmWidth, kLmVocab));
+  }
+  Tensor forward(const Tensor& idx) override {
+    Tensor x = tok_emb->forward(idx) + pos_emb;
+    for (size_t i = 0; i < blocks->size(); ++i) x = (*blocks)[static_cast<int64_t>(i)]->forward(x);
+    return head->forward(ln_f->forward(x)).reshape({-1, kLmVocab});
+  }
+
+  std::shared_ptr<nn::Embedding> tok_emb;
+  Tensor pos_emb;
+  std::shared_ptr<nn::ModuleList> blocks;
+  std::shared_ptr<nn::LayerNorm> ln_f;
+  std::shared_ptr<nn::Linear> head;
+};
+
+// Random tokens and next-token targets, flattened as the logits are.
+std::vector<Batch> token_batches(int64_t batch, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<Batch> batches;
+  for (int64_t i = 0; i < kDistinctBatches; ++i)
+    batches.push_back({randint(0, kLmVocab, {batch, kLmContext}, {}, &gen),
+                       randint(0, kLmVocab, {batch * kLmContext}, {}, &gen)});
+  return batches;
+}
+
 // Standard-normal images (already "normalized") and uniform labels in [0, 10).
 std::vector<Batch> synthetic_batches(const Dims& image_shape, int64_t batch, uint64_t seed) {
   Generator gen(seed);
@@ -112,7 +153,7 @@ void apply_true_precision(const Options& options, nn::Module& model, std::vector
 }
 
 // warmup untimed steps, then `steps` timed ones; the step order matches training_torch.py.
-RunResult train(nn::Sequential& model, optim::Optimizer& optimizer, const std::vector<Batch>& batches,
+RunResult train(nn::Module& model, optim::Optimizer& optimizer, const std::vector<Batch>& batches,
                 const Options& options) {
   Tensor loss;
   auto step = [&](int64_t i) {
@@ -250,10 +291,19 @@ void run_cnn(const Options& options) {
   report("cnn", train(*model, optimizer, batches, options), options, *model);
 }
 
+void run_transformer(const Options& options) {
+  seed_everything(0);
+  CharLM model;
+  auto batches = token_batches(options.batch, 3);
+  if (options.precision == "bf16-true") model.to(DType::bf16);  // the tokens stay integers
+  optim::AdamW optimizer(model.parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+  report("transformer", train(model, optimizer, batches, options), options, model);
+}
+
 // Returns the exit code when the program should stop here (--help, or a bad flag).
 std::optional<int> parse(int argc, char** argv, Options& o) {
   ArgParser args("bench_training", "Training-step throughput of the MLP and the demo CNN (see bench/README.md).");
-  args.choice("--model", o.model, {"mlp", "cnn", "all"}, "which model to time")
+  args.choice("--model", o.model, {"mlp", "cnn", "transformer", "all"}, "which model to time")
       .choice("--precision", o.precision, {"32-true", "bf16-mixed", "bf16-true"},
               "f32; the forward under bf16 autocast; or everything in bf16")
       .option("--steps", o.steps, "N", "timed steps", 1)
@@ -276,8 +326,9 @@ int main(int argc, char** argv) {
                 get_num_threads(), options.threads, static_cast<long long>(options.batch),
                 static_cast<long long>(options.warmup), static_cast<long long>(options.steps),
                 cpu_capability_name(cpu_capability()).data());
-    if (options.model != "cnn") run_mlp(options);
-    if (options.model != "mlp") run_cnn(options);
+    if (options.model == "mlp" || options.model == "all") run_mlp(options);
+    if (options.model == "cnn" || options.model == "all") run_cnn(options);
+    if (options.model == "transformer" || options.model == "all") run_transformer(options);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch side of bench_training (issue 3): the same two models, data shapes and loop, timed alike.
+"""PyTorch side of bench_training (issue 3): the same three models, data shapes and loop, timed alike.
 
 MLP 784-512-512-10 with SGD (lr 0.01, momentum 0.9) and the demo CNN with Adam (lr 1e-3), batch
-128, on synthetic Fashion-MNIST-shaped batches made before the clock starts; `--warmup` untimed
+128, on synthetic Fashion-MNIST-shaped batches made before the clock starts, and a char-level
+transformer LM (CharLM) with AdamW on batches of random tokens; `--warmup` untimed
 steps, then `--steps` timed ones. Prints the torch configuration (bench/torch_reference.py's), then
 one `RESULT bench=training side=torch model=...` line per model, in bench_training's format.
 Not a test: nothing is checked against Kiln; bench/vs_torch.py puts the two side by side.
@@ -33,6 +34,50 @@ def build_cnn():
         nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+# The char-level LM: vocab 65 (tiny-shakespeare's), width 128, 4 heads, 2 pre-norm blocks, 32 tokens.
+LM_VOCAB, LM_WIDTH, LM_HEADS, LM_LAYERS, LM_CONTEXT = 65, 128, 4, 2, 32
+
+
+class Block(nn.Module):
+    """kiln::nn::TransformerBlock: x + attn(ln1(x)) under a causal mask, then x + mlp(ln2(x)), GELU (erf)."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        causal = torch.triu(torch.ones(x.size(1), x.size(1), dtype=torch.bool), diagonal=1)
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=causal, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class CharLM(nn.Module):
+    """Token + learned position embeddings, blocks, a final LayerNorm, a head; logits flattened to (N*T, vocab)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok_emb = nn.Embedding(LM_VOCAB, LM_WIDTH)
+        self.pos_emb = nn.Parameter(torch.randn(LM_CONTEXT, LM_WIDTH) * 0.02)
+        self.blocks = nn.ModuleList([Block(LM_WIDTH, LM_HEADS) for _ in range(LM_LAYERS)])
+        self.ln_f = nn.LayerNorm(LM_WIDTH)
+        self.head = nn.Linear(LM_WIDTH, LM_VOCAB)
+
+    def forward(self, idx):
+        x = self.tok_emb(idx) + self.pos_emb
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x)).reshape(-1, LM_VOCAB)
+
+
+def token_batches(batch, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, LM_VOCAB, (batch, LM_CONTEXT), generator=gen),
+             torch.randint(0, LM_VOCAB, (batch * LM_CONTEXT,), generator=gen)) for _ in range(DISTINCT_BATCHES)]
 
 
 def synthetic_batches(image_shape, batch, seed):
@@ -96,12 +141,17 @@ def mlp_floor_ms(model, optimizer, batches, args):
 def run(model_name, args):
     torch.manual_seed(0)
     if model_name == "mlp":
-        model, image_shape, seed = build_mlp(), (784,), 1
+        model = build_mlp()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    else:
-        model, image_shape, seed = build_cnn(), (1, 28, 28), 2
+        batches = synthetic_batches((784,), args.batch, 1)
+    elif model_name == "cnn":
+        model = build_cnn()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batches = synthetic_batches(image_shape, args.batch, seed)
+        batches = synthetic_batches((1, 28, 28), args.batch, 2)
+    else:
+        model = CharLM()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+        batches = token_batches(args.batch, 3)
     seconds, loss = train(model, optimizer, batches, args.warmup, args.steps)
     report(model_name, seconds, loss, args)
     if model_name == "mlp":
@@ -121,7 +171,7 @@ def positive(minimum):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("mlp", "cnn", "all"), default="all")
+    parser.add_argument("--model", choices=("mlp", "cnn", "transformer", "all"), default="all")
     parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
                         help="f32, or the forward under torch.autocast('cpu', dtype=torch.bfloat16)")
     parser.add_argument("--steps", type=positive(1), default=50, help="timed steps per model")
@@ -139,7 +189,7 @@ def main():
         pass
     torch.autograd.set_detect_anomaly(False)
     print_config(args.threads)
-    for name in ("mlp", "cnn"):
+    for name in ("mlp", "cnn", "transformer"):
         if args.model in (name, "all"):
             run(name, args)
 

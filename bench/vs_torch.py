@@ -109,7 +109,7 @@ def make_pairs(args):
     threads = ["--threads", str(args.threads)]
     pairs = []
     if args.which in ("training", "all"):
-        for model in ("mlp", "cnn"):
+        for model in ("mlp", "cnn", "transformer"):
             loop = ["--model", model, "--precision", args.precision, "--steps", str(args.steps),
                     "--warmup", str(args.warmup)] + threads
             pairs.append(Pair(f"training {model} {args.precision}", "torch", [os.path.join(bench, "bench_training")] + loop,
