@@ -7,7 +7,8 @@ Runs each pair alternately (Kiln, reference, Kiln, reference, ...) so both sides
 the same state, every process with the same environment (OMP_NUM_THREADS = --threads, the
 OPENBLAS_* presets removed), and prints the median over repeats of each measurement, with the ratio
 oriented so that > 1 always means Kiln is better:
-  training  BUILD_DIR/bench/bench_training against bench/training_torch.py, per model (mlp, cnn):
+  training  BUILD_DIR/bench/bench_training against bench/training_torch.py, per model (mlp, cnn,
+            transformer) in --precision 32-true or bf16-mixed (each side under its autocast):
             samples/s of forward + backward + optimizer step; ratio = Kiln / torch.
   lightning BUILD_DIR/bench/bench_fit_cnn against bench/fit_cnn_lightning.py: mean epoch wall time,
             process start to the first training step, process wall time (start to exit) and peak
