@@ -68,6 +68,8 @@ TEST(HardwareLayer, APrecisionTheAcceleratorCannotRunIsRefused) {
                    {"precision='bf16-true'", "cannot compute in bfloat16", "32-true always runs"});
   kt::expect_error([&] { Trainer t({.accelerator = accelerator, .precision = "16-true"}); },
                    {"cannot compute in float16"});
+  kt::expect_error([&] { Trainer t({.accelerator = accelerator, .precision = "16-mixed"}); },
+                   {"precision='16-mixed'", "cannot compute in float16"});
   Trainer ok(quiet({.accelerator = accelerator, .precision = "64-true"}));
   EXPECT_EQ(&ok.accelerator(), accelerator.get());
 }
