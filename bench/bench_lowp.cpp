@@ -1,12 +1,14 @@
 // f16 and bf16 CPU kernels beside f32 on 16M elements: add, mul, sum, softmax and layer_norm over
-// rows of 1024, and the conversions f32 <-> 16-bit, each as bytes/s against a plain OpenMP loop
-// that moves the same streams of the same element size (the bandwidth a simple loop gets). The
-// summary prints each op's ratio to its plain loop (goal >= 0.8) and which conversion
-// instructions Kiln's kernels run at this CPU level. Not a correctness test: tests/ops/ checks
-// values (test_lowp_kernels).
+// rows of 1024, and the conversions f32 <-> 16-bit, each in bytes/s against a plain OpenMP loop
+// that moves the same streams of the same element size. Each iteration times the plain loop and
+// then Kiln's op, so both see the same machine: on this shared VM the bandwidth a loop gets moved
+// 2-8x between cases run seconds apart. Prints each op's ratio to its plain loop (goal >= 0.8) and
+// which conversion instructions Kiln's kernels run at this CPU level. Not a correctness test:
+// tests/ops/test_lowp_kernels.cpp checks values.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -42,10 +44,6 @@ Inputs& inputs(DType t) {
   return it->second;
 }
 
-void set_bytes(benchmark::State& state, int64_t bytes_per_element) {
-  state.SetBytesProcessed(state.iterations() * kN * bytes_per_element);
-}
-
 // ---- plain loops over raw buffers of 4- and 2-byte elements: integer arithmetic, so they are
 // bound by memory, never by a conversion.
 
@@ -62,185 +60,157 @@ Raw<E>& raw() {
 
 // c = a + b: 2 reads + 1 write (reference of add and mul).
 template <class E>
-void plain_add(benchmark::State& state) {
+void plain_add() {
   Raw<E>& r = raw<E>();
   const E* __restrict a = r.a.data();
   const E* __restrict b = r.b.data();
   E* __restrict c = r.c.data();
-  for (auto _ : state) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<E>(a[i] + b[i]);
-    benchmark::DoNotOptimize(c);
-    benchmark::ClobberMemory();
-  }
-  set_bytes(state, 3 * sizeof(E));
+  for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<E>(a[i] + b[i]);
+  benchmark::DoNotOptimize(c);
+  benchmark::ClobberMemory();
 }
 
 // sum(a): 1 read (reference of sum).
 template <class E>
-void plain_sum(benchmark::State& state) {
+void plain_sum() {
   const E* a = raw<E>().a.data();
-  for (auto _ : state) {
-    uint32_t s = 0;
+  uint32_t s = 0;
 #pragma omp parallel for simd schedule(static) reduction(+ : s)
-    for (int64_t i = 0; i < kN; ++i) s += a[i];
-    benchmark::DoNotOptimize(s);
-  }
-  set_bytes(state, sizeof(E));
+  for (int64_t i = 0; i < kN; ++i) s += a[i];
+  benchmark::DoNotOptimize(s);
 }
 
 // c = a: 1 read + 1 write, each thread memcpy-ing its chunk (reference of softmax and layer_norm).
 template <class E>
-void plain_copy(benchmark::State& state) {
+void plain_copy() {
   Raw<E>& r = raw<E>();
-  for (auto _ : state) {
 #pragma omp parallel
-    {
-      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-      const int64_t begin = kN * t / nt, end = kN * (t + 1) / nt;
-      std::memcpy(r.c.data() + begin, r.a.data() + begin, static_cast<size_t>(end - begin) * sizeof(E));
-    }
-    benchmark::DoNotOptimize(r.c.data());
-    benchmark::ClobberMemory();
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = kN * t / nt, end = kN * (t + 1) / nt;
+    std::memcpy(r.c.data() + begin, r.a.data() + begin, static_cast<size_t>(end - begin) * sizeof(E));
   }
-  set_bytes(state, 2 * sizeof(E));
+  benchmark::DoNotOptimize(r.c.data());
+  benchmark::ClobberMemory();
 }
 
-// 4-byte reads, 2-byte writes and back (reference of the conversions): the high or low halves.
-void plain_narrow(benchmark::State& state) {
+// 4-byte reads and 2-byte writes, and back (reference of the conversions): an f32's upper half.
+void plain_narrow() {
   const uint32_t* __restrict a = raw<uint32_t>().a.data();
   uint16_t* __restrict c = raw<uint16_t>().c.data();
-  for (auto _ : state) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<uint16_t>(a[i] >> 16);
-    benchmark::DoNotOptimize(c);
-    benchmark::ClobberMemory();
-  }
-  set_bytes(state, 6);
+  for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<uint16_t>(a[i] >> 16);
+  benchmark::DoNotOptimize(c);
+  benchmark::ClobberMemory();
 }
-void plain_widen(benchmark::State& state) {
+void plain_widen() {
   const uint16_t* __restrict a = raw<uint16_t>().a.data();
   uint32_t* __restrict c = raw<uint32_t>().c.data();
-  for (auto _ : state) {
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<uint32_t>(a[i]) << 16;
-    benchmark::DoNotOptimize(c);
-    benchmark::ClobberMemory();
-  }
-  set_bytes(state, 6);
+  for (int64_t i = 0; i < kN; ++i) c[i] = static_cast<uint32_t>(a[i]) << 16;
+  benchmark::DoNotOptimize(c);
+  benchmark::ClobberMemory();
 }
 
-// ---- Kiln ops, allocating their outputs as users call them. range(0) is the DType.
+// ---- Kiln ops, allocating their outputs as users call them.
 
-DType dtype_of(const benchmark::State& state) { return static_cast<DType>(state.range(0)); }
-int64_t size_of(DType t) { return static_cast<int64_t>(kiln::dtype_size(t)); }
-
-void kiln_add(benchmark::State& state) {
-  const Inputs& in = inputs(dtype_of(state));
-  for (auto _ : state) benchmark::DoNotOptimize((in.a + in.b).data_ptr());
-  set_bytes(state, 3 * size_of(dtype_of(state)));
+Tensor kiln_add(DType t) { return inputs(t).a + inputs(t).b; }
+Tensor kiln_mul(DType t) { return inputs(t).a * inputs(t).b; }
+Tensor kiln_sum(DType t) { return kiln::sum(inputs(t).a); }
+Tensor kiln_softmax(DType t) { return kiln::softmax(inputs(t).a.view({kN / kRow, kRow}), 1); }
+Tensor kiln_layer_norm(DType t) {
+  const Inputs& in = inputs(t);
+  return kiln::layer_norm(in.a.view({kN / kRow, kRow}), {kRow}, in.w, in.bias);
 }
-void kiln_mul(benchmark::State& state) {
-  const Inputs& in = inputs(dtype_of(state));
-  for (auto _ : state) benchmark::DoNotOptimize((in.a * in.b).data_ptr());
-  set_bytes(state, 3 * size_of(dtype_of(state)));
-}
-void kiln_sum(benchmark::State& state) {
-  const Inputs& in = inputs(dtype_of(state));
-  for (auto _ : state) benchmark::DoNotOptimize(kiln::sum(in.a).data_ptr());
-  set_bytes(state, size_of(dtype_of(state)));
-}
-void kiln_softmax(benchmark::State& state) {
-  const Tensor x = inputs(dtype_of(state)).a.view({kN / kRow, kRow});
-  for (auto _ : state) benchmark::DoNotOptimize(kiln::softmax(x, 1).data_ptr());
-  set_bytes(state, 2 * size_of(dtype_of(state)));
-}
-void kiln_layer_norm(benchmark::State& state) {
-  const Inputs& in = inputs(dtype_of(state));
-  const Tensor x = in.a.view({kN / kRow, kRow});
-  for (auto _ : state) benchmark::DoNotOptimize(kiln::layer_norm(x, {kRow}, in.w, in.bias).data_ptr());
-  set_bytes(state, 2 * size_of(dtype_of(state)));
-}
-void kiln_from_f32(benchmark::State& state) {  // f32 -> dtype
-  const Tensor& src = inputs(dtype_of(state)).f32_src;
-  for (auto _ : state) benchmark::DoNotOptimize(src.to(dtype_of(state)).data_ptr());
-  set_bytes(state, 6);
-}
-void kiln_to_f32(benchmark::State& state) {  // dtype -> f32
-  const Tensor& src = inputs(dtype_of(state)).a;
-  for (auto _ : state) benchmark::DoNotOptimize(src.to(DType::f32).data_ptr());
-  set_bytes(state, 6);
-}
+Tensor kiln_from_f32(DType t) { return inputs(t).f32_src.to(t); }
+Tensor kiln_to_f32(DType t) { return inputs(t).a.to(DType::f32); }
 
 struct Case {
   const char* name;
-  void (*fn)(benchmark::State&);
-  std::vector<DType> dtypes;  // empty for a plain loop
-  const char* ref32;          // the plain loop for f32, and for 16-bit dtypes
-  const char* ref16;
+  Tensor (*kiln)(DType);
+  std::vector<DType> dtypes;
+  int64_t streams;         // arrays of the op's dtype read or written; 0: a conversion (4 + 2 bytes)
+  void (*plain32)();       // the plain loop moving the same bytes for f32, and for 16-bit dtypes
+  void (*plain16)();
+  const char* plain_name;  // for the summary, without the element size
 };
 
 const std::vector<DType> kAll = {DType::f32, DType::bf16, DType::f16}, k16 = {DType::bf16, DType::f16};
 const Case kCases[] = {
-    {"plain/add32", plain_add<uint32_t>, {}, nullptr, nullptr},
-    {"plain/add16", plain_add<uint16_t>, {}, nullptr, nullptr},
-    {"plain/sum32", plain_sum<uint32_t>, {}, nullptr, nullptr},
-    {"plain/sum16", plain_sum<uint16_t>, {}, nullptr, nullptr},
-    {"plain/copy32", plain_copy<uint32_t>, {}, nullptr, nullptr},
-    {"plain/copy16", plain_copy<uint16_t>, {}, nullptr, nullptr},
-    {"plain/narrow", plain_narrow, {}, nullptr, nullptr},
-    {"plain/widen", plain_widen, {}, nullptr, nullptr},
-    {"kiln/add", kiln_add, kAll, "plain/add32", "plain/add16"},
-    {"kiln/mul", kiln_mul, kAll, "plain/add32", "plain/add16"},
-    {"kiln/sum", kiln_sum, kAll, "plain/sum32", "plain/sum16"},
-    {"kiln/softmax", kiln_softmax, kAll, "plain/copy32", "plain/copy16"},
-    {"kiln/layer_norm", kiln_layer_norm, kAll, "plain/copy32", "plain/copy16"},
-    {"kiln/from_f32", kiln_from_f32, k16, "plain/narrow", "plain/narrow"},
-    {"kiln/to_f32", kiln_to_f32, k16, "plain/widen", "plain/widen"},
+    {"add", kiln_add, kAll, 3, plain_add<uint32_t>, plain_add<uint16_t>, "add"},
+    {"mul", kiln_mul, kAll, 3, plain_add<uint32_t>, plain_add<uint16_t>, "add"},
+    {"sum", kiln_sum, kAll, 1, plain_sum<uint32_t>, plain_sum<uint16_t>, "sum"},
+    {"softmax", kiln_softmax, kAll, 2, plain_copy<uint32_t>, plain_copy<uint16_t>, "copy"},
+    {"layer_norm", kiln_layer_norm, kAll, 2, plain_copy<uint32_t>, plain_copy<uint16_t>, "copy"},
+    {"from_f32", kiln_from_f32, k16, 0, plain_narrow, plain_narrow, "narrow"},
+    {"to_f32", kiln_to_f32, k16, 0, plain_widen, plain_widen, "widen"},
 };
 
-// The console table, plus each run's bytes/s (the median with --benchmark_repetitions).
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The plain loop, then Kiln's op, every iteration; the iteration time is Kiln's.
+void run_case(benchmark::State& state, const Case& c, DType t) {
+  const double bytes = static_cast<double>(kN) * (c.streams ? c.streams * static_cast<double>(kiln::dtype_size(t)) : 6.0);
+  void (*plain)() = t == DType::f32 ? c.plain32 : c.plain16;
+  inputs(t);  // made before timing
+  double kiln_s = 0, plain_s = 0;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    plain();
+    plain_s += seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    Tensor y = c.kiln(t);
+    benchmark::DoNotOptimize(y.data_ptr());
+    const double s = seconds_since(t0);
+    kiln_s += s;
+    state.SetIterationTime(s);
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["kiln_GBps"] = bytes * n / kiln_s / 1e9;
+  state.counters["plain_GBps"] = bytes * n / plain_s / 1e9;
+  state.counters["ratio"] = plain_s / kiln_s;
+}
+
+// The console table, plus each run's counters (the median with --benchmark_repetitions).
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
-  std::map<std::string, double> bytes_per_second;  // "kiln/add/3" -> B/s
+  std::map<std::string, std::map<std::string, double>> counters;  // "add/bfloat16" -> counters
 
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
       if (r.error_occurred || (r.run_type != Run::RT_Iteration && !median)) continue;
-      auto it = r.counters.find("bytes_per_second");
-      if (it == r.counters.end()) continue;
-      std::string key = r.run_name.function_name;
-      if (!r.run_name.args.empty()) key += '/' + r.run_name.args;
-      bytes_per_second[key] = it->second.value;
+      for (const auto& [name, counter] : r.counters) counters[r.run_name.function_name][name] = counter.value;
     }
     ConsoleReporter::ReportRuns(runs);
   }
 };
 
-// What converts 16-bit lanes at the level the kernels run (kernels/cpu/lanes16.h).
+// What converts 16-bit lanes at the level the kernels run (Note [16-bit lane conversions] in
+// kernels/cpu/lanes16.h).
 std::string conversion_instructions() {
-  const bool f16c = kiln::cpu_capability() >= kiln::CpuCapability::avx2;
-  std::string s = "bf16: integer lanes (shift; RNE add)";
-  s += __builtin_cpu_supports("avx512bf16") ? " [vcvtneps2bf16 present, unused: it flushes denormals]" : "";
-  s += f16c ? "; f16: F16C vcvtph2ps/vcvtps2ph" : "; f16: integer lanes";
+  std::string s = "bf16: integer lanes (shift; add-and-shift RNE)";
+  if (__builtin_cpu_supports("avx512bf16")) s += " [this CPU has vcvtneps2bf16; unused: it flushes f32 denormals]";
+  s += kiln::cpu_capability() >= kiln::CpuCapability::avx2 ? "; f16: F16C vcvtph2ps/vcvtps2ph" : "; f16: integer lanes";
   return s;
 }
 
 void print_summary(const RecordingReporter& rep) {
   std::printf("\nlow-precision summary (%d threads, level %s; %s)\n", kiln::get_num_threads(),
               std::string(kiln::cpu_capability_name(kiln::cpu_capability())).c_str(), conversion_instructions().c_str());
-  std::printf("ratio = Kiln GB/s / plain-loop GB/s over the same streams, goal >= 0.8\n");
-  std::printf("%-12s %-9s %10s %-13s %10s %7s\n", "op", "dtype", "Kiln GB/s", "plain loop", "GB/s", "ratio");
+  std::printf("ratio = Kiln GB/s / plain-loop GB/s, timed alternately; goal >= 0.8\n");
+  std::printf("%-11s %-9s %10s %-11s %10s %7s\n", "op", "dtype", "Kiln GB/s", "plain loop", "GB/s", "ratio");
   for (const Case& c : kCases) {
     for (DType t : c.dtypes) {
-      const char* ref = t == DType::f32 ? c.ref32 : c.ref16;
-      auto k = rep.bytes_per_second.find(std::string(c.name) + '/' + std::to_string(static_cast<int>(t)));
-      auto p = rep.bytes_per_second.find(ref);
-      if (k == rep.bytes_per_second.end() || p == rep.bytes_per_second.end()) continue;  // filtered out
-      const double ratio = k->second / p->second;
-      std::printf("%-12s %-9s %10.2f %-13s %10.2f %7.2f%s\n", c.name + 5, kiln::dtype_name(t).data(), k->second / 1e9,
-                  ref, p->second / 1e9, ratio, ratio >= 0.8 ? "" : "  (below goal)");
+      auto it = rep.counters.find(std::string(c.name) + '/' + std::string(kiln::dtype_name(t)));
+      if (it == rep.counters.end()) continue;  // filtered out
+      const std::map<std::string, double>& k = it->second;
+      const double ratio = k.at("ratio");
+      std::printf("%-11s %-9s %10.2f %-11s %10.2f %7.2f%s\n", c.name, kiln::dtype_name(t).data(), k.at("kiln_GBps"),
+                  c.plain_name, k.at("plain_GBps"), ratio, ratio >= 0.8 ? "" : "  (below goal)");
     }
   }
 }
@@ -259,10 +229,12 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("kiln threads", std::to_string(kiln::get_num_threads()));
   benchmark::AddCustomContext("16-bit conversions", conversion_instructions());
-  for (const Case& c : kCases) {
-    auto* b = benchmark::RegisterBenchmark(c.name, c.fn)->UseRealTime()->Unit(benchmark::kMicrosecond);
-    for (DType t : c.dtypes) b->Arg(static_cast<int>(t));
-  }
+  for (const Case& c : kCases)
+    for (DType t : c.dtypes)
+      benchmark::RegisterBenchmark((std::string(c.name) + '/' + std::string(kiln::dtype_name(t))).c_str(),
+                                   [&c, t](benchmark::State& state) { run_case(state, c, t); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   print_summary(reporter);

@@ -4,7 +4,6 @@
 // maximum and minimum do it a register of f32 lanes at a time (lanes16.h).
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <type_traits>
 
 #include "kernels/cpu/convert.h"

@@ -24,8 +24,8 @@ void copy_same_type(const Tensor& src, Tensor& dst) {
   });
 }
 
-// f32 -> T or T -> f32 for a 16-bit T: rows that are contiguous in both convert in place, others
-// through a register's worth of gathered elements, so every layout gives the same bits.
+// f32 -> T or T -> f32 for a 16-bit T: rows contiguous in both convert straight from source to
+// destination, others through a register's worth of gathered elements; every layout gets the same bits.
 template <class To, class From>
 void convert_16bit(const Tensor& src, Tensor& dst) {
   StridedIter<2> it({&dst, &src});
@@ -67,8 +67,8 @@ void copy_cpu(const Tensor& src, Tensor& dst) {
   visit_dtype(dst.dtype(), [&]<class To>() {
     visit_dtype(src.dtype(), [&]<class From>() {
       constexpr bool k16 = (std::is_same_v<To, float> && lanes::kIs16<From>) || (std::is_same_v<From, float> && lanes::kIs16<To>);
-      if constexpr (k16) return convert_16bit<To, From>(src, dst);
-      unary_loop<To, From>(src, dst, [](From v) { return convert<To>(v); });
+      if constexpr (k16) convert_16bit<To, From>(src, dst);
+      else unary_loop<To, From>(src, dst, [](From v) { return convert<To>(v); });
     });
   });
 }
