@@ -23,8 +23,10 @@ namespace lanes {
 // would do it in one instruction, but it flushes f32 denormals to zero (measured on this EPYC:
 // 0x00400000 gives 0x0000, not 0x0040), so it cannot match the scalar conversion, and the
 // x86-64-v4 level does not include it anyway. f16 uses F16C (vcvtph2ps, vcvtps2ph with RNE) where
-// the level has it (avx2, avx512); baseline runs the same conversions in integer lanes. The
-// kernels are bound by memory either way (bench/bench_lowp.cpp prints which of these ran).
+// the level has it (avx2, avx512); baseline runs the same conversions in integer lanes. At avx2 and
+// avx512 the elementwise kernels are bound by memory either way; baseline (SSE2, no 32-to-16 pack)
+// is not a speed target and runs about as fast as the scalar conversions did (bench/README.md,
+// "f16 and bf16 kernels"; bench/bench_lowp.cpp prints which of these ran).
 using u16v = uint16_t __attribute__((vector_size(2 * kWidth)));
 using u32v = uint32_t __attribute__((vector_size(4 * kWidth)));
 
@@ -118,8 +120,8 @@ inline void store16_first(T* p, f32v v, int64_t n) {
   std::memcpy(static_cast<void*>(p), &h, static_cast<size_t>(n) * sizeof(T));
 }
 
-// y[0..n) = floats of x[0..n) (from_16) or x rounded into T (to_16): the row conversions of softmax
-// and the norms, and contiguous copies.
+// y[0..n) = the floats of x[0..n) (to_f32), or x rounded into T (from_f32): the row conversions of
+// softmax, the reductions and the norms, and contiguous copies.
 template <class T>
 inline void to_f32(const T* x, float* y, int64_t n) {
   int64_t i = 0;

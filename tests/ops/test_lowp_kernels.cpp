@@ -1,9 +1,10 @@
 // Tests of the f16/bf16 CPU kernels that compute in f32 lanes (kernels/cpu/lanes16.h): conversions
 // bit for bit against hand-checked values and the scalar Half/BFloat16 conversions; add, sub, mul,
-// div, maximum, minimum, unary math, sum/mean/amax/amin/var, softmax/log_softmax and layer_norm
-// against f64 references rounded once to the dtype, on contiguous, strided, broadcast and empty
-// inputs, with special values; and results that do not depend on the thread count. ctest runs it
-// at every CPU level (Note [Tests at every CPU level]), so F16C and the integer lanes both answer.
+// div, maximum, minimum, unary math, sum/mean/amax/amin/var, softmax/log_softmax, layer_norm and
+// rms_norm against f64 references rounded once to the dtype and bit for bit against the f32
+// kernels on the converted inputs, on contiguous, strided, broadcast and empty inputs with special
+// values; and results that do not depend on the thread count. ctest runs it at every CPU level
+// (Note [Tests at every CPU level]), so F16C and the integer lanes both answer.
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -364,6 +365,14 @@ TEST(LowpKernels, LayerNormForwardAndBackwardInF32) {
       expect_same_bits(g.input, g32.input.to(t), "grad input vs f32");
       expect_same_bits(g.weight, g32.weight.to(t), "grad weight vs f32");
       expect_same_bits(g.bias, g32.bias.to(t), "grad bias vs f32");
+      // rms_norm runs the same row code (Note [16-bit rows in norms]); eps given, as its default
+      // is the dtype's epsilon.
+      const NormOutput q = rms_norm_forward(in, {D}, w, 1e-6), q32 = rms_norm_forward(f32(in), {D}, f32(w), 1e-6);
+      expect_same_bits(q.output, q32.output.to(t), "rms_norm vs f32");
+      const LayerGrads h = rms_norm_backward(gy, in, {D}, w, q.rstd);
+      const LayerGrads h32 = rms_norm_backward(f32(gy), f32(in), {D}, f32(w), q32.rstd);
+      expect_same_bits(h.input, h32.input.to(t), "rms_norm grad input vs f32");
+      expect_same_bits(h.weight, h32.weight.to(t), "rms_norm grad weight vs f32");
       // f64 references on the converted values. Statistics are in double; centring and scaling in
       // f32 lose ~1e-6 of the scale (|xhat| <= 4, |w| <= 2, |b| <= 1), then one rounding to the dtype.
       const std::vector<double> xv = kt::values(in), wv = kt::values(w), bv = kt::values(b), gv = kt::values(gy);
