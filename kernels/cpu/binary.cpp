@@ -1,24 +1,67 @@
 // CPU binary elementwise kernels: a, b and out have one shape (inputs expanded with stride 0 where
 // they broadcast); a and b share one dtype T; out is T, or bool for comparisons and logical ops.
-// Arithmetic on f16/bf16 happens in float (compute_t<T>).
+// Arithmetic on f16/bf16 happens in float (compute_t<T>), rounded once into T; add, sub, mul, div,
+// maximum and minimum do it a register of f32 lanes at a time (lanes16.h).
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
 namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
-// Runs f over (a, b) -> out for every dtype T of the inputs; f works on compute_t<T>.
-template <bool kBoolOut, class F>
+using lanes::f32v;
+
+// m <= kWidth elements of a 16-bit operand from p at byte stride s, as floats: loaded and converted
+// when contiguous, one value in every lane when broadcast (s = 0), else gathered first.
+template <class T>
+f32v operand16(const char* p, int64_t s, int64_t m) {
+  if (s == static_cast<int64_t>(sizeof(T))) return lanes::load16_first(reinterpret_cast<const T*>(p), m);
+  if (s == 0) return lanes::splat(static_cast<float>(*reinterpret_cast<const T*>(p)));
+  T g[lanes::kWidth] = {};
+  for (int64_t i = 0; i < m; ++i) g[i] = *reinterpret_cast<const T*>(p + i * s);
+  return lanes::load16_first(g, m);
+}
+
+// out = f(a, b) for 16-bit float T, f applied to f32 lanes and rounded once: the same bits as f on
+// one float at a time, which is IEEE arithmetic lane by lane (no contraction into FMA: C++20 mode).
+template <class T, class F>
+void binary16(const Tensor& a, const Tensor& b, Tensor& out, const F& f) {
+  StridedIter<3> it({&out, &a, &b});
+  it.run([&f](int64_t n, char** p, const int64_t* s) {
+    for (int64_t i = 0; i < n; i += lanes::kWidth) {
+      const int64_t m = std::min<int64_t>(lanes::kWidth, n - i);
+      const f32v r = f(operand16<T>(p[1] + i * s[1], s[1], m), operand16<T>(p[2] + i * s[2], s[2], m));
+      if (s[0] == static_cast<int64_t>(sizeof(T))) {
+        lanes::store16_first(reinterpret_cast<T*>(p[0]) + i, r, m);
+      } else {
+        T y[lanes::kWidth];
+        lanes::store16_first(y, r, m);
+        for (int64_t k = 0; k < m; ++k) *reinterpret_cast<T*>(p[0] + (i + k) * s[0]) = y[k];
+      }
+    }
+  });
+}
+
+// Runs f over (a, b) -> out for every dtype T of the inputs; f works on compute_t<T>, and, with
+// kLanes, on f32v too, which f16/bf16 then use.
+template <bool kBoolOut, class F, bool kLanes = false>
 void binary_kernel(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   visit_dtype(a.dtype(), [&]<class T>() {
     using C = compute_t<T>;
     using Out = std::conditional_t<kBoolOut, bool, T>;
+    if constexpr (kLanes && !kBoolOut && lanes::kIs16<T>) return binary16<T>(a, b, out, f);
     binary_loop<Out, T>(a, b, out, [f](T x, T y) { return static_cast<Out>(f(static_cast<C>(x), static_cast<C>(y))); });
   });
+}
+// binary_kernel for ops whose f also works on f32 lanes.
+template <class F>
+void lane_kernel(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  binary_kernel<false, F, true>(a, b, out, f);
 }
 
 // Integer division and remainder by zero are undefined in C++; torch raises, and so do we.
@@ -81,18 +124,18 @@ C int_pow(C base, C exp) {
 
 void add_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   if (a.dtype() == DType::boolean) return binary_kernel<false>(a, b, out, [](auto x, auto y) { return x || y; });
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p + q; }); });
+  lane_kernel(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p + q; }); });
 }
 void sub_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p - q; }); });
+  lane_kernel(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p - q; }); });
 }
 void mul_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   if (a.dtype() == DType::boolean) return binary_kernel<false>(a, b, out, [](auto x, auto y) { return x && y; });
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p * q; }); });
+  lane_kernel(a, b, out, [](auto x, auto y) { return wrapping(x, y, [](auto p, auto q) { return p * q; }); });
 }
 void div_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   check_no_zero_divisor(b, "div");
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return x / y; });
+  lane_kernel(a, b, out, [](auto x, auto y) { return x / y; });
 }
 void pow_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   binary_kernel<false>(a, b, out, [](auto x, auto y) {
@@ -101,10 +144,10 @@ void pow_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   });
 }
 void maximum_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return (x != x || x > y) ? x : y; });  // NaN wins
+  lane_kernel(a, b, out, [](auto x, auto y) { return (x != x || x > y) ? x : y; });  // NaN wins
 }
 void minimum_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
-  binary_kernel<false>(a, b, out, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
+  lane_kernel(a, b, out, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
 }
 void remainder_cpu(const Tensor& a, const Tensor& b, Tensor& out) {
   check_no_zero_divisor(b, "remainder");

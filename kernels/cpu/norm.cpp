@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -171,6 +172,42 @@ void batch_norm_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tens
 // ---------------------------------------------------------------------------------------------
 // layer_norm and rms_norm: x (R,D), statistics per row, weight and bias per column.
 
+// Note [16-bit rows in norms]: layer_norm and rms_norm take an f16/bf16 row into a per-thread
+// float buffer a register at a time (lanes16.h), run the f32 code on it, and round the result back
+// the same way, with weight and bias converted once. Each element gets the float value and the one
+// rounding the element-wise loops gave it; only the conversions move out of the loops.
+float* thread_floats(int slot, int64_t n) {  // slot: buffers in use at once stay apart
+  thread_local std::vector<float> bufs[2];
+  std::vector<float>& b = bufs[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
+// t's n elements as the compute type: t's own memory, or for 16-bit T floats kept in `held`.
+template <class T>
+const compute_t<T>* compute_values(const Tensor& t, std::vector<float>& held) {
+  if constexpr (lanes::kIs16<T>) {
+    if (!t.defined()) return nullptr;
+    held.resize(static_cast<size_t>(t.numel()));
+    lanes::to_f32(static_cast<const T*>(t.data_ptr()), held.data(), t.numel());
+    return held.data();
+  } else {
+    return ptr_or_null<T>(t);
+  }
+}
+
+// Row r of a (R,D) T tensor as the compute type: in place, or converted into thread_floats(slot).
+template <class T>
+const compute_t<T>* row_values(const T* p, int64_t r, int64_t D, int slot) {
+  if constexpr (lanes::kIs16<T>) {
+    float* buf = thread_floats(slot, D);
+    lanes::to_f32(p + r * D, buf, D);
+    return buf;
+  } else {
+    return p + r * D;
+  }
+}
+
 template <bool kRms>
 void row_norm_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, const NormParams& p, Tensor& out,
                   Tensor& mean, Tensor& rstd, const char* op) {
@@ -178,27 +215,33 @@ void row_norm_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   visit_floating(x.dtype(), op, [&]<class T>() {
     using S = stat_t<T>;
     using CT = compute_t<T>;
-    const T *px = static_cast<const T*>(x.data_ptr()), *pw = ptr_or_null<T>(weight), *pb = ptr_or_null<T>(bias);
+    std::vector<float> w16, b16;
+    const CT *pw = compute_values<T>(weight, w16), *pb = compute_values<T>(bias, b16);
+    const T* px = static_cast<const T*>(x.data_ptr());
     T* po = static_cast<T*>(out.data_ptr());
     S* pm = kRms ? nullptr : static_cast<S*>(mean.data_ptr());
     S* pr = static_cast<S*>(rstd.data_ptr());
     parallel_for(R, grain_for(D), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const T* xr = px + r * D;
-        T* yr = po + r * D;
+        const CT* xr = row_values(px, r, D, 0);
+        CT* yr = lanes::kIs16<T> ? const_cast<CT*>(xr) : reinterpret_cast<CT*>(po + r * D);  // in place for 16-bit
         const double mu = kRms || D == 0 ? 0.0 : sum_of(xr, D) / static_cast<double>(D);
         const double var = D ? sq_dev_sum(xr, D, mu) / static_cast<double>(D) : 0.0;  // mean(x^2) for rms
         const double rs = 1.0 / std::sqrt(var + p.eps);
         if (pm) pm[r] = static_cast<S>(mu);
         pr[r] = static_cast<S>(rs);
-        if (!pw && !pb) { affine_row(xr, yr, D, mu, rs, 0.0); continue; }
-        const SplitMean<CT> m(mu);
-        const CT s = static_cast<CT>(rs);
+        if (!pw && !pb) {
+          affine_row(xr, yr, D, mu, rs, 0.0);
+        } else {
+          const SplitMean<CT> m(mu);
+          const CT s = static_cast<CT>(rs);
 #pragma omp simd
-        for (int64_t j = 0; j < D; ++j) {
-          const CT xhat = m.centre(static_cast<CT>(xr[j])) * s;
-          yr[j] = convert<T>(xhat * (pw ? static_cast<CT>(pw[j]) : CT(1)) + (pb ? static_cast<CT>(pb[j]) : CT(0)));
+          for (int64_t j = 0; j < D; ++j) {
+            const CT xhat = m.centre(xr[j]) * s;
+            yr[j] = xhat * (pw ? pw[j] : CT(1)) + (pb ? pb[j] : CT(0));
+          }
         }
+        if constexpr (lanes::kIs16<T>) lanes::from_f32(yr, po + r * D, D);
       }
     });
   });
@@ -214,32 +257,34 @@ void row_norm_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tensor
     using S = stat_t<T>;
     using CT = compute_t<T>;
     const T *px = static_cast<const T*>(x.data_ptr()), *pg = static_cast<const T*>(grad_out.data_ptr());
-    const T* pw = ptr_or_null<T>(weight);
+    std::vector<float> w16;
+    const CT* pw = compute_values<T>(weight, w16);
     const S* pm = kRms ? nullptr : static_cast<const S*>(mean.data_ptr());
     const S* pr = static_cast<const S*>(rstd.data_ptr());
     auto mean_of = [&](int64_t r) { return pm ? static_cast<double>(pm[r]) : 0.0; };
     if (T* gx = mut_or_null<T>(grad_x)) {
       parallel_for(R, grain_for(D), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-          const T *xr = px + r * D, *gr = pg + r * D;
+          const CT *xr = row_values(px, r, D, 0), *gr = row_values(pg, r, D, 1);
           const double mu = mean_of(r), rs = static_cast<double>(pr[r]);
           double sum_g = 0, sum_g_xc = 0;  // sum(g), sum(g * (x - mu))
 #pragma omp simd reduction(+ : sum_g, sum_g_xc)
           for (int64_t j = 0; j < D; ++j) {
-            const double g = static_cast<double>(static_cast<CT>(gr[j])) * value_or(pw, j, 1);
+            const double g = static_cast<double>(gr[j]) * value_or(pw, j, 1);
             sum_g += g;
-            sum_g_xc += g * (static_cast<double>(static_cast<CT>(xr[j])) - mu);
+            sum_g_xc += g * (static_cast<double>(xr[j]) - mu);
           }
           const double inv_d = D ? 1.0 / static_cast<double>(D) : 0.0;
           const CT a = static_cast<CT>(rs), bx = static_cast<CT>(-rs * rs * rs * sum_g_xc * inv_d);
           const CT d = static_cast<CT>(kRms ? 0.0 : -rs * sum_g * inv_d);
           const SplitMean<CT> m(mu);
-          T* out = gx + r * D;
+          CT* out = lanes::kIs16<T> ? const_cast<CT*>(gr) : reinterpret_cast<CT*>(gx + r * D);  // in place for 16-bit
 #pragma omp simd
           for (int64_t j = 0; j < D; ++j) {
-            const CT g = static_cast<CT>(gr[j]) * (pw ? static_cast<CT>(pw[j]) : CT(1));
-            out[j] = convert<T>(a * g + bx * m.centre(static_cast<CT>(xr[j])) + d);
+            const CT g = gr[j] * (pw ? pw[j] : CT(1));
+            out[j] = a * g + bx * m.centre(xr[j]) + d;
           }
+          if constexpr (lanes::kIs16<T>) lanes::from_f32(out, gx + r * D, D);
         }
       });
     }
@@ -249,16 +294,24 @@ void row_norm_backward_cpu(const Tensor& grad_out, const Tensor& x, const Tensor
     constexpr int64_t kBlock = 64;
     parallel_for((D + kBlock - 1) / kBlock, std::max<int64_t>(1, grain_for(R * kBlock)), [&](int64_t b0, int64_t b1) {
       double acc_w[kBlock], acc_b[kBlock];
+      CT xs[kBlock], gs[kBlock];  // one row's block as the compute type
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t j0 = blk * kBlock, w = std::min(kBlock, D - j0);
         std::fill(acc_w, acc_w + kBlock, 0.0);
         std::fill(acc_b, acc_b + kBlock, 0.0);
         for (int64_t r = 0; r < R; ++r) {
           const T *xr = px + r * D + j0, *gr = pg + r * D + j0;
+          if constexpr (lanes::kIs16<T>) {
+            lanes::to_f32(xr, xs, w);
+            lanes::to_f32(gr, gs, w);
+          } else {
+            std::copy(xr, xr + w, xs);
+            std::copy(gr, gr + w, gs);
+          }
           const double mu = mean_of(r), rs = static_cast<double>(pr[r]);
           for (int64_t j = 0; j < w; ++j) {
-            const double g = static_cast<double>(static_cast<CT>(gr[j]));
-            acc_w[j] += g * (static_cast<double>(static_cast<CT>(xr[j])) - mu) * rs;
+            const double g = static_cast<double>(gs[j]);
+            acc_w[j] += g * (static_cast<double>(xs[j]) - mu) * rs;
             acc_b[j] += g;
           }
         }

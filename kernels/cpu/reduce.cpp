@@ -6,8 +6,10 @@
 #include <limits>
 #include <memory>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/lanes16.h"
 #include "tensor/dispatch.h"
 #include "tensor/parallel.h"
 
@@ -61,8 +63,9 @@ template <class C> C highest() {
 }
 
 // A reducer: identity, add(acc, value, position along n, output index k), merge(a, b) where b
-// covers later positions than a, and finish(acc, k), which writes output k. kPlainSum marks an add
-// that is a plain `acc += value`, which the f32 fast paths below may regroup.
+// covers later positions than a, and finish(acc, k), which writes output k. The value comes as
+// compute_t<T> (Note [16-bit reductions]). kPlainSum marks an add that is a plain `acc += value`,
+// which the f32 fast paths below may regroup.
 template <class A, class Add, class Merge, class Finish, bool kPlain = false>
 struct Reducer {
   using Acc = A;
@@ -84,7 +87,8 @@ auto plus() { return [](A a, A b) { return add_wrap(a, b); }; }
 template <class T, class Finish>
 auto sum_reducer(Finish finish) {
   using A = acc_t<T>;
-  auto add = [](A& a, T v, int64_t, int64_t) { a = add_wrap(a, to_acc<A>(v)); };
+  using C = compute_t<T>;
+  auto add = [](A& a, C v, int64_t, int64_t) { a = add_wrap(a, to_acc<A>(v)); };
   return Reducer<A, decltype(add), decltype(plus<A>()), Finish, true>{A(0), add, plus<A>(), finish};
 }
 
@@ -158,9 +162,10 @@ inline double sum_f32_in_fours(const float* x, int64_t len) {
   return lanes[0] + tail;
 }
 
-// Reduces x[0, len) (positions first, first + 1, ... along n) for output k.
+// Reduces x[0, len) (positions first, first + 1, ... along n) for output k. x holds the values of a
+// T tensor as compute_t<T>: floats for f16/bf16 (see span_values).
 template <class T, class R>
-typename R::Acc reduce_span(const T* x, int64_t len, int64_t first, int64_t k, const R& r) {
+typename R::Acc reduce_span(const compute_t<T>* x, int64_t len, int64_t first, int64_t k, const R& r) {
   using Acc = typename R::Acc;
   if constexpr (kGroupsOfFour<R, T>) {
     return sum_f32_in_fours(x, len);
@@ -182,6 +187,29 @@ typename R::Acc reduce_span(const T* x, int64_t len, int64_t first, int64_t k, c
   }
 }
 
+// Note [16-bit reductions]: reducers read f16/bf16 as floats (their add takes compute_t<T>), and
+// each span or row segment is converted a register at a time into a per-thread float buffer first
+// (lanes16.h), instead of an element at a time inside the add. The values, the order of the adds
+// and so the results are those of the element-wise loop: f32 accumulators, Note [Deterministic
+// reduction order].
+float* float_buffer(int64_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
+// x[0, len) as reducers read it: x itself, or a 16-bit T's floats in the per-thread buffer.
+template <class T>
+const compute_t<T>* span_values(const T* x, int64_t len) {
+  if constexpr (lanes::kIs16<T>) {
+    float* buf = float_buffer(len);
+    lanes::to_f32(x, buf, len);
+    return buf;
+  } else {
+    return x;
+  }
+}
+
 // Reduction over the last dim: x (outer, n) contiguous.
 template <class T, class R>
 void reduce_rows(const T* x, int64_t outer, int64_t n, const R& r) {
@@ -189,7 +217,7 @@ void reduce_rows(const T* x, int64_t outer, int64_t n, const R& r) {
   const int64_t pieces = n <= kPiece ? 1 : (n + kPiece - 1) / kPiece;
   if (pieces == 1) {
     parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) r.finish(reduce_span(x + o * n, n, 0, o, r), o);
+      for (int64_t o = b; o < e; ++o) r.finish(reduce_span<T>(span_values(x + o * n, n), n, 0, o, r), o);
     });
     return;
   }
@@ -197,7 +225,8 @@ void reduce_rows(const T* x, int64_t outer, int64_t n, const R& r) {
   parallel_for(outer * pieces, std::max<int64_t>(1, kElementwiseGrain / kPiece), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t o = t / pieces, first = (t % pieces) * kPiece;
-      partial[t] = reduce_span(x + o * n + first, std::min(kPiece, n - first), first, o, r);
+      const int64_t len = std::min(kPiece, n - first);
+      partial[t] = reduce_span<T>(span_values(x + o * n + first, len), len, first, o, r);
     }
   });
   parallel_for(outer, std::max<int64_t>(1, kElementwiseGrain / pieces), [&](int64_t b, int64_t e) {
@@ -218,6 +247,7 @@ void reduce_columns(const T* x, int64_t outer, int64_t n, int64_t inner, const R
   const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / (std::min(n, rows_per_piece) * std::min(inner, kTile) + 1));
   parallel_for(outer * tiles * pieces, grain, [&](int64_t b, int64_t e) {
     std::unique_ptr<Acc[]> acc(new Acc[static_cast<size_t>(std::min(inner, kTile))]);
+    float* buf = lanes::kIs16<T> ? float_buffer(4 * std::min(inner, kTile)) : nullptr;  // Note [16-bit reductions]
     for (int64_t t = b; t < e; ++t) {
       const int64_t p = t % pieces, tile = t / pieces % tiles, o = t / pieces / tiles;
       const int64_t j0 = tile * kTile, w = std::min(kTile, inner - j0), k0 = o * inner + j0;
@@ -231,16 +261,26 @@ void reduce_columns(const T* x, int64_t outer, int64_t n, int64_t inner, const R
           for (int64_t j = 0; j < w; ++j)
             acc[j] += static_cast<double>(row[j] + row[inner + j] + row[2 * inner + j] + row[3 * inner + j]);
         } else {
+          const compute_t<T>* v;  // the four rows' values, row u at v + u * vs
+          int64_t vs;
+          if constexpr (lanes::kIs16<T>) {
+            for (int u = 0; u < 4; ++u) lanes::to_f32(row + u * inner, buf + u * w, w);
+            v = buf;
+            vs = w;
+          } else {
+            v = row;
+            vs = inner;
+          }
           for (int64_t j = 0; j < w; ++j) {
             Acc a = acc[j];
-            for (int u = 0; u < 4; ++u) r.add(a, row[u * inner + j], i + u, k0 + j);
+            for (int u = 0; u < 4; ++u) r.add(a, v[u * vs + j], i + u, k0 + j);
             acc[j] = a;
           }
         }
       }
       for (; i < r1; ++i) {
-        const T* row = x + (o * n + i) * inner + j0;
-        for (int64_t j = 0; j < w; ++j) r.add(acc[j], row[j], i, k0 + j);
+        const compute_t<T>* v = span_values(x + (o * n + i) * inner + j0, w);
+        for (int64_t j = 0; j < w; ++j) r.add(acc[j], v[j], i, k0 + j);
       }
       if (pieces == 1) {
         for (int64_t j = 0; j < w; ++j) r.finish(acc[j], k0 + j);
@@ -302,10 +342,11 @@ void sum_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
 void prod_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
   const ReduceLayout l = plan_layout(x, args.dims_mask);
   visit_dtype(x.dtype(), [&]<class T>() {
+    using C = compute_t<T>;
     visit_sum_out<T>(out, [&]<class O>() {
       using A = acc_t<T>;
       O* o = out_ptr<O>(out);
-      run<T>(l, reducer(A(1), [](A& a, T v, int64_t, int64_t) { a = mul_wrap(a, to_acc<A>(v)); },
+      run<T>(l, reducer(A(1), [](A& a, C v, int64_t, int64_t) { a = mul_wrap(a, to_acc<A>(v)); },
                         [](A a, A b) { return mul_wrap(a, b); }, [o](A a, int64_t k) { o[k] = convert<O>(a); }));
     });
   });
@@ -328,7 +369,7 @@ void extreme_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
     using C = compute_t<T>;
     T* o = out_ptr<T>(out);
     auto pick = [](C a, C b) { return kMax ? max_nan(a, b) : min_nan(a, b); };
-    run<T>(l, reducer(kMax ? lowest<C>() : highest<C>(), [pick](C& a, T v, int64_t, int64_t) { a = pick(a, static_cast<C>(v)); },
+    run<T>(l, reducer(kMax ? lowest<C>() : highest<C>(), [pick](C& a, C v, int64_t, int64_t) { a = pick(a, v); },
                       pick, [o](C a, int64_t k) { o[k] = convert<T>(a); }));
   });
 }
@@ -340,6 +381,7 @@ void extreme_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
 void var_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
   const ReduceLayout l = plan_layout(x, args.dims_mask);
   visit_floating(x.dtype(), "var", [&]<class T>() {
+    using C = compute_t<T>;  // what the reducers read: Note [16-bit reductions]
     using A = acc_t<T>;
     T* o = out_ptr<T>(out);
     std::unique_ptr<A[]> mean(new A[static_cast<size_t>(l.outer * l.inner)]);
@@ -351,12 +393,12 @@ void var_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
         for (int64_t j = 0; j < l.inner; ++j)
           mean[i * l.inner + j] = l.n > 0 ? to_acc<A>(px[i * l.n * l.inner + j]) : A(0);
     });
-    run<T>(l, reducer(A(0), [m = mean.get()](A& a, T v, int64_t, int64_t k) { a += to_acc<A>(v) - m[k]; }, plus<A>(),
+    run<T>(l, reducer(A(0), [m = mean.get()](A& a, C v, int64_t, int64_t k) { a += to_acc<A>(v) - m[k]; }, plus<A>(),
                       [m = mean.get(), n](A a, int64_t k) { m[k] += a / n; }));
     // torch divides by max(n - correction, 0): a zero divisor gives inf, or NaN for 0/0.
     const A divisor = l.n > args.correction ? static_cast<A>(l.n - args.correction) : A(0);
     const bool take_sqrt = args.take_sqrt;
-    run<T>(l, reducer(A(0), [m = mean.get()](A& a, T v, int64_t, int64_t k) { const A d = to_acc<A>(v) - m[k]; a += d * d; },
+    run<T>(l, reducer(A(0), [m = mean.get()](A& a, C v, int64_t, int64_t k) { const A d = to_acc<A>(v) - m[k]; a += d * d; },
                       plus<A>(), [o, divisor, take_sqrt](A a, int64_t k) {
                         const A v = a / divisor;
                         o[k] = convert<T>(take_sqrt ? std::sqrt(v) : v);
@@ -368,10 +410,11 @@ void norm_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
   const ReduceLayout l = plan_layout(x, args.dims_mask);
   const double p = args.p;
   visit_floating(x.dtype(), "norm", [&]<class T>() {
+    using C = compute_t<T>;  // what the reducers read: Note [16-bit reductions]
     using A = acc_t<T>;
     T* o = out_ptr<T>(out);
     auto sum_of = [&](auto f, auto finish) {
-      run<T>(l, reducer(A(0), [f](A& a, T v, int64_t, int64_t) { a += f(to_acc<A>(v)); }, plus<A>(),
+      run<T>(l, reducer(A(0), [f](A& a, C v, int64_t, int64_t) { a += f(to_acc<A>(v)); }, plus<A>(),
                         [o, finish](A a, int64_t k) { o[k] = convert<T>(finish(a)); }));
     };
     auto same = [](A a) { return a; };
@@ -380,7 +423,7 @@ void norm_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
     if (p == 2) return sum_of([](A v) { return v * v; }, [](A a) { return std::sqrt(a); });
     if (std::isinf(p)) {
       auto pick = [p](A a, A b) { return p > 0 ? max_nan(a, b) : min_nan(a, b); };
-      return run<T>(l, reducer(p > 0 ? A(0) : highest<A>(), [pick](A& a, T v, int64_t, int64_t) { a = pick(a, std::abs(to_acc<A>(v))); },
+      return run<T>(l, reducer(p > 0 ? A(0) : highest<A>(), [pick](A& a, C v, int64_t, int64_t) { a = pick(a, std::abs(to_acc<A>(v))); },
                                pick, [o](A a, int64_t k) { o[k] = convert<T>(a); }));
     }
     const A pa = static_cast<A>(p), inv = static_cast<A>(1.0 / p);
@@ -398,9 +441,9 @@ void logsumexp_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
     T* o = out_ptr<T>(out);
     std::unique_ptr<C[]> shift(new C[static_cast<size_t>(l.outer * l.inner)]);
     auto pick = [](C a, C b) { return max_nan(a, b); };
-    run<T>(l, reducer(lowest<C>(), [pick](C& a, T v, int64_t, int64_t) { a = pick(a, static_cast<C>(v)); }, pick,
+    run<T>(l, reducer(lowest<C>(), [pick](C& a, C v, int64_t, int64_t) { a = pick(a, v); }, pick,
                       [s = shift.get()](C a, int64_t k) { s[k] = std::isinf(a) ? C(0) : a; }));
-    run<T>(l, reducer(A(0), [s = shift.get()](A& a, T v, int64_t, int64_t k) { a += static_cast<A>(std::exp(static_cast<C>(v) - s[k])); },
+    run<T>(l, reducer(A(0), [s = shift.get()](A& a, C v, int64_t, int64_t k) { a += static_cast<A>(std::exp(v - s[k])); },
                       plus<A>(), [o, s = shift.get()](A a, int64_t k) { o[k] = convert<T>(std::log(a) + static_cast<A>(s[k])); }));
   });
 }
@@ -409,9 +452,10 @@ template <bool kAll>
 void all_any_cpu(const Tensor& x, const ReduceArgs& args, Tensor& out) {
   const ReduceLayout l = plan_layout(x, args.dims_mask);
   visit_dtype(x.dtype(), [&]<class T>() {
+    using C = compute_t<T>;
     bool* o = out_ptr<bool>(out);
     auto merge = [](bool a, bool b) { return kAll ? (a && b) : (a || b); };
-    run<T>(l, reducer(kAll, [merge](bool& a, T v, int64_t, int64_t) { a = merge(a, static_cast<compute_t<T>>(v) != 0); },
+    run<T>(l, reducer(kAll, [merge](bool& a, C v, int64_t, int64_t) { a = merge(a, v != C(0)); },
                       merge, [o](bool a, int64_t k) { o[k] = a; }));
   });
 }
@@ -443,7 +487,7 @@ void extreme_index_cpu(const Tensor& x, int dim, Tensor& values, Tensor& indices
     T* ov = out_ptr<T>(values);
     int64_t* oi = out_ptr<int64_t>(indices);
     run<T>(l, reducer(VI{C(0), -1},
-                      [](VI& a, T v, int64_t i, int64_t) { if (beats<kMax>(static_cast<C>(v), i, a)) a = {static_cast<C>(v), i}; },
+                      [](VI& a, C v, int64_t i, int64_t) { if (beats<kMax>(v, i, a)) a = {v, i}; },
                       [](VI a, const VI& b) { return b.index >= 0 && beats<kMax>(b.value, b.index, a) ? b : a; },
                       [ov, oi](const VI& a, int64_t k) { ov[k] = convert<T>(a.value); oi[k] = a.index; }));
   });

@@ -1,7 +1,8 @@
 // CPU softmax and log_softmax along one dim, and cross_entropy over class indices (log_softmax and
 // the pick fused). softmax: x and out have one shape, any strides; f32 and f64 compute in their own
-// type, f16/bf16 in float. Numerically stable: each row's max is subtracted
-// before exp, so huge inputs do not overflow; a row of all -inf gives NaN, as in torch.
+// type, f16/bf16 in float (rows converted a register at a time, lanes16.h). Numerically stable:
+// each row's max is subtracted before exp, so huge inputs do not overflow; a row of all -inf gives
+// NaN, as in torch.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/convert.h"
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -99,8 +101,16 @@ void softmax_row_any(const T* x, int64_t sx, T* y, int64_t sy, int64_t n) {
     if (sx == 1 && sy == 1) return softmax_row<C, kLog>(x, y, n);
   }
   C* buf = row_buffer<C>(n);
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(x[i * sx]);
+  if constexpr (lanes::kIs16<T>) {  // a contiguous 16-bit row converts a register at a time
+    if (sx == 1) lanes::to_f32(x, buf, n);
+    else for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(x[i * sx]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<C>(x[i * sx]);
+  }
   softmax_row<C, kLog>(buf, buf, n);
+  if constexpr (lanes::kIs16<T>) {
+    if (sy == 1) return lanes::from_f32(buf, y, n);
+  }
   for (int64_t i = 0; i < n; ++i) y[i * sy] = convert<T>(buf[i]);
 }
 

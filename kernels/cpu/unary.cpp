@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/cpu/wide_math.h"
@@ -69,28 +70,56 @@ struct Reciprocal {
   double operator()(double x) const { return 1.0 / x; }
 };
 
-// Contiguous f32: eight double lanes at a time; a ragged tail goes through the same lanes, padded.
+// out = f.wide of x, eight double lanes at a time; a ragged tail goes through the same lanes, padded.
 // Full blocks copy a fixed size (one vector load and store; a variable-size memcpy becomes a slow
 // rep movs), and the math has one call site, so it inlines.
 template <class F>
-void wide_contiguous_f32(const float* x, float* out, int64_t n, const F& f) {
-  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; i += 8) {
-      const bool full = end - i >= 8;
-      const size_t bytes = full ? sizeof(wide::f32x8) : static_cast<size_t>(end - i) * sizeof(float);
-      wide::f32x8 v = {};
-      if (full) std::memcpy(&v, x + i, sizeof v);
-      else std::memcpy(&v, x + i, bytes);
-      const wide::f32x8 r = __builtin_convertvector(f.wide(__builtin_convertvector(v, wide::f64x8)), wide::f32x8);
-      if (full) std::memcpy(out + i, &r, sizeof r);
-      else std::memcpy(out + i, &r, bytes);
+void wide_block(const float* x, float* out, int64_t n, const F& f) {
+  for (int64_t i = 0; i < n; i += 8) {
+    const bool full = n - i >= 8;
+    const size_t bytes = full ? sizeof(wide::f32x8) : static_cast<size_t>(n - i) * sizeof(float);
+    wide::f32x8 v = {};
+    if (full) std::memcpy(&v, x + i, sizeof v);
+    else std::memcpy(&v, x + i, bytes);
+    const wide::f32x8 r = __builtin_convertvector(f.wide(__builtin_convertvector(v, wide::f64x8)), wide::f32x8);
+    if (full) std::memcpy(out + i, &r, sizeof r);
+    else std::memcpy(out + i, &r, bytes);
+  }
+}
+
+// out = block(x) for f32 or 16-bit T in any layout, through a float buffer a block at a time:
+// block(buf, m) maps m floats in place. Contiguous 16-bit rows convert a register at a time
+// (lanes16.h), others element by element; both round alike.
+template <class T, class Block>
+void through_float_buffer(const Tensor& x, Tensor& out, const Block& block) {
+  StridedIter<2> it({&out, &x});
+  it.run([&](int64_t n, char** p, const int64_t* s) {
+    constexpr int64_t kBlock = 256;
+    float buf[kBlock];
+    for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, n - i0);
+      const char* px = p[1] + i0 * s[1];
+      char* po = p[0] + i0 * s[0];
+      if constexpr (lanes::kIs16<T>) {
+        if (s[1] == static_cast<int64_t>(sizeof(T))) lanes::to_f32(reinterpret_cast<const T*>(px), buf, m);
+        else for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(px + i * s[1]));
+      } else {
+        for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(px + i * s[1]));
+      }
+      block(buf, m);
+      if constexpr (lanes::kIs16<T>) {
+        if (s[0] == static_cast<int64_t>(sizeof(T))) {
+          lanes::from_f32(buf, reinterpret_cast<T*>(po), m);
+          continue;
+        }
+      }
+      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(po + i * s[0]) = static_cast<T>(buf[i]);
     }
   });
 }
 
 // out = f(x) for floating x: f32 through vmath lanes (f), f64 through <cmath> (f64). Other layouts
-// and f16/bf16 go through a float buffer, a block at a time, into the same lanes, so every layout
-// and dtype rounds alike.
+// and f16/bf16 go through a float buffer into the same lanes, so every layout and dtype rounds alike.
 template <class F, class D>
 void lane_map(const Tensor& x, Tensor& out, const char* op, const F& f, const D& f64) {
   visit_floating(x.dtype(), op, [&]<class T>() {
@@ -105,37 +134,27 @@ void lane_map(const Tensor& x, Tensor& out, const char* op, const F& f, const D&
                               [&](int64_t b, int64_t e) { vmath::map(px + b, po + b, e - b, f); });
         }
       }
-      StridedIter<2> it({&out, &x});
-      it.run([&](int64_t n, char** p, const int64_t* s) {
-        constexpr int64_t kBlock = 256;
-        float buf[kBlock];
-        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-          const int64_t m = std::min(kBlock, n - i0);
-          for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(p[1] + (i0 + i) * s[1]));
-          vmath::map(buf, buf, m, f);
-          for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(p[0] + (i0 + i) * s[0]) = static_cast<T>(buf[i]);
-        }
-      });
+      through_float_buffer<T>(x, out, [&f](float* buf, int64_t m) { vmath::map(buf, buf, m, f); });
     }
   });
 }
 
-// out = f(x) for floating x, f a wide op.
+// out = f(x) for floating x, f a wide op. f16/bf16 go through a float buffer into the same double
+// lanes as contiguous f32 (f.wide computes lane by lane, so the values equal f on one double).
 template <class F>
 void wide_map(const Tensor& x, Tensor& out, const char* op, const F& f) {
   visit_floating(x.dtype(), op, [&]<class T>() {
     if constexpr (std::is_same_v<T, double>) {
       unary_loop<T, T>(x, out, f);
-    } else {
-      if constexpr (std::is_same_v<T, float>) {
-        if (x.is_contiguous() && out.is_contiguous()) {
-          const float* px = static_cast<const float*>(x.data_ptr());
-          return wide_contiguous_f32(px, static_cast<float*>(out.data_ptr()), out.numel(), f);
-        }
+    } else if constexpr (std::is_same_v<T, float>) {
+      if (x.is_contiguous() && out.is_contiguous()) {
+        const float* px = static_cast<const float*>(x.data_ptr());
+        float* po = static_cast<float*>(out.data_ptr());
+        return parallel_for(out.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) { wide_block(px + b, po + b, e - b, f); });
       }
-      unary_loop<T, T>(x, out, [&f](T v) {
-        return static_cast<T>(static_cast<float>(f.wide(static_cast<double>(static_cast<float>(v)))));
-      });
+      unary_loop<T, T>(x, out, [&f](T v) { return static_cast<T>(f.wide(static_cast<double>(v))); });
+    } else {
+      through_float_buffer<T>(x, out, [&f](float* buf, int64_t m) { wide_block(buf, buf, m, f); });
     }
   });
 }
