@@ -77,10 +77,55 @@ void run_update(const Tensor& param, const Tensor& grad, Body&& body) {
 // range through a scalar loop whose add rounds alpha * other to 16 bits before adding (and whose
 // maximum returns another NaN); these loops follow the vectorised form for every element.
 
+// Branch-free forms of tensor/half.h's conversions (the same bits for every input: compared over
+// all 2^32 floats and 2^16 halves when written), so that the loops below vectorise: they pick
+// among candidates with bit masks, as GCC turns nested selects into branches. These helpers are
+// forced inline: GCC leaves a call in the larger loop bodies otherwise, which stops vectorisation too.
+#define KILN_LOOP_INLINE [[gnu::always_inline]] inline
+
+// All ones where c holds.
+KILN_LOOP_INLINE uint32_t mask(bool c) { return 0u - static_cast<uint32_t>(c); }
+
+KILN_LOOP_INLINE float decode(BFloat16 v) { return std::bit_cast<float>(static_cast<uint32_t>(v.bits) << 16); }
+
+KILN_LOOP_INLINE float decode(Half v) {
+  const uint32_t h = v.bits, sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  const uint32_t subnormal = std::bit_cast<uint32_t>(static_cast<float>(mant) * 5.9604644775390625e-08f) | sign;
+  const uint32_t inf_nan = sign | 0x7f800000u | (mant << 13);
+  const uint32_t normal = sign | ((exp + 112u) << 23) | (mant << 13);
+  const uint32_t is_subnormal = mask(exp == 0), is_special = mask(exp == 0x1fu);
+  return std::bit_cast<float>((subnormal & is_subnormal) | (inf_nan & is_special) |
+                              (normal & ~(is_subnormal | is_special)));
+}
+
+template <class T>
+T encode(float f);
+
+template <>
+KILN_LOOP_INLINE BFloat16 encode<BFloat16>(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, quiet_nan = (x >> 16) | 0x0040u;
+  return BFloat16::from_bits(static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded));
+}
+
+template <>
+KILN_LOOP_INLINE Half encode<Half>(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f), sign = (x >> 16) & 0x8000u, abs = x & 0x7fffffffu;
+  const uint32_t inf_nan = 0x7c00u | (abs > 0x7f800000u ? 0x0200u | ((abs >> 13) & 0x3ffu) : 0u);
+  // Adding 0.5f aligns a subnormal half's mantissa so the FPU rounds it to nearest even.
+  const uint32_t subnormal = std::bit_cast<uint32_t>(std::bit_cast<float>(abs) + 0.5f) - 0x3f000000u;
+  const uint32_t normal = (abs + 0xc8000fffu + ((abs >> 13) & 1u)) >> 13;  // rebias the exponent and round
+  const uint32_t is_special = mask(abs >= 0x7f800000u), is_overflow = mask(abs >= 0x477ff000u) & ~is_special;
+  const uint32_t is_subnormal = mask(abs < 0x38800000u);
+  const uint32_t bits = (inf_nan & is_special) | (0x7c00u & is_overflow) | (subnormal & is_subnormal) |
+                        (normal & ~(is_special | is_overflow | is_subnormal));
+  return Half::from_bits(static_cast<uint16_t>(sign | bits));
+}
+
 // One of torch's rounding points: a float result written to a T tensor.
 template <class T>
-inline float r(float x) {
-  return static_cast<float>(T(x));
+KILN_LOOP_INLINE float r(float x) {
+  return decode(encode<T>(x));
 }
 
 // A Python scalar as add() takes it for a T tensor: cast to T (through float, as c10 casts).
@@ -89,15 +134,22 @@ float low(double s) {
   return r<T>(static_cast<float>(s));
 }
 
-// torch's vectorised lerp: one fused multiply-add from the nearer end.
-inline float lerp_fma(float self, float end, float weight) {
-  const bool small = std::abs(weight) < 0.5f;
-  return std::fma(small ? weight : weight - 1.0f, end - self, small ? self : end);
+// torch's vectorised lerp: one fused multiply-add from the end nearer to the weight, picked by a
+// bit mask (a select on the weight becomes a branch that stops vectorisation).
+struct LerpWeight {
+  float coeff;         // weight, or weight - 1 from the far end
+  uint32_t self_mask;  // all ones: start from self; zero: from end
+  explicit LerpWeight(float w)
+      : coeff(std::abs(w) < 0.5f ? w : w - 1.0f), self_mask(std::abs(w) < 0.5f ? 0xffffffffu : 0u) {}
+};
+KILN_LOOP_INLINE float lerp_fma(float self, float end, LerpWeight w) {
+  const uint32_t base = (std::bit_cast<uint32_t>(self) & w.self_mask) | (std::bit_cast<uint32_t>(end) & ~w.self_mask);
+  return std::fma(w.coeff, end - self, std::bit_cast<float>(base));
 }
 
 // torch's vectorised maximum: a NaN on either side gives the NaN with every bit set (0xffff once
 // rounded to 16 bits), not either input.
-inline float nan_max_16(float a, float b) {
+KILN_LOOP_INLINE float nan_max_16(float a, float b) {
   constexpr uint32_t kAllOnes = 0xffffffffu;
   return (std::isnan(a) || std::isnan(b)) ? std::bit_cast<float>(kAllOnes) : (a > b ? a : b);
 }
@@ -124,16 +176,16 @@ void sgd_update_16(const Tensor& param, const Tensor& grad, const Tensor& moment
             T* __restrict buf = buf_data;
 #pragma omp simd
             for (int64_t i = begin; i < end; ++i) {
-              const float pi = p[i];
-              float d = maximize ? -float(g[i]) : float(g[i]);
+              const float pi = decode(p[i]);
+              float d = maximize ? -decode(g[i]) : decode(g[i]);
               if constexpr (use_wd) d = r<T>(std::fma(pi, wd, d));  // grad.add(param, alpha=wd)
               if constexpr (use_mom) {
                 // buf.mul_(momentum).add_(grad, alpha=1 - dampening), or grad's clone at the first step
-                const float b = first ? d : r<T>(std::fma(d, keep, r<T>(buf[i] * mom)));
-                buf[i] = T(b);
+                const float b = first ? d : r<T>(std::fma(d, keep, r<T>(decode(buf[i]) * mom)));
+                buf[i] = encode<T>(b);
                 d = nesterov ? r<T>(std::fma(b, mom_alpha, d)) : b;
               }
-              p[i] = T(std::fma(d, neg_lr, pi));  // param.add_(grad, alpha=-lr)
+              p[i] = encode<T>(std::fma(d, neg_lr, pi));  // param.add_(grad, alpha=-lr)
             }
           });
         },
@@ -150,7 +202,8 @@ void adam_update_16(const Tensor& param, const Tensor& grad, const Tensor& exp_a
     T* const v_data = ptr<T>(exp_avg_sq);
     T* const vmax_data = ptr<T>(max_exp_avg_sq);
     const float decay = static_cast<float>(1 - h.lr * h.weight_decay), wd = low<T>(h.weight_decay);
-    const float w1 = static_cast<float>(1 - h.beta1), b2 = static_cast<float>(h.beta2);
+    const LerpWeight w1(static_cast<float>(1 - h.beta1));
+    const float b2 = static_cast<float>(h.beta2);
     const float w2 = static_cast<float>(1 - h.beta2), bc2_sqrt = static_cast<float>(std::pow(bias_correction2, 0.5));
     const float eps = low<T>(h.eps), neg_step = static_cast<float>(-step_size);
     with_flags(
@@ -163,26 +216,26 @@ void adam_update_16(const Tensor& param, const Tensor& grad, const Tensor& exp_a
             T* __restrict vmax = vmax_data;
 #pragma omp simd
             for (int64_t i = begin; i < end; ++i) {
-              float d = maximize ? -float(g[i]) : float(g[i]);
-              float pi = p[i];
+              float d = maximize ? -decode(g[i]) : decode(g[i]);
+              float pi = decode(p[i]);
               if constexpr (use_wd) {
-                if constexpr (decoupled) pi = r<T>(pi * decay);   // param.mul_(1 - lr * wd)
-                else d = r<T>(std::fma(pi, wd, d));               // grad.add(param, alpha=wd)
+                if constexpr (decoupled) pi = r<T>(pi * decay);  // param.mul_(1 - lr * wd)
+                else d = r<T>(std::fma(pi, wd, d));              // grad.add(param, alpha=wd)
               }
-              const float mi = r<T>(lerp_fma(m[i], d, w1));
-              m[i] = T(mi);
-              float vi = r<T>(v[i] * b2);                         // exp_avg_sq.mul_(beta2)
-              vi = r<T>(std::fma(w2 * d, d, vi));                 // .addcmul_(grad, grad, value=1 - beta2)
-              v[i] = T(vi);
+              const float mi = r<T>(lerp_fma(decode(m[i]), d, w1));
+              m[i] = encode<T>(mi);
+              float vi = r<T>(decode(v[i]) * b2);  // exp_avg_sq.mul_(beta2)
+              vi = r<T>(std::fma(w2 * d, d, vi));  // .addcmul_(grad, grad, value=1 - beta2)
+              v[i] = encode<T>(vi);
               float second = vi;
               if constexpr (amsgrad) {
-                second = nan_max_16(vmax[i], vi);
-                vmax[i] = T(second);
+                second = nan_max_16(decode(vmax[i]), vi);
+                vmax[i] = encode<T>(second);
               }
               float denom = r<T>(std::sqrt(second));
               denom = r<T>(denom / bc2_sqrt);
               denom = r<T>(denom + eps);
-              p[i] = T(pi + neg_step * mi / denom);               // param.addcdiv_(exp_avg, denom, value=-step_size)
+              p[i] = encode<T>(pi + neg_step * mi / denom);  // param.addcdiv_(exp_avg, denom, value=-step_size)
             }
           });
         },
@@ -198,6 +251,7 @@ void rmsprop_update_16(const Tensor& param, const Tensor& grad, const Tensor& sq
     T* const buf_data = ptr<T>(momentum_buffer);
     const float wd = low<T>(h.weight_decay), alpha = static_cast<float>(h.alpha);
     const float w = static_cast<float>(1 - h.alpha), eps = low<T>(h.eps), mom = static_cast<float>(h.momentum);
+    const LerpWeight lerp_w(w);
     const float neg_lr = static_cast<float>(-h.lr), neg_lr_alpha = low<T>(-h.lr);
     with_flags(
         [&](auto maximize, auto use_wd, auto use_mom, auto centered) {
@@ -209,27 +263,27 @@ void rmsprop_update_16(const Tensor& param, const Tensor& grad, const Tensor& sq
             T* __restrict buf = buf_data;
 #pragma omp simd
             for (int64_t i = begin; i < end; ++i) {
-              const float pi = p[i];
-              float d = maximize ? -float(g[i]) : float(g[i]);
+              const float pi = decode(p[i]);
+              float d = maximize ? -decode(g[i]) : decode(g[i]);
               if constexpr (use_wd) d = r<T>(std::fma(pi, wd, d));
-              float s = r<T>(sq[i] * alpha);
+              float s = r<T>(decode(sq[i]) * alpha);
               s = r<T>(std::fma(w * d, d, s));
-              sq[i] = T(s);
+              sq[i] = encode<T>(s);
               float avg;
               if constexpr (centered) {
-                const float a = r<T>(lerp_fma(ga[i], d, w));
-                ga[i] = T(a);
+                const float a = r<T>(lerp_fma(decode(ga[i]), d, lerp_w));
+                ga[i] = encode<T>(a);
                 avg = r<T>(std::sqrt(r<T>(std::fma(-a, a, s))));  // square_avg.addcmul(grad_avg, grad_avg, value=-1)
               } else {
                 avg = r<T>(std::sqrt(s));
               }
               avg = r<T>(avg + eps);
               if constexpr (use_mom) {
-                const float b = r<T>(r<T>(buf[i] * mom) + d / avg);  // buf.mul_(momentum).addcdiv_(grad, avg)
-                buf[i] = T(b);
-                p[i] = T(std::fma(b, neg_lr_alpha, pi));
+                const float b = r<T>(r<T>(decode(buf[i]) * mom) + d / avg);  // buf.mul_(momentum).addcdiv_(grad, avg)
+                buf[i] = encode<T>(b);
+                p[i] = encode<T>(std::fma(b, neg_lr_alpha, pi));
               } else {
-                p[i] = T(pi + neg_lr * d / avg);
+                p[i] = encode<T>(pi + neg_lr * d / avg);
               }
             }
           });
@@ -251,13 +305,13 @@ void adagrad_update_16(const Tensor& param, const Tensor& grad, const Tensor& st
             T* __restrict sum = sum_data;
 #pragma omp simd
             for (int64_t i = begin; i < end; ++i) {
-              const float pi = p[i];
-              float d = maximize ? -float(g[i]) : float(g[i]);
+              const float pi = decode(p[i]);
+              float d = maximize ? -decode(g[i]) : decode(g[i]);
               if constexpr (use_wd) d = r<T>(std::fma(pi, wd, d));
-              const float s = r<T>(std::fma(d, d, float(sum[i])));  // state_sum.addcmul_(grad, grad, value=1)
-              sum[i] = T(s);
+              const float s = r<T>(std::fma(d, d, decode(sum[i])));  // state_sum.addcmul_(grad, grad, value=1)
+              sum[i] = encode<T>(s);
               const float std_dev = r<T>(r<T>(std::sqrt(s)) + eps);
-              p[i] = T(pi + neg_clr * d / std_dev);
+              p[i] = encode<T>(pi + neg_clr * d / std_dev);
             }
           });
         },
@@ -416,6 +470,8 @@ void adagrad_update_cpu(const Tensor& param, const Tensor& grad, const Tensor& s
         h.maximize, h.weight_decay != 0);
   });
 }
+
+#undef KILN_LOOP_INLINE
 
 }  // namespace
 
