@@ -24,10 +24,15 @@
 namespace kiln::cpu::inline KILN_CPU_NS {  // one copy per CPU level: Note [CPU capability levels]
 namespace {
 
-// torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w).
+// torch's lerp: self + w * (end - self) for |w| < 0.5, else end - (end - self) * (1 - w). Both
+// are computed and one is kept by a bit mask: GCC turns a select on the loop-invariant weight into
+// a branch, which stops the loops from vectorising below AVX-512.
 template <class T>
 inline T lerp(T self, T end, T weight) {
-  return std::abs(weight) < T(0.5) ? self + weight * (end - self) : end - (end - self) * (T(1) - weight);
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  const Bits keep_near = Bits(0) - Bits(std::abs(weight) < T(0.5));
+  const T from_self = self + weight * (end - self), from_end = end - (end - self) * (T(1) - weight);
+  return std::bit_cast<T>((std::bit_cast<Bits>(from_self) & keep_near) | (std::bit_cast<Bits>(from_end) & ~keep_near));
 }
 
 // torch.maximum: NaN wins.
