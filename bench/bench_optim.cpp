@@ -1,7 +1,8 @@
 // Optimizer step throughput on the parameters of the MLP 784-512-512-10 (669,706 f32 values in 6
 // tensors): kiln::optim's fused one-pass updates beside the same math written as a sequence of
 // Kiln tensor ops (torch's foreach=False structure: one pass per op). Reports parameter values per
-// second. Not a correctness test: tests/optim/ checks the values against PyTorch.
+// second; and Adam on one 2^20-element parameter in f32, bf16 and f16. Not a correctness test:
+// tests/optim/ checks the values against PyTorch.
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -82,10 +83,23 @@ void composite_adam(benchmark::State& state) {
   report(state, mlp.numel);
 }
 
+// Adam on one 2^20-element parameter in each dtype: the 16-bit loops (Note [16-bit updates] in
+// kernels/cpu/optimizer_update.cpp) beside the f32 one.
+void adam_1m(benchmark::State& state, kiln::DType dtype) {
+  Tensor p = kiln::randn({1 << 20}).to(dtype).requires_grad_();
+  p.mutable_grad() = kiln::randn({1 << 20}).to(dtype);
+  kiln::optim::Adam opt({p}, {.lr = 1e-3});
+  for (auto _ : state) opt.step();
+  report(state, p.numel());
+}
+
 BENCHMARK(fused_sgd_momentum)->Name("optim/sgd_momentum/fused")->Unit(benchmark::kMicrosecond);
 BENCHMARK(composite_sgd_momentum)->Name("optim/sgd_momentum/composite_ops")->Unit(benchmark::kMicrosecond);
 BENCHMARK(fused_adam)->Name("optim/adamw/fused")->Unit(benchmark::kMicrosecond);
 BENCHMARK(composite_adam)->Name("optim/adamw/composite_ops")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(adam_1m, f32, kiln::DType::f32)->Name("optim/adam_1m/f32")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(adam_1m, bf16, kiln::DType::bf16)->Name("optim/adam_1m/bf16")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(adam_1m, f16, kiln::DType::f16)->Name("optim/adam_1m/f16")->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -1,11 +1,13 @@
 // clip_grad_norm_ and clip_grad_value_ (see clip_grad.h). Per-gradient norms use Kiln's norm op
 // (so any device works), rounded to the gradients' dtype as torch's are; the norm of those norms
-// and the clip coefficient follow torch's arithmetic in that dtype.
+// and the clip coefficient follow torch's arithmetic in that dtype (for 16-bit gradients: torch's
+// ops on 0-d 16-bit tensors, each computing in float and rounding).
 #include "nn/optim/clip_grad.h"
 
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "autograd/ops/indexing.h"
 #include "tensor/factories.h"
 
 namespace kiln::optim {
@@ -44,18 +46,27 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
                " cannot be clipped together; clip each dtype's parameters separately");
 
   const bool inf_norm = std::isinf(norm_type);
+  const bool is_16bit = dtype == DType::bf16 || dtype == DType::f16;
   double total = 0;
-  bool saw_nan = false;
-  for (const Tensor& g : grads) {
-    if (g.numel() == 0) continue;
-    const double n = g.norm(norm_type).item<double>();
-    saw_nan |= std::isnan(n);
-    if (inf_norm) total = std::max(total, n);
-    else total += norm_type == 2 ? n * n : std::pow(n, norm_type);
+  if (is_16bit) {
+    // torch's vector_norm of the stacked 16-bit norms, which computes in float: the same op here.
+    std::vector<Tensor> norms;
+    for (const Tensor& g : grads)
+      if (g.numel() > 0) norms.push_back(g.norm(norm_type));
+    if (!norms.empty()) total = stack(norms).norm(norm_type).item<double>();
+  } else {
+    bool saw_nan = false;
+    for (const Tensor& g : grads) {
+      if (g.numel() == 0) continue;
+      const double n = g.norm(norm_type).item<double>();
+      saw_nan |= std::isnan(n);
+      if (inf_norm) total = std::max(total, n);
+      else total += norm_type == 2 ? n * n : std::pow(n, norm_type);
+    }
+    if (!inf_norm) total = norm_type == 2 ? std::sqrt(total) : std::pow(total, 1.0 / norm_type);
+    if (saw_nan) total = std::nan("");
+    total = round_to(total, dtype);
   }
-  if (!inf_norm) total = norm_type == 2 ? std::sqrt(total) : std::pow(total, 1.0 / norm_type);
-  if (saw_nan) total = std::nan("");
-  total = round_to(total, dtype);
 
   KILN_CHECK(!error_if_nonfinite || std::isfinite(total), "clip_grad_norm_: the total norm of order ", norm_type,
              " of the gradients is non-finite (", total, "), so they cannot be clipped; pass error_if_nonfinite = "
@@ -66,6 +77,15 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   if (dtype == DType::f64) {
     coef = max_norm / (total + 1e-6);
     if (coef > 1.0) coef = 1.0;
+  } else if (is_16bit) {
+    // torch: `max_norm / (total + 1e-6)` is reciprocal(total + 1e-6) * max_norm, three ops on a 0-d
+    // 16-bit tensor; add casts its scalar to the dtype, mul takes max_norm in float.
+    const auto f = [](double v) { return static_cast<float>(v); };
+    const float shifted = f(round_to(f(total) + f(round_to(f(1e-6), dtype)), dtype));
+    const float reciprocal = f(round_to(1.0f / shifted, dtype));
+    float c = f(round_to(reciprocal * f(max_norm), dtype));
+    if (c > 1.0f) c = 1.0f;
+    coef = c;
   } else {
     float c = static_cast<float>(max_norm) / (static_cast<float>(total) + static_cast<float>(1e-6));
     if (c > 1.0f) c = 1.0f;

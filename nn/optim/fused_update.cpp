@@ -12,8 +12,8 @@ namespace {
 template <class Update>
 void run_update(const char* op, const Tensor& param, const Tensor& grad, std::initializer_list<Tensor> states,
                 Update&& update) {
-  KILN_CHECK(param.dtype() == DType::f32 || param.dtype() == DType::f64, op, ": parameters of dtype ", param.dtype(),
-             " are not supported (float32, float64)");
+  KILN_CHECK(param.is_floating(), op, ": parameters of dtype ", param.dtype(),
+             " are not supported (float32, float64, float16, bfloat16)");
   KILN_CHECK(param.shape() == grad.shape() && param.dtype() == grad.dtype() && param.device() == grad.device(), op,
              ": parameter ", param.shape(), " ", param.dtype(), " on ", param.device(), " and gradient ", grad.shape(),
              " ", grad.dtype(), " on ", grad.device(), " differ");

@@ -1,8 +1,10 @@
 // The optimizers' elementwise updates, one fused pass per parameter, as ops (Op::sgd_update, ...;
 // kernels/cpu/optimizer_update.cpp). Each follows the order of operations of torch's single-tensor
 // (foreach=False) implementation, rounding to the parameter's dtype where torch does, so results
-// match it to a few ulps. State buffers must be contiguous with the parameter's shape, dtype and
-// device; the parameter and gradient may be strided. Callers hold a NoGradGuard.
+// match it to a few ulps (bfloat16/float16: bit for bit with torch's vectorised loops, Note [16-bit
+// updates] in kernels/cpu/optimizer_update.cpp). State buffers must be contiguous with the
+// parameter's shape, dtype and device; the parameter and gradient may be strided. Callers hold a
+// NoGradGuard.
 #pragma once
 
 #include "tensor/dispatch.h"

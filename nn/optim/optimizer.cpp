@@ -91,8 +91,8 @@ void Optimizer::add_param_group(ParamGroup group) {
   for (size_t i = 0; i < group.params.size(); ++i) {
     const Tensor& p = group.params[i];
     KILN_CHECK(p.defined(), name_, ": parameter ", i, " of group ", groups_.size(), " is an undefined tensor");
-    KILN_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::f64, name_, ": parameter ", i, " of group ",
-               groups_.size(), " has dtype ", p.dtype(), "; only float32 and float64 parameters are supported");
+    KILN_CHECK(p.is_floating(), name_, ": parameter ", i, " of group ", groups_.size(), " has dtype ", p.dtype(),
+               "; only floating-point parameters are supported");
     KILN_CHECK(p.is_leaf(), name_, ": parameter ", i, " of group ", groups_.size(),
                " is not a leaf tensor (it was computed by an op); optimize the tensor it came from, or detach() it");
     KILN_CHECK(seen.insert(p.impl()).second, name_, ": parameter ", i, " of group ", groups_.size(),
