@@ -169,7 +169,7 @@ TEST(HardwareLayer, CheckpointsAreWrittenAndRemovedThroughTheCheckpointIOPlugin)
 // The true precisions hold the module and the batches in their dtype: the parameters take half the
 // bytes in bf16-true, and training changes them.
 TEST(HardwareLayer, TruePrecisionsConvertModuleAndBatches) {
-  for (const char* name : {"64-true"}) {
+  for (const char* name : {"64-true", "bf16-true", "16-true"}) {
     SCOPED_TRACE(name);
     TinyClassifier module;
     int64_t bytes32 = 0;
