@@ -10,9 +10,11 @@
 #include <limits>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "kernels/cpu/convert.h"
 #include "kernels/cpu/lanes.h"
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -236,6 +238,10 @@ void max_pool_plane_2x2_f32_narrow(const float* x, int64_t W, float* out, int64_
   }
 }
 
+// Note [16-bit pooling through f32]: the 2x2 fast paths are written over f32 lanes; a bf16/f16
+// plane is converted to f32 (exact), pooled there, and the results rounded back, which is exact
+// too: a max (or a routed gradient, or 0) is one of the plane's own values. So 16-bit planes get
+// the same bits as the element-by-element path at the f32 kernels' speed.
 void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& indices) {
   if (out.numel() == 0) return;
   const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
@@ -246,12 +252,23 @@ void max_pool2d_cpu(const Tensor& x, const PoolParams& p, Tensor& out, Tensor& i
     const T* px = static_cast<const T*>(x.data_ptr());
     T* po = static_cast<T*>(out.data_ptr());
     int64_t* pi = static_cast<int64_t*>(indices.data_ptr());
+    const bool fast_2x2 = two_by_two && H * W <= std::numeric_limits<int32_t>::max();
+    const auto plane_2x2 = Wo <= kHalf ? max_pool_plane_2x2_f32_narrow : max_pool_plane_2x2_f32;
     parallel_for(x.size(0) * x.size(1), plane_grain(H * W), [&](int64_t b, int64_t e) {
+      std::vector<float> in32, out32;  // Note [16-bit pooling through f32]
+      if constexpr (lanes::kIs16<T>)
+        if (fast_2x2) in32.resize(static_cast<size_t>(H * W)), out32.resize(static_cast<size_t>(Ho * Wo));
       for (int64_t k = b; k < e; ++k) {
         if constexpr (std::is_same_v<T, float>)
-          if (two_by_two && H * W <= std::numeric_limits<int32_t>::max()) {
-            const auto plane_2x2 = Wo <= kHalf ? max_pool_plane_2x2_f32_narrow : max_pool_plane_2x2_f32;
+          if (fast_2x2) {
             plane_2x2(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
+            continue;
+          }
+        if constexpr (lanes::kIs16<T>)
+          if (fast_2x2) {
+            lanes::to_f32(px + k * H * W, in32.data(), H * W);
+            plane_2x2(in32.data(), W, out32.data(), pi + k * Ho * Wo, Ho, Wo, p.relu);
+            lanes::from_f32(out32.data(), po + k * Ho * Wo, Ho * Wo);
             continue;
           }
         if (two_by_two) max_pool_plane_2x2<T>(px + k * H * W, W, po + k * Ho * Wo, pi + k * Ho * Wo, Ho, Wo, p.relu);
@@ -370,16 +387,30 @@ void max_pool2d_backward_cpu(const Tensor& grad_out, const Tensor& indices, cons
     T* px = static_cast<T*>(grad_x.data_ptr());
     constexpr int64_t kNone = std::numeric_limits<int64_t>::min();
     std::atomic<int64_t> bad_index{kNone};  // an index outside its plane: reported after the loop
+    const auto dense_2x2 = Wo <= kHalf ? max_pool_backward_plane_2x2_f32_narrow : max_pool_backward_plane_2x2_f32;
     parallel_for(grad_x.size(0) * grad_x.size(1), plane_grain(plane), [&](int64_t b, int64_t e) {
+      std::vector<float> go32, y32, gx32;  // Note [16-bit pooling through f32]
+      if constexpr (lanes::kIs16<T>)
+        if (tiles_2x2) {
+          go32.resize(static_cast<size_t>(out_plane)), gx32.resize(static_cast<size_t>(plane));
+          if (py) y32.resize(static_cast<size_t>(out_plane));
+        }
       for (int64_t k = b; k < e; ++k) {
         T* gx = px + k * plane;
         const T* go = pg + k * out_plane;
         const int64_t* ix = pi + k * out_plane;
         const T* y = py ? py + k * out_plane : nullptr;
         if constexpr (std::is_same_v<T, float>)
-          if (tiles_2x2 && (Wo <= kHalf ? max_pool_backward_plane_2x2_f32_narrow(go, ix, y, gx, Wo, Ho)
-                                        : max_pool_backward_plane_2x2_f32(go, ix, y, gx, Wo, Ho)))
-            continue;
+          if (tiles_2x2 && dense_2x2(go, ix, y, gx, Wo, Ho)) continue;
+        if constexpr (lanes::kIs16<T>)
+          if (tiles_2x2) {
+            lanes::to_f32(go, go32.data(), out_plane);
+            if (y) lanes::to_f32(y, y32.data(), out_plane);
+            if (dense_2x2(go32.data(), ix, y ? y32.data() : nullptr, gx32.data(), Wo, Ho)) {
+              lanes::from_f32(gx32.data(), gx, plane);
+              continue;
+            }
+          }
         std::fill(gx, gx + plane, T(0));
         for (int64_t j = 0; j < out_plane; ++j) {
           const int64_t at = ix[j];

@@ -2,6 +2,7 @@
 // naive f64 loops written here from torch's definitions, backwards against central differences
 // (f64), a PyTorch fixture for ceil_mode / padding / dilation conventions, hand-checked values,
 // non-contiguous and unbatched inputs, and error messages.
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -263,6 +264,36 @@ TEST(Pool, MaxPoolBackwardOverTiledPlanesMatchesScatter) {
   Tensor bad = max_pool2d_with_indices(zeros({1, 1, 4, 16}), {2}).indices;
   bad.select(0, 0).select(0, 0).select(0, 1).select(0, 7).fill_(64);
   kt::expect_error([&] { max_pool2d_backward(g, bad, {1, 1, 4, 16}); }, {"max_pool2d_backward", "index 64", "4x16"});
+}
+
+// Note [16-bit pooling through f32]: bf16/f16 planes take the f32 2x2 paths through exact
+// conversions, so values, indices and gradients equal the f32 results on the same values, bit for bit.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor ca = a.contiguous(), cb = b.contiguous();
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(ca.data_ptr(), cb.data_ptr(), a.nbytes()) == 0;
+}
+
+TEST(Pool, SixteenBitTwoByTwoPoolingHasTheF32Bits) {
+  for (const DType dt : {DType::bf16, DType::f16}) {
+    for (const int64_t Wo : {1, 3, 8, 9, 14, 17}) {
+      const Dims shape{2, 3, 4, 2 * Wo};
+      Tensor x = kt::random_tensor(shape, DType::f32, -2, 2, 50 + Wo).to(dt);
+      x.select(0, 1).select(0, 2).select(0, 3).select(0, 2 * Wo - 1).fill_(kt::kNaN);
+      x.select(0, 0).select(0, 0).select(0, 0).fill_(-0.0);
+      const std::string what = std::string(dtype_name(dt)) + " Wo " + std::to_string(Wo);
+      for (const bool relu : {false, true}) {
+        const Tensor x16 = x.detach().requires_grad_(true), x32 = x.to(DType::f32).requires_grad_(true);
+        const TensorPair m16 = relu ? max_pool2d_relu_with_indices(x16, {2}) : max_pool2d_with_indices(x16, {2});
+        const TensorPair m32 = relu ? max_pool2d_relu_with_indices(x32, {2}) : max_pool2d_with_indices(x32, {2});
+        EXPECT_TRUE(same_bits(m16.values, m32.values.to(dt))) << what << " relu " << relu;
+        EXPECT_TRUE(same_bits(m16.indices, m32.indices)) << what << " relu " << relu;
+        const Tensor g = kt::random_tensor(m16.values.shape(), DType::f32, -1, 1, 60 + Wo).to(dt);
+        m16.values.backward(g);
+        m32.values.backward(g.to(DType::f32));
+        EXPECT_TRUE(same_bits(x16.grad(), x32.grad().to(dt))) << what << " relu " << relu << " backward";
+      }
+    }
+  }
 }
 
 TEST(Pool, ErrorsNameTheOpAndValues) {
