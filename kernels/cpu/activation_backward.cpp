@@ -1,7 +1,8 @@
 // CPU backward kernels of the activations: out = g * f'(x) (or relu's mask on its output) in one
 // pass, where composing the derivative from elementwise ops would take two to eight passes and as
 // many temporaries. g, the saved tensor and out share one shape and one floating dtype. The GELUs'
-// derivatives run in float lanes (Note [f32 lane math]); silu's in double, eight lanes at a time
+// derivatives run in float lanes (Note [f32 lane math]; 16-bit tensors converted a register at a
+// time, kernels/cpu/lanes16.h); silu's in double, eight lanes at a time
 // for contiguous f32 (Note [Vectorized float math]); relu's is a select, exact in any dtype, which
 // the plain element loop vectorises in the tensor's own type (through the eight-double path,
 // 128x512 took 28 us in the MLP's loop, 16 us so).
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu/lanes16.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/cpu/wide_math.h"
@@ -98,6 +100,25 @@ void lanes_backward_map(const Tensor& g, const Tensor& x, Tensor& out, const cha
           float* po = static_cast<float*>(out.data_ptr());
           return parallel_for(out.numel(), kElementwiseGrain,
                               [&](int64_t b, int64_t e) { vmath::map(pg + b, px + b, po + b, e - b, F::lanes); });
+        }
+      }
+      if constexpr (lanes::kIs16<T>) {
+        // Contiguous 16-bit: the block loop below, split across threads, converting a register at a time.
+        if (g.is_contiguous() && x.is_contiguous() && out.is_contiguous()) {
+          const T* pg = static_cast<const T*>(g.data_ptr());
+          const T* px = static_cast<const T*>(x.data_ptr());
+          T* po = static_cast<T*>(out.data_ptr());
+          return parallel_for(out.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+            constexpr int64_t kBlock = 256;
+            float bg[kBlock], bx[kBlock];
+            for (int64_t i0 = b; i0 < e; i0 += kBlock) {
+              const int64_t m = std::min(kBlock, e - i0);
+              lanes::to_f32(pg + i0, bg, m);
+              lanes::to_f32(px + i0, bx, m);
+              vmath::map(bg, bx, bg, m, F::lanes);
+              lanes::from_f32(bg, po + i0, m);
+            }
+          });
         }
       }
       StridedIter<3> it({&out, &g, &x});

@@ -241,6 +241,28 @@ TEST(LowpKernels, UnaryMathIsTheF32KernelRoundedOnce) {
   }
 }
 
+// The GELU backward kernels on 16-bit tensors: the f32 lanes on the converted inputs, rounded once,
+// for contiguous tensors (split across threads) and other layouts alike.
+TEST(LowpKernels, GeluBackwardIsTheF32KernelRoundedOnce) {
+  for (DType t : k16) {
+    const Tensor x = special_inputs(t, 3000, 5, false).view({60, 50});
+    const Tensor g = special_inputs(t, 3000, 6, true).view({60, 50});
+    for (const char* approximate : {"none", "tanh"}) {
+      for (const bool transposed : {false, true}) {
+        const Tensor xin = transposed ? x.t() : x, gin = transposed ? g.t() : g;
+        const Tensor x16 = xin.detach().requires_grad_(true), x32 = xin.to(DType::f32).requires_grad_(true);
+        gelu(x16, approximate).backward(gin);
+        gelu(x32, approximate).backward(gin.to(DType::f32));
+        const std::string what = std::string("gelu ") + approximate + " backward" + (transposed ? " transposed" : "");
+        // Other layouts round through the scalar conversion, which (as torch's c10 one) makes every
+        // NaN the positive quiet NaN: equal values there, NaN for NaN.
+        if (transposed) kt::expect_close(x16.grad(), kt::values(x32.grad().to(t)), 0, 0, what);
+        else expect_same_bits(x16.grad(), x32.grad().to(t), what);
+      }
+    }
+  }
+}
+
 TEST(LowpKernels, ReductionsAccumulateInF32) {
   for (DType t : k16) {
     // 3 x 20000: rows longer than a piece (16384), so pieces merge; dim 0 takes the column path.
