@@ -16,8 +16,15 @@ namespace {
 namespace kt = kiln::testing;
 using namespace kiln::test_trainer;
 
+// quiet() without a logger: these tests read no logs.
+TrainerConfig silent(TrainerConfig c) {
+  c = quiet(c);
+  c.logger = false;
+  return c;
+}
+
 TEST(HardwareLayer, DefaultsResolveToOneCpuDeviceIn32BitFloats) {
-  Trainer t(quiet({}));
+  Trainer t(silent({}));
   EXPECT_EQ(t.strategy().name(), "single_device");
   EXPECT_EQ(t.accelerator().name(), "cpu");
   EXPECT_EQ(t.strategy().root_device(), Device::cpu());
@@ -29,11 +36,11 @@ TEST(HardwareLayer, DefaultsResolveToOneCpuDeviceIn32BitFloats) {
 }
 
 TEST(HardwareLayer, LightningsShortPrecisionNamesResolve) {
-  EXPECT_EQ(Trainer(quiet({.precision = "32"})).precision().name(), "32-true");
-  EXPECT_EQ(Trainer(quiet({.precision = "64"})).precision().name(), "64-true");
-  EXPECT_EQ(Trainer(quiet({.precision = "bf16-true"})).precision().param_dtype(), DType::bf16);
-  EXPECT_EQ(Trainer(quiet({.precision = "16-true"})).precision().param_dtype(), DType::f16);
-  EXPECT_EQ(Trainer(quiet({.accelerator = "cpu", .devices = -1})).strategy().root_device(), Device::cpu());
+  EXPECT_EQ(Trainer(silent({.precision = "32"})).precision().name(), "32-true");
+  EXPECT_EQ(Trainer(silent({.precision = "64"})).precision().name(), "64-true");
+  EXPECT_EQ(Trainer(silent({.precision = "bf16-true"})).precision().param_dtype(), DType::bf16);
+  EXPECT_EQ(Trainer(silent({.precision = "16-true"})).precision().param_dtype(), DType::f16);
+  EXPECT_EQ(Trainer(silent({.accelerator = "cpu", .devices = -1})).strategy().root_device(), Device::cpu());
 }
 
 TEST(HardwareLayer, UnknownNamesListTheValidOnesAndTheNearest) {
@@ -70,7 +77,7 @@ TEST(HardwareLayer, APrecisionTheAcceleratorCannotRunIsRefused) {
                    {"cannot compute in float16"});
   kt::expect_error([&] { Trainer t({.accelerator = accelerator, .precision = "16-mixed"}); },
                    {"precision='16-mixed'", "cannot compute in float16"});
-  Trainer ok(quiet({.accelerator = accelerator, .precision = "64-true"}));
+  Trainer ok(silent({.accelerator = accelerator, .precision = "64-true"}));
   EXPECT_EQ(&ok.accelerator(), accelerator.get());
 }
 
@@ -89,9 +96,9 @@ TEST(HardwareLayer, ConflictingPluginsAreRefused) {
                                              std::make_shared<Precision>(), io);
   kt::expect_error([&] { Trainer t({.strategy = strategy, .precision = "64-true"}); },
                    {"Strategy object already holds"});
-  Trainer given(quiet({.strategy = strategy}));
+  Trainer given(silent({.strategy = strategy}));
   EXPECT_EQ(&given.strategy(), strategy.get());
-  Trainer with_plugin(quiet({.plugins = {p64}}));
+  Trainer with_plugin(silent({.plugins = {p64}}));
   EXPECT_EQ(&with_plugin.precision(), p64.get());
 }
 
@@ -125,7 +132,7 @@ class CountingPrecision : public Precision {
 TEST(HardwareLayer, TheLoopsRunEveryStepThroughThePrecisionPlugin) {
   auto precision = std::make_shared<CountingPrecision>();
   TinyClassifier module;
-  Trainer t(quiet({.max_epochs = 2, .plugins = {precision}, .accumulate_grad_batches = 2, .num_sanity_val_steps = 1}));
+  Trainer t(silent({.max_epochs = 2, .plugins = {precision}, .accumulate_grad_batches = 2, .num_sanity_val_steps = 1}));
   t.fit(module, Loaders{.train = make_loader(8, false, 0), .val = make_loader(10, false, 0)});
   // 5 train batches per epoch (windows of 2, 2, 1 -> 3 steps), 4 val batches per epoch, 1 sanity.
   EXPECT_EQ(precision->counts.backwards, 10);
@@ -154,7 +161,7 @@ TEST(HardwareLayer, CheckpointsAreWrittenAndRemovedThroughTheCheckpointIOPlugin)
   const std::string dir = fresh_dir("hw_ckpt_io");
   auto io = std::make_shared<RecordingCheckpointIO>();
   TinyClassifier module;
-  TrainerConfig c = quiet({.max_epochs = 3, .plugins = {io}});
+  TrainerConfig c = silent({.max_epochs = 3, .plugins = {io}});
   c.enable_checkpointing = true;
   c.callbacks = {std::make_shared<ModelCheckpoint>(callbacks::ModelCheckpointOptions{.dirpath = dir})};
   Trainer t(c);
@@ -175,7 +182,7 @@ TEST(HardwareLayer, TruePrecisionsConvertModuleAndBatches) {
     int64_t bytes32 = 0;
     for (const Tensor& p : module.parameters()) bytes32 += static_cast<int64_t>(p.nbytes());
     const Tensor before = module.fc1->weight.to(DType::f64);
-    Trainer t(quiet({.max_epochs = 1, .precision = std::string(name)}));
+    Trainer t(silent({.max_epochs = 1, .precision = std::string(name)}));
     t.fit(module, Loaders{.train = make_loader(8, false, 0)});
     const DType want = t.precision().param_dtype();
     int64_t bytes = 0;
@@ -192,7 +199,7 @@ TEST(HardwareLayer, TruePrecisionsConvertModuleAndBatches) {
 }
 
 TEST(HardwareLayer, SingleDeviceCollectivesAreIdentitiesAndStatsAreReal) {
-  Trainer t(quiet({}));
+  Trainer t(silent({}));
   const Tensor x = arange(4.0);
   EXPECT_TRUE(bitwise_equal(t.strategy().reduce(x, "sum"), x));
   EXPECT_TRUE(bitwise_equal(t.strategy().broadcast(x), x));

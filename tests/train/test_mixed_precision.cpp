@@ -18,6 +18,13 @@ using namespace kiln::test_trainer;
 
 namespace {
 
+// quiet() without a logger: these tests read no logs.
+TrainerConfig silent(TrainerConfig c) {
+  c = quiet(c);
+  c.logger = false;
+  return c;
+}
+
 // Records the dtypes the forward produced, and the gradients the hooks see.
 class DtypeRecorder : public TinyClassifier {
  public:
@@ -55,7 +62,7 @@ Loaders data_loaders() { return Loaders{.train = make_loader(10, false, 0), .val
 
 TEST(MixedPrecision, Bf16MixedRunsTheForwardInBf16WithF32MasterWeights) {
   DtypeRecorder module;
-  Trainer t(quiet({.max_epochs = 1, .precision = "bf16-mixed"}));
+  Trainer t(silent({.max_epochs = 1, .precision = "bf16-mixed"}));
   const Tensor before = module.fc1->weight.clone();
   t.fit(module, data_loaders());
   EXPECT_EQ(module.logits_dtype, DType::bf16);     // linear is on autocast's lower-precision list
@@ -71,7 +78,7 @@ TEST(MixedPrecision, Bf16MixedRunsTheForwardInBf16WithF32MasterWeights) {
 
 TEST(MixedPrecision, F16MixedShowsTheHooksUnscaledGradients) {
   DtypeRecorder module;
-  Trainer t(quiet({.max_epochs = 1, .precision = "16-mixed"}));
+  Trainer t(silent({.max_epochs = 1, .precision = "16-mixed"}));
   t.fit(module, Loaders{.train = make_loader(40, false, 0)});
   EXPECT_EQ(module.logits_dtype, DType::f16);
   const auto* mixed = dynamic_cast<const MixedPrecision*>(&t.precision());
@@ -88,7 +95,7 @@ TEST(MixedPrecision, AStepWithInfGradientsIsSkippedAndTheScaleHalves) {
   module.poison_step = 2;  // the third optimizer step
   auto record = std::make_shared<WeightRecorder>();
   std::vector<TensorDict>& weights = record->weights;
-  TrainerConfig c = quiet({.max_epochs = 1, .precision = "16-mixed"});
+  TrainerConfig c = silent({.max_epochs = 1, .precision = "16-mixed"});
   c.callbacks = {record};
   Trainer trainer(c);
   trainer.fit(module, Loaders{.train = make_loader(8, false, 0)});
@@ -109,16 +116,16 @@ TEST(MixedPrecision, ResumeIsBitExactInEachMixedPrecision) {
     const std::string dir = fresh_dir(std::string("mixed_resume_") + precision);
     seed_everything(5);
     TinyClassifier straight;
-    Trainer full(quiet({.max_epochs = 4, .precision = std::string(precision)}));
+    Trainer full(silent({.max_epochs = 4, .precision = std::string(precision)}));
     full.fit(straight, data_loaders());
 
     seed_everything(5);
     TinyClassifier first;
-    Trainer part(quiet({.max_epochs = 2, .precision = std::string(precision)}));
+    Trainer part(silent({.max_epochs = 2, .precision = std::string(precision)}));
     part.fit(first, data_loaders());
     part.save_checkpoint(dir + "/half.ckpt");
     TinyClassifier resumed;
-    Trainer rest(quiet({.max_epochs = 4, .precision = std::string(precision)}));
+    Trainer rest(silent({.max_epochs = 4, .precision = std::string(precision)}));
     rest.fit(resumed, data_loaders(), dir + "/half.ckpt");
 
     for (const auto& [name, p] : straight.state_dict()) EXPECT_TRUE(bitwise_equal(p, resumed.state_dict().at(name))) << name;
@@ -146,7 +153,7 @@ TEST(MixedPrecision, ManualOptimizationUsesTheScalerPerStep) {
     }
     double scaled_norm = 0, unscaled_norm = 0;
   } module;
-  Trainer t(quiet({.max_epochs = 1, .precision = "16-mixed"}));
+  Trainer t(silent({.max_epochs = 1, .precision = "16-mixed"}));
   t.fit(module, Loaders{.train = make_loader(20, false, 0)});
   EXPECT_EQ(module.scaled_norm, module.unscaled_norm * 65536.0);
   EXPECT_EQ(t.global_step(), 2);
@@ -162,8 +169,8 @@ TEST(MixedPrecision, MisuseIsRefusedUpFront) {
   // A 16-mixed checkpoint needs its scaler state back.
   MixedPrecision p("16-mixed", DeviceType::cpu);
   kt::expect_error([&] { p.load_state_dict(Json::object()); }, {"no loss scaler state"});
-  EXPECT_EQ(Trainer(quiet({.precision = "bf16"})).precision().name(), "bf16-mixed");
-  EXPECT_EQ(Trainer(quiet({.precision = "16"})).precision().name(), "16-mixed");
+  EXPECT_EQ(Trainer(silent({.precision = "bf16"})).precision().name(), "bf16-mixed");
+  EXPECT_EQ(Trainer(silent({.precision = "16"})).precision().name(), "16-mixed");
 }
 
 }  // namespace
