@@ -15,8 +15,8 @@
 // --precision bf16-true holds weights, optimizer state and batches in bf16 (Kiln only). Each run
 // also prints a `# memory` line: the parameters' bytes and the allocator's peak during the timed steps.
 //
-//   bench_training [--model mlp|cnn|transformer|all] [--precision 32-true|bf16-mixed|bf16-true] [--steps N] [--warmup N] [--batch N]
-//                  [--threads N] [--help]
+//   bench_training [--model mlp|cnn|transformer|all] [--precision 32-true|bf16-mixed|bf16-true]
+//                  [--steps N] [--warmup N] [--batch N] [--threads N] [--help]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -101,7 +101,8 @@ class CharLM : public nn::Module {
     tok_emb = register_module("tok_emb", std::make_shared<nn::Embedding>(kLmVocab, kLmWidth));
     pos_emb = register_parameter("pos_emb", randn({kLmContext, kLmWidth}, {}, &gen) * 0.02);
     blocks = register_module("blocks", std::make_shared<nn::ModuleList>());
-    for (int64_t i = 0; i < kLmLayers; ++i) blocks->push_back(std::make_shared<nn::TransformerBlock>(kLmWidth, kLmHeads));
+    for (int64_t i = 0; i < kLmLayers; ++i)
+      blocks->push_back(std::make_shared<nn::TransformerBlock>(kLmWidth, kLmHeads));
     ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(kLmWidth));
     head = register_module("head", std::make_shared<nn::Linear>(kLmWidth, kLmVocab));
   }
@@ -180,7 +181,8 @@ void report(const std::string& model, const RunResult& r, const Options& options
   const double samples = static_cast<double>(options.steps * options.batch);
   std::printf("RESULT bench=training side=kiln model=%s precision=%s samples_per_s=%.2f ms_per_step=%.4f steps=%lld "
               "warmup=%lld batch=%lld threads=%d loss=%.5f\n",
-              model.c_str(), options.precision.c_str(), samples / r.seconds, 1e3 * r.seconds / static_cast<double>(options.steps),
+              model.c_str(), options.precision.c_str(), samples / r.seconds,
+              1e3 * r.seconds / static_cast<double>(options.steps),
               static_cast<long long>(options.steps), static_cast<long long>(options.warmup),
               static_cast<long long>(options.batch), get_num_threads(), r.last_loss);
   std::fflush(stdout);

@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
       .option("--root", root, "DIR", "where runs, logs and checkpoints go")
       .option("--data", data_dir, "DIR", "the Fashion-MNIST IDX files")
       .option("--resume", resume, "last|best|PATH", "resume from a checkpoint of an earlier run")
-      .choice("--precision", precision, precision_names(), "how numbers are held (bf16-mixed: the forward under bf16 autocast)");
+      .choice("--precision", precision, precision_names(),
+              "how numbers are held (bf16-mixed: the forward under bf16 autocast)");
   if (auto code = args.parse(argc, argv)) return *code;
   try {
     seed_everything(42);

@@ -74,7 +74,8 @@ struct TrainerConfig {
   // (train/hardware/connector.cpp); the names or objects of your own, as in Lightning.
   std::variant<std::string, std::shared_ptr<Accelerator>> accelerator = "auto";  // "auto" | "cpu" | "cuda" | "gpu"
   int devices = 1;                         // -1: every device of the accelerator
-  std::variant<std::string, std::shared_ptr<Strategy>> strategy = "auto";  // "auto" | "single_device" (ddp, fsdp come later)
+  // "auto" | "single_device" (ddp, fsdp come with the distributed layer)
+  std::variant<std::string, std::shared_ptr<Strategy>> strategy = "auto";
   // "32-true" (unset), "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true" (or 64, 32, 16, bf16).
   std::optional<std::string> precision;
   std::vector<Plugin> plugins;

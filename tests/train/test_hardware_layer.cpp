@@ -192,7 +192,8 @@ TEST(HardwareLayer, TruePrecisionsConvertModuleAndBatches) {
     }
     EXPECT_EQ(bytes * 4, bytes32 * static_cast<int64_t>(dtype_size(want)));
     EXPECT_GT((module.fc1->weight.to(DType::f64) - before).abs().amax().item<double>(), 1e-3);
-    const data::Batch converted = t.precision().convert_batch(data::Batch{{ones({2, 4}), zeros({2}, {.dtype = DType::i64})}});
+    const data::Batch batch{{ones({2, 4}), zeros({2}, {.dtype = DType::i64})}};
+    const data::Batch converted = t.precision().convert_batch(batch);
     EXPECT_EQ(converted[0].dtype(), want);
     EXPECT_EQ(converted[1].dtype(), DType::i64);  // integer fields stay as they are
   }

@@ -128,7 +128,8 @@ TEST(MixedPrecision, ResumeIsBitExactInEachMixedPrecision) {
     Trainer rest(silent({.max_epochs = 4, .precision = std::string(precision)}));
     rest.fit(resumed, data_loaders(), dir + "/half.ckpt");
 
-    for (const auto& [name, p] : straight.state_dict()) EXPECT_TRUE(bitwise_equal(p, resumed.state_dict().at(name))) << name;
+    for (const auto& [name, p] : straight.state_dict())
+      EXPECT_TRUE(bitwise_equal(p, resumed.state_dict().at(name))) << name;
     EXPECT_EQ(full.precision().state_dict(), rest.precision().state_dict());
     if (std::string(precision) == "16-mixed") {
       EXPECT_EQ(rest.precision().state_dict().at("scaler").at("_growth_tracker"), 16);  // 4 epochs of 4 clean steps
@@ -164,8 +165,9 @@ TEST(MixedPrecision, MisuseIsRefusedUpFront) {
   kt::expect_error([] { MixedPrecision p("bf16-mixed", DeviceType::cpu, amp::GradScalerOptions{}); },
                    {"bf16-mixed", "no loss scaler"});
   kt::expect_error([] { MixedPrecision p("8-mixed", DeviceType::cpu); }, {"'8-mixed'", "bf16-mixed, 16-mixed"});
-  kt::expect_error([] { MixedPrecision p("16-mixed", DeviceType::cpu, amp::GradScalerOptions{.init_scale = INFINITY}); },
-                   {"init_scale"});
+  kt::expect_error(
+      [] { MixedPrecision p("16-mixed", DeviceType::cpu, amp::GradScalerOptions{.init_scale = INFINITY}); },
+      {"init_scale"});
   // A 16-mixed checkpoint needs its scaler state back.
   MixedPrecision p("16-mixed", DeviceType::cpu);
   kt::expect_error([&] { p.load_state_dict(Json::object()); }, {"no loss scaler state"});

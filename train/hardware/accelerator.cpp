@@ -74,8 +74,9 @@ std::vector<std::string> accelerator_names() { return {"cpu", "cuda", "gpu"}; }
 std::shared_ptr<Accelerator> make_accelerator(const std::string& name) {
   if (name == "cpu") return std::make_shared<CpuAccelerator>();
   if (name == "cuda" || name == "gpu") return std::make_shared<CudaAccelerator>();
-  detail::throw_error("You selected an invalid accelerator name: `accelerator='", name, "'`. Available names are: auto, ",
-                      join_names(accelerator_names()), did_you_mean(name, accelerator_names()));
+  detail::throw_error("You selected an invalid accelerator name: `accelerator='", name,
+                      "'`. Available names are: auto, ", join_names(accelerator_names()),
+                      did_you_mean(name, accelerator_names()));
 }
 
 }  // namespace kiln

@@ -41,9 +41,9 @@ std::shared_ptr<Accelerator> resolve_accelerator(const TrainerConfig& c) {
   const std::string& name = std::get<std::string>(c.accelerator);
   std::shared_ptr<Accelerator> accelerator = make_accelerator(name == "auto" ? "cpu" : name);
   if (!accelerator->is_available()) {
-    detail::throw_error("`", name, "` accelerator can not run on your system since the accelerator is not available "
-                        "(Kiln built without CUDA, no driver, or no GPU). The following accelerator(s) is available and "
-                        "can be passed into `accelerator` argument of `Trainer`: ['cpu'].");
+    detail::throw_error("`", name, "` accelerator can not run on your system since the accelerator is not "
+                        "available (Kiln built without CUDA, no driver, or no GPU). The following accelerator(s) is "
+                        "available and can be passed into `accelerator` argument of `Trainer`: ['cpu'].");
   }
   KILN_CHECK(accelerator->device_type() == DeviceType::cpu, "Trainer: accelerator '", name, "' is not supported by the "
              "Trainer yet (CUDA training arrives with the CUDA backend); use 'cpu' or 'auto'");
@@ -68,7 +68,8 @@ std::shared_ptr<Precision> resolve_precision(const TrainerConfig& c, const Plugi
 
 std::shared_ptr<Precision> make_precision(const std::string& name, const Accelerator& accelerator) {
   if (name == "32-true") return std::make_shared<Precision>();
-  if (name == "bf16-mixed" || name == "16-mixed") return std::make_shared<MixedPrecision>(name, accelerator.device_type());
+  if (name == "bf16-mixed" || name == "16-mixed")
+    return std::make_shared<MixedPrecision>(name, accelerator.device_type());
   return std::make_shared<TruePrecision>(name);
 }
 
