@@ -57,8 +57,8 @@ class FashionCNN : public TrainModule {
     log("train_loss", loss, {.prog_bar = true});
     return loss;
   }
-  void validation_step(const data::Batch& batch, int64_t) override { evaluate(batch, "val"); }
-  void test_step(const data::Batch& batch, int64_t) override { evaluate(batch, "test"); }
+  StepOutput validation_step(const data::Batch& batch, int64_t) override { return evaluate(batch, "val"); }
+  StepOutput test_step(const data::Batch& batch, int64_t) override { return evaluate(batch, "test"); }
 
   // Cosine annealing to 0 over this run's steps, computed from the step count alone (a LambdaLR,
   // not CosineAnnealingLR, whose saved T_max and recursive update would keep the old run's length).
@@ -77,10 +77,12 @@ class FashionCNN : public TrainModule {
   std::shared_ptr<nn::Sequential> net;
 
  private:
-  void evaluate(const data::Batch& batch, const std::string& stage) {
+  Tensor evaluate(const data::Batch& batch, const std::string& stage) {
     Tensor logits = forward(batch[0]);
-    log(stage + "_loss", nn::F::cross_entropy(logits, batch[1]), {.prog_bar = stage == "val"});
+    Tensor loss = nn::F::cross_entropy(logits, batch[1]);
+    log(stage + "_loss", loss, {.prog_bar = stage == "val"});
     log(stage + "_acc", (logits.argmax(1) == batch[1]).to(DType::f32).mean(), {.prog_bar = stage == "val"});
+    return loss;
   }
   double lr_;
 };

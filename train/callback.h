@@ -51,13 +51,15 @@ class Callback {
   virtual void on_validation_epoch_start(Trainer&, TrainModule&) {}
   virtual void on_validation_epoch_end(Trainer&, TrainModule&) {}
   virtual void on_validation_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
-  virtual void on_validation_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
+  virtual void on_validation_batch_end(Trainer&, TrainModule&, const StepOutput& outputs, const data::Batch&,
+                                       int64_t batch_idx) {}
   virtual void on_test_start(Trainer&, TrainModule&) {}
   virtual void on_test_end(Trainer&, TrainModule&) {}
   virtual void on_test_epoch_start(Trainer&, TrainModule&) {}
   virtual void on_test_epoch_end(Trainer&, TrainModule&) {}
   virtual void on_test_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
-  virtual void on_test_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}
+  virtual void on_test_batch_end(Trainer&, TrainModule&, const StepOutput& outputs, const data::Batch&,
+                                 int64_t batch_idx) {}
   virtual void on_predict_start(Trainer&, TrainModule&) {}
   virtual void on_predict_end(Trainer&, TrainModule&) {}
   virtual void on_predict_batch_start(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {}

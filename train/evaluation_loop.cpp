@@ -57,23 +57,25 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
       if (testing) {
         each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
+        StepOutput out;
         {
           const ProfileScope timed(profiler_.get(), actions_.test_step);
-          plan_.strategy->test_step(module, batch, idx);
+          out = plan_.strategy->test_step(module, batch, idx);
         }
         require_evaluation_step(module);
-        each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, batch, idx); });
-        module.on_test_batch_end(batch, idx);
+        each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, out, batch, idx); });
+        module.on_test_batch_end(out, batch, idx);
       } else {
         each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
+        StepOutput out;
         {
           const ProfileScope timed(profiler_.get(), actions_.validation_step);
-          plan_.strategy->validation_step(module, batch, idx);
+          out = plan_.strategy->validation_step(module, batch, idx);
         }
         require_evaluation_step(module);
-        each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, batch, idx); });
-        module.on_validation_batch_end(batch, idx);
+        each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, out, batch, idx); });
+        module.on_validation_batch_end(out, batch, idx);
         if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {
           skip_validation_without_step();  // Note [Steps a module does not define] (trainer.cpp)
           break;

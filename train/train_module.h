@@ -73,9 +73,16 @@ class TrainModule : public nn::Module {
   // ---- the steps
   virtual StepOutput training_step(const data::Batch& batch, int64_t batch_idx) = 0;
   // Not overriding validation_step turns validation off in fit, and makes validate() and test()
-  // without their step an error: see Note [Steps a module does not define] (trainer.cpp).
-  virtual void validation_step(const data::Batch& batch, int64_t batch_idx) { validation_step_missing_ = true; }
-  virtual void test_step(const data::Batch& batch, int64_t batch_idx) { test_step_missing_ = true; }
+  // without their step an error: see Note [Steps a module does not define] (trainer.cpp). What a
+  // step returns (a loss, named outputs, or nothing: `return {};`) reaches the batch-end hooks.
+  virtual StepOutput validation_step(const data::Batch& batch, int64_t batch_idx) {
+    validation_step_missing_ = true;
+    return {};
+  }
+  virtual StepOutput test_step(const data::Batch& batch, int64_t batch_idx) {
+    test_step_missing_ = true;
+    return {};
+  }
   virtual Tensor predict_step(const data::Batch& batch, int64_t batch_idx) { return forward(batch[0]); }
   Tensor forward(const Tensor& x) override {
     forward_missing_ = true;
@@ -105,13 +112,13 @@ class TrainModule : public nn::Module {
   virtual void on_validation_epoch_start() {}
   virtual void on_validation_epoch_end() {}
   virtual void on_validation_batch_start(const data::Batch& batch, int64_t batch_idx) {}
-  virtual void on_validation_batch_end(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_validation_batch_end(const StepOutput& out, const data::Batch& batch, int64_t batch_idx) {}
   virtual void on_test_start() {}
   virtual void on_test_end() {}
   virtual void on_test_epoch_start() {}
   virtual void on_test_epoch_end() {}
   virtual void on_test_batch_start(const data::Batch& batch, int64_t batch_idx) {}
-  virtual void on_test_batch_end(const data::Batch& batch, int64_t batch_idx) {}
+  virtual void on_test_batch_end(const StepOutput& out, const data::Batch& batch, int64_t batch_idx) {}
   virtual void on_predict_start() {}
   virtual void on_predict_end() {}
   virtual void on_predict_batch_start(const data::Batch& batch, int64_t batch_idx) {}

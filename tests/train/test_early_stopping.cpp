@@ -140,9 +140,10 @@ TEST(EarlyStopping, RefusesInvalidSettings) {
 class Scripted : public TinyClassifier {
  public:
   explicit Scripted(std::vector<double> scores) : TinyClassifier(0.0), scores_(std::move(scores)) {}
-  void validation_step(const data::Batch&, int64_t) override {
+  StepOutput validation_step(const data::Batch&, int64_t) override {
     const auto epoch = static_cast<size_t>(trainer().current_epoch());
     log("val_loss", scores_.at(std::min(epoch, scores_.size() - 1)));
+    return {};
   }
   void on_train_epoch_start() override { ++epochs_started; }
   int epochs_started = 0;

@@ -37,7 +37,10 @@ class DtypeRecorder : public TinyClassifier {
     if (poison_step && trainer().global_step() == *poison_step) loss = loss * std::numeric_limits<double>::infinity();
     return loss;
   }
-  void validation_step(const data::Batch& batch, int64_t) override { val_logits_dtype = forward(batch[0]).dtype(); }
+  StepOutput validation_step(const data::Batch& batch, int64_t) override {
+    val_logits_dtype = forward(batch[0]).dtype();
+    return {};
+  }
   void on_after_backward() override { after_backward = fc1->weight.grad().clone(); }
   void on_before_optimizer_step(optim::Optimizer&) override { before_step = fc1->weight.grad().clone(); }
 

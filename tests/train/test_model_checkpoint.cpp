@@ -326,9 +326,10 @@ TEST(ModelCheckpoint, RefusesInvalidSettings) {
 class Scripted : public TinyClassifier {
  public:
   explicit Scripted(std::vector<double> scores) : TinyClassifier(0.0), scores_(std::move(scores)) {}
-  void validation_step(const data::Batch&, int64_t) override {
+  StepOutput validation_step(const data::Batch&, int64_t) override {
     const auto epoch = static_cast<size_t>(trainer().current_epoch());
     log("val_loss", scores_.at(std::min(epoch, scores_.size() - 1)));
+    return {};
   }
 
  private:

@@ -76,7 +76,7 @@ class DiesAfterSave : public TinyClassifier {
 struct SaveInValidation : Callback {
   SaveInValidation(int64_t step, bool at_end, std::string path) : step(step), at_end(at_end), path(std::move(path)) {}
   std::string name() const override { return "SaveInValidation"; }
-  void on_validation_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+  void on_validation_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
     if (!at_end) maybe_stop(t);
   }
   void on_validation_end(Trainer& t, TrainModule&) override {

@@ -43,7 +43,10 @@ class HookModule : public TinyClassifier {
   HookModule() : TinyClassifier(0.0) {}
   void note(const std::string& s) { g_calls->push_back(s); }
   StepOutput training_step(const data::Batch& b, int64_t i) override { note("training_step"); return TinyClassifier::training_step(b, i); }
-  void validation_step(const data::Batch& b, int64_t i) override { note("validation_step"); TinyClassifier::validation_step(b, i); }
+  StepOutput validation_step(const data::Batch& b, int64_t i) override {
+    note("validation_step");
+    return TinyClassifier::validation_step(b, i);
+  }
   std::vector<OptimizerConfig> configure_optimizers() override { note("configure_optimizers"); return TinyClassifier::configure_optimizers(); }
   void setup(const std::string& s) override { note("setup:" + s); }
   void teardown(const std::string& s) override { note("teardown:" + s); }

@@ -319,6 +319,48 @@ TEST(StepOutputs, ReachTheCallbacksBatchEndHooksDetachedAndScaledAsLightningsAre
   }
 }
 
+// What validation_step and test_step return reaches both stages' batch-end hooks, the callbacks'
+// and the module's, as in Lightning: here TinyClassifier's loss, checked against the batch.
+struct EvalOutputProbe : Callback {
+  std::string name() const override { return "EvalOutputProbe"; }
+  void on_validation_batch_end(Trainer&, TrainModule& m, const StepOutput& out, const data::Batch& batch,
+                               int64_t) override {
+    check(m, out, batch);
+    ++validation;
+  }
+  void on_test_batch_end(Trainer&, TrainModule& m, const StepOutput& out, const data::Batch& batch, int64_t) override {
+    check(m, out, batch);
+    ++test;
+  }
+  static void check(TrainModule& m, const StepOutput& out, const data::Batch& batch) {
+    ASSERT_TRUE(out.loss.defined());
+    EXPECT_FALSE(out.loss.requires_grad());
+    EXPECT_NEAR(out.loss.item<double>(), nn::F::cross_entropy(m.forward(batch[0]), batch[1]).item<double>(), 1e-6);
+  }
+  int validation = 0, test = 0;
+};
+
+class EvalOutputModule : public TinyClassifier {
+ public:
+  EvalOutputModule() : TinyClassifier(0.0) {}
+  void on_validation_batch_end(const StepOutput& out, const data::Batch&, int64_t) override {
+    seen.push_back(out.loss);
+  }
+  void on_test_batch_end(const StepOutput& out, const data::Batch&, int64_t) override { seen.push_back(out.loss); }
+  std::vector<Tensor> seen;
+};
+
+TEST(StepOutputs, ValidationAndTestStepOutputsReachTheirBatchEndHooks) {
+  EvalOutputModule module;
+  auto probe = std::make_shared<EvalOutputProbe>();
+  Trainer trainer(quiet({.max_epochs = 1, .num_sanity_val_steps = 0, .logger = false, .callbacks = {probe}}));
+  trainer.fit(module, Loaders{.train = make_loader(8, false, 0), .val = make_loader(10, false, 0)});
+  trainer.test(module, Loaders{.test = make_loader(20, false, 0)});
+  EXPECT_EQ(probe->validation, 4);
+  EXPECT_EQ(probe->test, 2);
+  EXPECT_EQ(module.seen.size(), 6u);
+}
+
 // ---- resume with schedulers of every kind
 
 class AllSchedulers : public TinyClassifier {

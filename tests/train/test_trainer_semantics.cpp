@@ -42,7 +42,7 @@ struct Counter : Callback {
   std::string name() const override { return "Counter"; }
   void on_train_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override { ++train_batches; }
   void on_before_optimizer_step(Trainer&, TrainModule&, optim::Optimizer&) override { ++optimizer_steps; }
-  void on_validation_batch_end(Trainer& t, TrainModule&, const data::Batch&, int64_t) override {
+  void on_validation_batch_end(Trainer& t, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
     if (!t.sanity_checking()) ++val_batches;
   }
   void on_validation_end(Trainer& t, TrainModule&) override {
@@ -404,7 +404,9 @@ class NoValidationStep : public TrainModule {
 
 struct AllValidationBatches : Callback {
   std::string name() const override { return "AllValidationBatches"; }
-  void on_validation_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t) override { ++batches; }
+  void on_validation_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t) override {
+    ++batches;
+  }
   int64_t batches = 0;  // the sanity check's included
 };
 
@@ -512,9 +514,9 @@ class NotingModule : public TinyClassifier {
   void setup(const std::string& s) override { g_calls->push_back("setup:" + s); }
   void teardown(const std::string& s) override { g_calls->push_back("teardown:" + s); }
   void on_validation_batch_start(const data::Batch&, int64_t i) override { note("val_batch_start", i); }
-  void on_validation_batch_end(const data::Batch&, int64_t i) override { note("val_batch_end", i); }
+  void on_validation_batch_end(const StepOutput&, const data::Batch&, int64_t i) override { note("val_batch_end", i); }
   void on_test_batch_start(const data::Batch&, int64_t i) override { note("test_batch_start", i); }
-  void on_test_batch_end(const data::Batch&, int64_t i) override { note("test_batch_end", i); }
+  void on_test_batch_end(const StepOutput&, const data::Batch&, int64_t i) override { note("test_batch_end", i); }
   void on_predict_start() override { g_calls->push_back("predict_start"); }
   void on_predict_batch_start(const data::Batch&, int64_t i) override { note("predict_batch_start", i); }
   void on_predict_batch_end(const Tensor& prediction, const data::Batch&, int64_t i) override {

@@ -142,7 +142,7 @@ TEST(Deterministic, WarnReportsAThreadChangeOnceAndCarriesOn) {
 class GradInValidation : public TinyClassifier {
  public:
   GradInValidation() : TinyClassifier(0.0) {}
-  void validation_step(const data::Batch& batch, int64_t) override {
+  StepOutput validation_step(const data::Batch& batch, int64_t) override {
     EnableGradGuard grad;
     Tensor x = batch[0].detach().requires_grad_();
     Tensor loss = nn::F::cross_entropy(forward(x), batch[1]);
@@ -151,6 +151,7 @@ class GradInValidation : public TinyClassifier {
       loss.backward();
       input_grad_norm = x.grad().abs().sum().item<double>();
     }
+    return {};
   }
   std::vector<bool> recorded;
   double input_grad_norm = 0;

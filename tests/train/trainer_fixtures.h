@@ -70,13 +70,17 @@ class TinyClassifier : public TrainModule {
     log("train_loss", loss, {.prog_bar = true, .on_step = true, .on_epoch = true});
     return loss;
   }
-  void validation_step(const data::Batch& batch, int64_t) override {
+  StepOutput validation_step(const data::Batch& batch, int64_t) override {
     Tensor logits = forward(batch[0]);
-    log("val_loss", nn::F::cross_entropy(logits, batch[1]));
+    Tensor loss = nn::F::cross_entropy(logits, batch[1]);
+    log("val_loss", loss);
     log("val_acc", (logits.argmax(1) == batch[1]).to(DType::f32).mean());
+    return loss;
   }
-  void test_step(const data::Batch& batch, int64_t) override {
-    log("test_loss", nn::F::cross_entropy(forward(batch[0]), batch[1]));
+  StepOutput test_step(const data::Batch& batch, int64_t) override {
+    Tensor loss = nn::F::cross_entropy(forward(batch[0]), batch[1]);
+    log("test_loss", loss);
+    return loss;
   }
   std::vector<OptimizerConfig> configure_optimizers() override {
     return {{std::make_shared<optim::SGD>(parameters(), optim::SGDOptions{.lr = lr_, .momentum = 0.9})}};

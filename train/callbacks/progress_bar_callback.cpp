@@ -125,7 +125,8 @@ void ProgressBar::on_validation_batch_start(Trainer& trainer, TrainModule&, cons
   }
 }
 
-void ProgressBar::on_validation_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {
+void ProgressBar::on_validation_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&,
+                                          int64_t batch_idx) {
   advance_eval_bar(batch_idx);
 }
 
@@ -149,7 +150,7 @@ void ProgressBar::on_test_batch_start(Trainer& trainer, TrainModule&, const data
   if (enabled() && !eval_.open) start_eval_bar("Testing DataLoader 0", trainer.num_val_batches());
 }
 
-void ProgressBar::on_test_batch_end(Trainer&, TrainModule&, const data::Batch&, int64_t batch_idx) {
+void ProgressBar::on_test_batch_end(Trainer&, TrainModule&, const StepOutput&, const data::Batch&, int64_t batch_idx) {
   advance_eval_bar(batch_idx);
 }
 

@@ -47,11 +47,12 @@ class ProgressBar : public Callback {
   void on_train_end(Trainer& trainer, TrainModule& module) override;
   void on_validation_batch_start(Trainer& trainer, TrainModule& module, const data::Batch& batch,
                                  int64_t batch_idx) override;
-  void on_validation_batch_end(Trainer& trainer, TrainModule& module, const data::Batch& batch,
-                               int64_t batch_idx) override;
+  void on_validation_batch_end(Trainer& trainer, TrainModule& module, const StepOutput& outputs,
+                               const data::Batch& batch, int64_t batch_idx) override;
   void on_validation_end(Trainer& trainer, TrainModule& module) override;
   void on_test_batch_start(Trainer& trainer, TrainModule& module, const data::Batch& batch, int64_t batch_idx) override;
-  void on_test_batch_end(Trainer& trainer, TrainModule& module, const data::Batch& batch, int64_t batch_idx) override;
+  void on_test_batch_end(Trainer& trainer, TrainModule& module, const StepOutput& outputs, const data::Batch& batch,
+                         int64_t batch_idx) override;
   void on_test_end(Trainer& trainer, TrainModule& module) override;
   void on_predict_batch_start(Trainer& trainer, TrainModule& module, const data::Batch& batch,
                               int64_t batch_idx) override;

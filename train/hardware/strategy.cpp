@@ -32,14 +32,14 @@ StepOutput Strategy::training_step(TrainModule& module, const data::Batch& batch
   return module.training_step(batch, batch_idx);
 }
 
-void Strategy::validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+StepOutput Strategy::validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
   const auto context = precision_->forward_context();
-  module.validation_step(batch, batch_idx);
+  return module.validation_step(batch, batch_idx);
 }
 
-void Strategy::test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
+StepOutput Strategy::test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
   const auto context = precision_->forward_context();
-  module.test_step(batch, batch_idx);
+  return module.test_step(batch, batch_idx);
 }
 
 Tensor Strategy::predict_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {

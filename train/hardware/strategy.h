@@ -36,8 +36,8 @@ class Strategy {
 
   // The module's steps, each inside the precision's forward context (autocast for the mixed ones).
   StepOutput training_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
-  void validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
-  void test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
+  StepOutput validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
+  StepOutput test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
   Tensor predict_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
 
   void backward(const Tensor& loss) { precision_->backward(loss); }
