@@ -112,9 +112,9 @@ TEST(MixedPrecision, AStepWithInfGradientsIsSkippedAndTheScaleHalves) {
 }
 
 // A fit of 4 epochs against 2 epochs, a checkpoint, and 2 more from it in a new Trainer: every
-// weight, the optimizer state and the scaler match bit for bit.
-TEST(MixedPrecision, ResumeIsBitExactInEachMixedPrecision) {
-  for (const char* precision : {"bf16-mixed", "16-mixed"}) {
+// weight and the scaler match bit for bit, in each of the Trainer's precisions.
+TEST(MixedPrecision, ResumeIsBitExactInEveryPrecision) {
+  for (const char* precision : {"bf16-mixed", "16-mixed", "32-true", "64-true", "bf16-true", "16-true"}) {
     SCOPED_TRACE(precision);
     const std::string dir = fresh_dir(std::string("mixed_resume_") + precision);
     seed_everything(5);
