@@ -163,7 +163,7 @@ bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
     last_validation_elapsed_ = elapsed_seconds();
   }
   if (from != BatchTail::stop_checks) {
-    if (batch_stepped_) step_schedulers("step", /*plateau=*/true);  // after validation logged its metrics
+    if (batch_stepped_) step_schedulers("step", /*plateau=*/true, batch_idx);  // after validation logged its metrics
     batch_stepped_ = false;  // stepped: a checkpoint written from here on must not step them again
     check_signals();
   }
@@ -249,7 +249,7 @@ void Trainer::optimizer_step(int64_t batch_idx) {
   ++progress_.batches_that_stepped;
   batch_stepped_ = true;
   progress_.micro_batches_in_window = 0;
-  step_schedulers("step", /*plateau=*/false);
+  step_schedulers("step", /*plateau=*/false, batch_idx);
 }
 
 void Trainer::step_optimizer(optim::Optimizer& optimizer) {
@@ -281,9 +281,12 @@ void Trainer::step_optimizer(optim::Optimizer& optimizer) {
 // steps later: after a batch's validation (step interval) or after the epoch-end hooks (epoch
 // interval). A checkpoint therefore holds every scheduler as the loop left it, and a resumed run
 // never steps one twice.
-void Trainer::step_schedulers(const std::string& interval, bool plateau) {
+void Trainer::step_schedulers(const std::string& interval, bool plateau, int64_t batch_idx) {
   if (!module_->automatic_optimization) return;  // Lightning: manual optimization steps its own schedulers
-  const int64_t count = interval == "step" ? global_step() : current_epoch() + 1;
+  // Lightning counts a step-interval scheduler's frequency in batches of the epoch (batch_idx + 1 at
+  // a batch that stepped), not in optimizer steps: with accumulation, or across an epoch's end,
+  // the two differ.
+  const int64_t count = interval == "step" ? batch_idx + 1 : current_epoch() + 1;
   for (auto& oc : optimizers_) {
     for (auto& sc : oc.schedulers) {
       KILN_CHECK(sc.interval == "step" || sc.interval == "epoch", "configure_optimizers: scheduler interval '",

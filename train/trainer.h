@@ -155,7 +155,8 @@ class Trainer {
   enum class BatchTail { step_row, validation, after_validation, stop_checks };
   bool finish_batch(int64_t batch_idx, BatchTail from);
   void optimizer_step(int64_t batch_idx);
-  void step_schedulers(const std::string& interval, bool plateau);
+  // batch_idx: the batch within the epoch, for step-interval schedulers' frequency.
+  void step_schedulers(const std::string& interval, bool plateau, int64_t batch_idx = -1);
   bool fit_done() const;
   bool can_stop_early() const;  // min_epochs and min_steps are met
   int64_t val_check_batches() const;

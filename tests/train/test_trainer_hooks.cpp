@@ -4,6 +4,8 @@
 // bit-exact resume around them). The expected orders were read from Lightning 2.x's loops.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "testing.h"
 #include "nn/optim/lr_scheduler.h"
 #include "train/seed.h"
@@ -359,6 +361,44 @@ TEST(StepOutputs, ValidationAndTestStepOutputsReachTheirBatchEndHooks) {
   EXPECT_EQ(probe->validation, 4);
   EXPECT_EQ(probe->test, 2);
   EXPECT_EQ(module.seen.size(), 6u);
+}
+
+// ---- scheduler frequency
+
+// Halves the lr at each scheduler step, stepping every `frequency` batches ("step" interval).
+class HalvingEvery : public TinyClassifier {
+ public:
+  explicit HalvingEvery(int64_t frequency) : TinyClassifier(0.0), frequency_(frequency) {}
+  std::vector<OptimizerConfig> configure_optimizers() override {
+    sgd = std::make_shared<optim::SGD>(parameters(), optim::SGDOptions{.lr = 0.1});
+    OptimizerConfig config{sgd, {}};
+    config.schedulers.push_back({.scheduler = std::make_shared<optim::StepLR>(*sgd, optim::StepLROptions{1, 0.5}),
+                                 .interval = "step", .frequency = frequency_});
+    return {config};
+  }
+  std::shared_ptr<optim::SGD> sgd;
+
+ private:
+  int64_t frequency_;
+};
+
+// Lightning's rule (training_epoch_loop.py, update_lr_schedulers): a step-interval scheduler steps
+// at a batch that ended an accumulation window when (batch_idx + 1) % frequency == 0, batch_idx
+// counting within the epoch. Counted by hand for 2 epochs of 10 batches (batch 4 of 40 samples).
+TEST(SchedulerFrequency, CountsBatchesOfTheEpochAsLightningDoes) {
+  struct Case {
+    int64_t accumulate, frequency, batch_size, steps;
+  };
+  // accumulate 2, frequency 2: windows end at batches 1, 3, .., 9, all even counts: 5 per epoch.
+  // accumulate 1, frequency 3, 5 batches per epoch: batch 2 of each epoch only (not global steps 3, 6, 9).
+  // accumulate 2, frequency 3, 10 batches: windows end at 1, 3, 5, 7, 9; counts 2..10: 6 only.
+  for (const Case c : {Case{2, 2, 4, 10}, Case{1, 3, 8, 2}, Case{2, 3, 4, 2}}) {
+    SCOPED_TRACE("accumulate " + std::to_string(c.accumulate) + ", frequency " + std::to_string(c.frequency));
+    HalvingEvery module(c.frequency);
+    Trainer trainer(quiet({.max_epochs = 2, .accumulate_grad_batches = c.accumulate, .logger = false}));
+    trainer.fit(module, Loaders{.train = make_loader(c.batch_size, false, 0)});
+    EXPECT_DOUBLE_EQ(module.sgd->param_groups()[0].lr, 0.1 * std::pow(0.5, static_cast<double>(c.steps)));
+  }
 }
 
 // ---- resume with schedulers of every kind
