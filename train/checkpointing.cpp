@@ -83,7 +83,7 @@ State Trainer::make_checkpoint() {
   meta["elapsed_seconds"] = elapsed_seconds();
   meta["num_threads"] = fit_threads_;  // Note [Deterministic runs]
   module->on_save_checkpoint(ckpt);
-  each_callback([&](Callback& cb) { cb.on_save_checkpoint(*this, *module, ckpt); });
+  each_callback("on_save_checkpoint", [&](Callback& cb) { cb.on_save_checkpoint(*this, *module, ckpt); });
   return ckpt;
 }
 
@@ -256,7 +256,7 @@ void Trainer::restore_checkpoint(const std::string& path) {
                  path.c_str(), saved_threads, fit_threads_, saved_threads);
   restored_ = true;
   module_->on_load_checkpoint(ckpt);
-  each_callback([&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });
+  each_callback("on_load_checkpoint", [&](Callback& cb) { cb.on_load_checkpoint(*this, *module_, ckpt); });
 }
 
 // ---- TrainModule::load_from_checkpoint (train_module.h)

@@ -13,12 +13,12 @@ void Trainer::validation_loop(int64_t max_batches, bool sanity) {
   if (sanity) {
     stage_ = TrainerStage::sanity_checking;
     metrics_ = {};
-    each_callback([&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
+    each_callback("on_sanity_check_start", [&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
   }
   validation_unlogged_ = !sanity;  // Note [Checkpoints inside a batch's end] (fit_loop.cpp)
   evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
   if (sanity) {
-    each_callback([&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
+    each_callback("on_sanity_check_end", [&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
     metrics_ = {};
   }
   stage_ = outer;
@@ -37,14 +37,14 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
   InferenceModeGuard inference(config_.inference_mode);
 
   if (testing) {
-    each_callback([&](Callback& cb) { cb.on_test_start(*this, module); });
+    each_callback("on_test_start", [&](Callback& cb) { cb.on_test_start(*this, module); });
     module.on_test_start();
-    each_callback([&](Callback& cb) { cb.on_test_epoch_start(*this, module); });
+    each_callback("on_test_epoch_start", [&](Callback& cb) { cb.on_test_epoch_start(*this, module); });
     module.on_test_epoch_start();
   } else {
-    each_callback([&](Callback& cb) { cb.on_validation_start(*this, module); });
+    each_callback("on_validation_start", [&](Callback& cb) { cb.on_validation_start(*this, module); });
     module.on_validation_start();
-    each_callback([&](Callback& cb) { cb.on_validation_epoch_start(*this, module); });
+    each_callback("on_validation_epoch_start", [&](Callback& cb) { cb.on_validation_epoch_start(*this, module); });
     module.on_validation_epoch_start();
   }
   // Evaluation always reads its loader from the start, in order (a validation loader is not shuffled).
@@ -55,7 +55,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
       const data::Batch batch = transfer_batch(raw);
       current_batch_size_ = batch_size_of(batch.fields);
       if (testing) {
-        each_callback([&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
+        each_callback("on_test_batch_start", [&](Callback& cb) { cb.on_test_batch_start(*this, module, batch, idx); });
         module.on_test_batch_start(batch, idx);
         StepOutput out;
         {
@@ -63,10 +63,10 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
           out = plan_.strategy->test_step(module, batch, idx);
         }
         require_evaluation_step(module);
-        each_callback([&](Callback& cb) { cb.on_test_batch_end(*this, module, out, batch, idx); });
+        each_callback("on_test_batch_end", [&](Callback& cb) { cb.on_test_batch_end(*this, module, out, batch, idx); });
         module.on_test_batch_end(out, batch, idx);
       } else {
-        each_callback([&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
+        each_callback("on_validation_batch_start", [&](Callback& cb) { cb.on_validation_batch_start(*this, module, batch, idx); });
         module.on_validation_batch_start(batch, idx);
         StepOutput out;
         {
@@ -74,7 +74,7 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
           out = plan_.strategy->validation_step(module, batch, idx);
         }
         require_evaluation_step(module);
-        each_callback([&](Callback& cb) { cb.on_validation_batch_end(*this, module, out, batch, idx); });
+        each_callback("on_validation_batch_end", [&](Callback& cb) { cb.on_validation_batch_end(*this, module, out, batch, idx); });
         module.on_validation_batch_end(out, batch, idx);
         if (module.validation_step_missing_ && stage_ != TrainerStage::validating) {
           skip_validation_without_step();  // Note [Steps a module does not define] (trainer.cpp)
@@ -85,20 +85,20 @@ std::map<std::string, double> Trainer::evaluation_loop(data::DataLoader& loader,
     }
   }
   if (testing) {
-    each_callback([&](Callback& cb) { cb.on_test_epoch_end(*this, module); });
+    each_callback("on_test_epoch_end", [&](Callback& cb) { cb.on_test_epoch_end(*this, module); });
     module.on_test_epoch_end();
   } else {
-    each_callback([&](Callback& cb) { cb.on_validation_epoch_end(*this, module); });
+    each_callback("on_validation_epoch_end", [&](Callback& cb) { cb.on_validation_epoch_end(*this, module); });
     module.on_validation_epoch_end();
   }
   std::map<std::string, double> epoch_metrics = metrics_.end_epoch(log_scope_);
   send_to_loggers(epoch_metrics, logging_step());
   validation_unlogged_ = false;
   if (testing) {
-    each_callback([&](Callback& cb) { cb.on_test_end(*this, module); });
+    each_callback("on_test_end", [&](Callback& cb) { cb.on_test_end(*this, module); });
     module.on_test_end();
   } else {
-    each_callback([&](Callback& cb) { cb.on_validation_end(*this, module); });
+    each_callback("on_validation_end", [&](Callback& cb) { cb.on_validation_end(*this, module); });
     module.on_validation_end();
   }
   if (was_training) module.train();

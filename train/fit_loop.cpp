@@ -88,7 +88,7 @@ void Trainer::train_epoch() {
   module.train();
 
   if (!epoch_end_pending) {
-    each_callback([&](Callback& cb) { cb.on_train_epoch_start(*this, module); });
+    each_callback("on_train_epoch_start", [&](Callback& cb) { cb.on_train_epoch_start(*this, module); });
     log_scope_ = LogScope::training_epoch_end;
     module.on_train_epoch_start();
 
@@ -125,13 +125,14 @@ void Trainer::train_epoch() {
     // Lightning logs epoch-end values at the step of the epoch's last batch.
     const int64_t epoch_end_step = std::max<int64_t>(progress_.batches_that_stepped - 1, 0);
     send_to_loggers(metrics_.end_epoch(LogScope::training_step), epoch_end_step);
-    for (auto& cb : callbacks_)
-      if (!is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
+    const auto epoch_end = [&](Callback& cb) { cb.on_train_epoch_end(*this, module); };
+    for (size_t i = 0; i < callbacks_.size(); ++i)
+      if (!is_monitoring(*callbacks_[i])) callback_hook(i, "on_train_epoch_end", epoch_end);
     log_scope_ = LogScope::training_epoch_end;
     module.on_train_epoch_end();
     send_to_loggers(metrics_.end_epoch(LogScope::training_epoch_end), epoch_end_step);
-    for (auto& cb : callbacks_)
-      if (is_monitoring(*cb)) cb->on_train_epoch_end(*this, module);
+    for (size_t i = 0; i < callbacks_.size(); ++i)
+      if (is_monitoring(*callbacks_[i])) callback_hook(i, "on_train_epoch_end", epoch_end);
   }
   step_schedulers("epoch", /*plateau=*/true);
   progress_.epochs.completed();
@@ -178,7 +179,7 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   const data::Batch batch = transfer_batch(raw);
   current_batch_size_ = batch_size_of(batch.fields);
   log_scope_ = LogScope::training_step;
-  each_callback([&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
+  each_callback("on_train_batch_start", [&](Callback& cb) { cb.on_train_batch_start(*this, module, batch, batch_idx); });
   if (!module.on_train_batch_start(batch, batch_idx)) return false;
   progress_.train_batches.started();
 
@@ -198,7 +199,7 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
     }
     if (progress_.micro_batches_in_window == 0) {
       for (auto& oc : optimizers_) {
-        each_callback([&](Callback& cb) { cb.on_before_zero_grad(*this, module, *oc.optimizer); });
+        each_callback("on_before_zero_grad", [&](Callback& cb) { cb.on_before_zero_grad(*this, module, *oc.optimizer); });
         module.on_before_zero_grad(*oc.optimizer);
         oc.optimizer->zero_grad(true);
       }
@@ -206,13 +207,13 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
     const int64_t accumulate = config_.accumulate_grad_batches;
     if (has_loss) {
       const Tensor scaled = accumulate > 1 ? out.loss / static_cast<double>(accumulate) : out.loss;
-      each_callback([&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
+      each_callback("on_before_backward", [&](Callback& cb) { cb.on_before_backward(*this, module, scaled); });
       module.on_before_backward(scaled);
       {
         const ProfileScope timed(profiler_.get(), actions_.backward);
         plan_.strategy->backward(scaled);
       }
-      each_callback([&](Callback& cb) { cb.on_after_backward(*this, module); });
+      each_callback("on_after_backward", [&](Callback& cb) { cb.on_after_backward(*this, module); });
       module.on_after_backward();
       out.loss = scaled.detach();  // what the batch-end hooks see (Lightning's ClosureResult.loss)
     }
@@ -227,7 +228,7 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   }
   progress_.train_batches.processed();
   if (batch_idx + 1 >= num_train_batches_) step_schedulers("epoch", /*plateau=*/false);  // Note [When schedulers step]
-  each_callback([&](Callback& cb) { cb.on_train_batch_end(*this, module, out, batch, batch_idx); });
+  each_callback("on_train_batch_end", [&](Callback& cb) { cb.on_train_batch_end(*this, module, out, batch, batch_idx); });
   module.on_train_batch_end(out, batch, batch_idx);
   progress_.train_batches.completed();
   return true;
@@ -259,7 +260,7 @@ void Trainer::step_optimizer(optim::Optimizer& optimizer) {
                "optimization (through TrainModule::optimizer_step); set automatic_optimization = false to step it "
                "in training_step");
     plan_.strategy->before_optimizer_step(optimizer);  // Note [Mixed precision's step]
-    each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
+    each_callback("on_before_optimizer_step", [&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
     module_->on_before_optimizer_step(optimizer);
     module_->configure_gradient_clipping(optimizer, config_.gradient_clip_val, config_.gradient_clip_algorithm);
     plan_.strategy->optimizer_step(optimizer);
@@ -267,7 +268,7 @@ void Trainer::step_optimizer(optim::Optimizer& optimizer) {
   }
   plan_.strategy->reduce_gradients(*module_);
   plan_.strategy->before_optimizer_step(optimizer);
-  each_callback([&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
+  each_callback("on_before_optimizer_step", [&](Callback& cb) { cb.on_before_optimizer_step(*this, *module_, optimizer); });
   module_->on_before_optimizer_step(optimizer);
   plan_.strategy->optimizer_step(optimizer);
   ++progress_.optimizer_steps;

@@ -196,13 +196,13 @@ void Trainer::log_step_metrics() {
 
 void Trainer::manual_backward(const Tensor& loss) {
   KILN_CHECK(module_ && !module_->automatic_optimization, "manual_backward: only with automatic_optimization = false");
-  each_callback([&](Callback& cb) { cb.on_before_backward(*this, *module_, loss); });
+  each_callback("on_before_backward", [&](Callback& cb) { cb.on_before_backward(*this, *module_, loss); });
   module_->on_before_backward(loss);
   {
     const ProfileScope timed(profiler_.get(), actions_.backward);
     plan_.strategy->backward(loss);
   }
-  each_callback([&](Callback& cb) { cb.on_after_backward(*this, *module_); });
+  each_callback("on_after_backward", [&](Callback& cb) { cb.on_after_backward(*this, *module_); });
   module_->on_after_backward();
 }
 
@@ -357,7 +357,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
       data->prepare_data();
       data->setup("fit");
     }
-    each_callback([&](Callback& cb) { cb.setup(*this, module, "fit"); });
+    each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, "fit"); });
     module.setup("fit");
     train_loader_ = data ? data->train_dataloader() : loaders.train;
     val_loader_ = data ? data->val_dataloader() : loaders.val;
@@ -389,23 +389,23 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     if (!restored_)
       for (auto& logger : loggers_) logger->log_hyperparams(module.hparams());
 
-    each_callback([&](Callback& cb) { cb.on_fit_start(*this, module); });
+    each_callback("on_fit_start", [&](Callback& cb) { cb.on_fit_start(*this, module); });
     module.on_fit_start();
     const int64_t sanity_steps = config_.num_sanity_val_steps < 0 ? num_val_batches_
                                                                    : std::min(config_.num_sanity_val_steps, num_val_batches_);
     if (val_loader_ && sanity_steps > 0 && !restored_ && config_.fast_dev_run == 0) validation_loop(sanity_steps, true);
-    each_callback([&](Callback& cb) { cb.on_train_start(*this, module); });
+    each_callback("on_train_start", [&](Callback& cb) { cb.on_train_start(*this, module); });
     module.on_train_start();
     last_validation_elapsed_ = elapsed_seconds();
 
     fit_loop();
 
-    each_callback([&](Callback& cb) { cb.on_train_end(*this, module); });
+    each_callback("on_train_end", [&](Callback& cb) { cb.on_train_end(*this, module); });
     module.on_train_end();
-    each_callback([&](Callback& cb) { cb.on_fit_end(*this, module); });
+    each_callback("on_fit_end", [&](Callback& cb) { cb.on_fit_end(*this, module); });
     module.on_fit_end();
     if (data) data->teardown("fit");
-    each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
+    each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
     plan_.strategy->teardown();  // Note [Async checkpoints]: fit returns with every checkpoint in place
     for (auto& logger : loggers_) logger->finalize("success");
@@ -416,8 +416,8 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     std::fprintf(stderr, "\nkiln: detected SIGINT (Ctrl-C), attempting graceful shutdown ... (press Ctrl-C again to "
                          "exit at once)\n");
     const Error error("fit: interrupted by signal " + std::to_string(stop.signal));
-    each_callback([&](Callback& cb) { cb.on_exception(*this, module, error); });
-    each_callback([&](Callback& cb) { cb.teardown(*this, module, "fit"); });
+    each_callback("on_exception", [&](Callback& cb) { cb.on_exception(*this, module, error); });
+    each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
     wait_for_checkpoints_quietly();
     for (auto& logger : loggers_) logger->finalize("interrupted");
@@ -430,7 +430,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     std::fflush(nullptr);
     std::exit(stop.status);
   } catch (const std::exception& e) {
-    each_callback([&](Callback& cb) { cb.on_exception(*this, module, e); });
+    each_callback("on_exception", [&](Callback& cb) { cb.on_exception(*this, module, e); });
     wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
     for (auto& logger : loggers_) logger->finalize("failed");
     if (profiler_) profiler_->teardown();
@@ -481,7 +481,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
       data->prepare_data();
       data->setup(testing ? "test" : "validate");
     }
-    each_callback([&](Callback& cb) { cb.setup(*this, module, testing ? "test" : "validate"); });
+    each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, testing ? "test" : "validate"); });
     module.setup(testing ? "test" : "validate");
     std::shared_ptr<data::DataLoader> loader =
         data ? (testing ? data->test_dataloader() : data->val_dataloader()) : (testing ? loaders.test : loaders.val);
@@ -494,7 +494,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
     num_val_batches_ = limit;  // what progress bars show as the total
     result = evaluation_loop(*loader, limit, stage);
     if (data) data->teardown(testing ? "test" : "validate");
-    each_callback([&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
+    each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
     module.teardown(testing ? "test" : "validate");
     for (auto& logger : loggers_) logger->save();
     if (profiler_) profiler_->describe();
@@ -524,7 +524,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     KILN_CHECK(loaders.predict, "predict: no data: pass Loaders{.predict = ...} or a DataModule whose "
                "predict_dataloader() returns a loader");
     start_profiler("predict");
-    each_callback([&](Callback& cb) { cb.setup(*this, module, "predict"); });
+    each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, "predict"); });
     module.setup("predict");
     plan_.strategy->setup_module(module);
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
@@ -533,13 +533,13 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     module.eval();
     NoGradGuard no_grad;
     InferenceModeGuard inference(config_.inference_mode);
-    each_callback([&](Callback& cb) { cb.on_predict_start(*this, module); });
+    each_callback("on_predict_start", [&](Callback& cb) { cb.on_predict_start(*this, module); });
     module.on_predict_start();
     int64_t idx = 0;
     for (data::Batch& raw : *loaders.predict) {
       if (idx >= limit) break;
       const data::Batch batch = transfer_batch(raw);
-      each_callback([&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
+      each_callback("on_predict_batch_start", [&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });
       module.on_predict_batch_start(batch, idx);
       Tensor prediction;
       {
@@ -552,14 +552,14 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
           throw;
         }
       }
-      each_callback([&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
+      each_callback("on_predict_batch_end", [&](Callback& cb) { cb.on_predict_batch_end(*this, module, prediction, batch, idx); });
       module.on_predict_batch_end(prediction, batch, idx);
       predictions.push_back(std::move(prediction));
       ++idx;
     }
-    each_callback([&](Callback& cb) { cb.on_predict_end(*this, module); });
+    each_callback("on_predict_end", [&](Callback& cb) { cb.on_predict_end(*this, module); });
     module.on_predict_end();
-    each_callback([&](Callback& cb) { cb.teardown(*this, module, "predict"); });
+    each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, "predict"); });
     module.teardown("predict");
     if (profiler_) profiler_->describe();
   } catch (...) {

@@ -187,13 +187,17 @@ class Trainer {
   int64_t limit_batches(const BatchLimit& limit, int64_t available, const char* loader) const;
   int64_t train_batch_limit(int64_t available) const;
   int64_t val_batch_limit(int64_t available) const;
-  // Each callback's hooks are timed together as "[Callback]<state_key>" when profiling.
+  // Runs `hook` of callback i through f; profiled as Lightning's "[Callback]<state_key>.<hook>".
   template <class F>
-  void each_callback(F&& f) {
-    for (size_t i = 0; i < callbacks_.size(); ++i) {
-      const ProfileScope timed(profiler_.get(), callback_actions_[i]);
-      f(*callbacks_[i]);
-    }
+  void callback_hook(size_t i, const char* hook, F&& f) {
+    if (!profiler_) return f(*callbacks_[i]);
+    const std::string action = callback_actions_[i] + "." + hook;
+    const ProfileScope timed(profiler_.get(), action);
+    f(*callbacks_[i]);
+  }
+  template <class F>
+  void each_callback(const char* hook, F&& f) {
+    for (size_t i = 0; i < callbacks_.size(); ++i) callback_hook(i, hook, f);
   }
   void start_profiler(const std::string& stage);
 

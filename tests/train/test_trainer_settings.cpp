@@ -237,7 +237,7 @@ TEST(Profiler, SimplePrintsLightningsTableOfActionsAtTheEndOfFit) {
   EXPECT_EQ(lines[0], "FIT Profiler Report");
   EXPECT_EQ(lines[1], "");
   // Lightning's separator is as long as the header with its tabs expanded (and the newline before it).
-  const std::string longest = "[_TrainingEpochLoop].train_dataloader_next";
+  const std::string longest = "[Callback]CountValidations.on_validation_batch_start";
   EXPECT_EQ(lines[3], "|  Action" + std::string(longest.size() - 6, ' ') + "\t|  Mean duration (s)\t|  Num calls      \t|  "
                       "Total time (s) \t|  Percentage %   \t|");
   size_t column = 0;
@@ -274,7 +274,18 @@ TEST(Profiler, SimplePrintsLightningsTableOfActionsAtTheEndOfFit) {
     EXPECT_LE(percent, previous) << lines[i];
     previous = percent;
   }
-  EXPECT_EQ(row_of(out, "[Callback]CountValidations").size(), 5u) << out;  // its hooks, timed together
+  // Each callback hook is its own action, as Lightning's "[Callback]<state_key>.<hook>": 10 train
+  // batches, 2 epochs, 3 validations (the sanity check and one per epoch) of 2 batches each.
+  const std::vector<std::pair<std::string, std::string>> hooks = {{"on_train_batch_end", "10"},
+                                                                  {"on_train_epoch_end", "2"},
+                                                                  {"on_validation_end", "3"},
+                                                                  {"on_validation_batch_end", "6"}};
+  for (const auto& [hook, n] : hooks) {
+    const std::vector<std::string> row = row_of(out, "[Callback]CountValidations." + hook);
+    ASSERT_EQ(row.size(), 5u) << hook << "\n" << out;
+    EXPECT_EQ(row[2], n) << hook;
+  }
+  EXPECT_TRUE(row_of(out, "[Callback]CountValidations").empty()) << "no row for all of a callback's hooks together";
   kt::expect_error([] { Trainer t(quiet({.profiler = "advanced"})); }, {"profiler 'advanced'", "simple"});
 }
 
