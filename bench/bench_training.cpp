@@ -146,11 +146,12 @@ struct RunResult {
   int64_t peak_bytes = 0;  // the CPU allocator's high-water mark during the timed steps
 };
 
-// bf16-true: the model and the batches' images in bf16 (labels stay integers).
+// bf16-true: the model and the batches' floating inputs in bf16 (labels and tokens stay integers).
 void apply_true_precision(const Options& options, nn::Module& model, std::vector<Batch>& batches) {
   if (options.precision != "bf16-true") return;
   model.to(DType::bf16);
-  for (Batch& b : batches) b.x = b.x.to(DType::bf16);
+  for (Batch& b : batches)
+    if (b.x.is_floating()) b.x = b.x.to(DType::bf16);
 }
 
 // warmup untimed steps, then `steps` timed ones; the step order matches training_torch.py.
@@ -297,7 +298,7 @@ void run_transformer(const Options& options) {
   seed_everything(0);
   CharLM model;
   auto batches = token_batches(options.batch, 3);
-  if (options.precision == "bf16-true") model.to(DType::bf16);  // the tokens stay integers
+  apply_true_precision(options, model, batches);
   optim::AdamW optimizer(model.parameters(), {.lr = 3e-4, .weight_decay = 0.1});
   report("transformer", train(model, optimizer, batches, options), options, model);
 }

@@ -1,8 +1,8 @@
 // CPU backward kernels of the activations: out = g * f'(x) (or relu's mask on its output) in one
 // pass, where composing the derivative from elementwise ops would take two to eight passes and as
 // many temporaries. g, the saved tensor and out share one shape and one floating dtype. The GELUs'
-// derivatives run in float lanes (Note [f32 lane math]; 16-bit tensors converted a register at a
-// time, kernels/cpu/lanes16.h); silu's in double, eight lanes at a time
+// derivatives run in float lanes (Note [f32 lane math]; dense 16-bit runs converted a register at
+// a time, kernels/cpu/lanes16.h); silu's in double, eight lanes at a time
 // for contiguous f32 (Note [Vectorized float math]); relu's is a select, exact in any dtype, which
 // the plain element loop vectorises in the tensor's own type (through the eight-double path,
 // 128x512 took 28 us in the MLP's loop, 16 us so).
@@ -102,37 +102,16 @@ void lanes_backward_map(const Tensor& g, const Tensor& x, Tensor& out, const cha
                               [&](int64_t b, int64_t e) { vmath::map(pg + b, px + b, po + b, e - b, F::lanes); });
         }
       }
-      if constexpr (lanes::kIs16<T>) {
-        // Contiguous 16-bit: the block loop below, split across threads, converting a register at a time.
-        if (g.is_contiguous() && x.is_contiguous() && out.is_contiguous()) {
-          const T* pg = static_cast<const T*>(g.data_ptr());
-          const T* px = static_cast<const T*>(x.data_ptr());
-          T* po = static_cast<T*>(out.data_ptr());
-          return parallel_for(out.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
-            constexpr int64_t kBlock = 256;
-            float bg[kBlock], bx[kBlock];
-            for (int64_t i0 = b; i0 < e; i0 += kBlock) {
-              const int64_t m = std::min(kBlock, e - i0);
-              lanes::to_f32(pg + i0, bg, m);
-              lanes::to_f32(px + i0, bx, m);
-              vmath::map(bg, bx, bg, m, F::lanes);
-              lanes::from_f32(bg, po + i0, m);
-            }
-          });
-        }
-      }
       StridedIter<3> it({&out, &g, &x});
       it.run([&](int64_t n, char** p, const int64_t* s) {
         constexpr int64_t kBlock = 256;
         float bg[kBlock], bx[kBlock];
         for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
           const int64_t m = std::min(kBlock, n - i0);
-          for (int64_t i = 0; i < m; ++i) {
-            bg[i] = static_cast<float>(*reinterpret_cast<const T*>(p[1] + (i0 + i) * s[1]));
-            bx[i] = static_cast<float>(*reinterpret_cast<const T*>(p[2] + (i0 + i) * s[2]));
-          }
+          lanes::strided_to_f32<T>(p[1] + i0 * s[1], s[1], bg, m);
+          lanes::strided_to_f32<T>(p[2] + i0 * s[2], s[2], bx, m);
           vmath::map(bg, bx, bg, m, F::lanes);
-          for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(p[0] + (i0 + i) * s[0]) = static_cast<T>(bg[i]);
+          lanes::strided_from_f32<T>(bg, p[0] + i0 * s[0], s[0], m);
         }
       });
     }

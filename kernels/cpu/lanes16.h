@@ -135,5 +135,21 @@ inline void from_f32(const float* x, T* y, int64_t n) {
   if (i < n) store16_first(y + i, load_first(x + i, n - i), n - i);
 }
 
+// The same for a strided run of n elements of T (f32 or 16-bit) `stride` bytes apart, as the
+// block loops over StridedIter see them: a register at a time where a 16-bit run is dense, one
+// element at a time otherwise (static_cast, which rounds alike; only a NaN's sign may differ).
+template <class T>
+inline void strided_to_f32(const char* x, int64_t stride, float* y, int64_t n) {
+  if constexpr (kIs16<T>)
+    if (stride == static_cast<int64_t>(sizeof(T))) return to_f32(reinterpret_cast<const T*>(x), y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(*reinterpret_cast<const T*>(x + i * stride));
+}
+template <class T>
+inline void strided_from_f32(const float* x, char* y, int64_t stride, int64_t n) {
+  if constexpr (kIs16<T>)
+    if (stride == static_cast<int64_t>(sizeof(T))) return from_f32(x, reinterpret_cast<T*>(y), n);
+  for (int64_t i = 0; i < n; ++i) *reinterpret_cast<T*>(y + i * stride) = static_cast<T>(x[i]);
+}
+
 }  // namespace lanes
 }  // namespace kiln::cpu

@@ -98,22 +98,9 @@ void through_float_buffer(const Tensor& x, Tensor& out, const Block& block) {
     float buf[kBlock];
     for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
       const int64_t m = std::min(kBlock, n - i0);
-      const char* px = p[1] + i0 * s[1];
-      char* po = p[0] + i0 * s[0];
-      if constexpr (lanes::kIs16<T>) {
-        if (s[1] == static_cast<int64_t>(sizeof(T))) lanes::to_f32(reinterpret_cast<const T*>(px), buf, m);
-        else for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(px + i * s[1]));
-      } else {
-        for (int64_t i = 0; i < m; ++i) buf[i] = static_cast<float>(*reinterpret_cast<const T*>(px + i * s[1]));
-      }
+      lanes::strided_to_f32<T>(p[1] + i0 * s[1], s[1], buf, m);
       block(buf, m);
-      if constexpr (lanes::kIs16<T>) {
-        if (s[0] == static_cast<int64_t>(sizeof(T))) {
-          lanes::from_f32(buf, reinterpret_cast<T*>(po), m);
-          continue;
-        }
-      }
-      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(po + i * s[0]) = static_cast<T>(buf[i]);
+      lanes::strided_from_f32<T>(buf, p[0] + i0 * s[0], s[0], m);
     }
   });
 }

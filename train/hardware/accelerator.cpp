@@ -36,21 +36,14 @@ double resident_bytes() {
 }  // namespace
 
 std::vector<Device> Accelerator::parse_devices(int devices) const {
-  const int available = auto_device_count();
   KILN_CHECK(devices == -1 || devices > 0, "Trainer(devices=", devices, "): devices must be a positive number or -1 "
              "(all), using the ", name(), " accelerator");
-  const int count = devices == -1 ? available : devices;
-  KILN_CHECK(count <= available, "Trainer(devices=", devices, "): you requested ", count, " ", name(),
-             " device(s), but your machine only has ", available);
+  const int count = devices == -1 ? auto_device_count() : devices;
+  KILN_CHECK(count <= max_devices(), "Trainer(devices=", devices, "): you requested ", count, " ", name(),
+             " device(s), but your machine only has ", auto_device_count());
   std::vector<Device> out;
   for (int i = 0; i < count; ++i) out.push_back(Device(device_type(), device_type() == DeviceType::cpu ? 0 : i));
   return out;
-}
-
-std::vector<Device> CpuAccelerator::parse_devices(int devices) const {
-  KILN_CHECK(devices == -1 || devices > 0, "Trainer(devices=", devices, "): devices must be a positive number or -1 "
-             "(all), using the cpu accelerator");
-  return std::vector<Device>(devices == -1 ? 1 : devices, Device::cpu());
 }
 
 std::map<std::string, double> Accelerator::device_stats(const Device& device) const {

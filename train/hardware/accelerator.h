@@ -4,6 +4,7 @@
 // devices; nothing in the loops asks what kind of device it is.
 #pragma once
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -21,8 +22,10 @@ class Accelerator {
   virtual DeviceType device_type() const = 0;
   virtual bool is_available() const = 0;
   virtual int auto_device_count() const = 0;  // what devices = -1 (all) means
+  // The most `devices` may ask for: the devices there are, unless each "device" is a process.
+  virtual int max_devices() const { return auto_device_count(); }
   // The devices `devices` (N > 0, or -1 for all) stands for; throws when there are not that many.
-  virtual std::vector<Device> parse_devices(int devices) const;
+  std::vector<Device> parse_devices(int devices) const;
   virtual void setup_device(const Device&) {}
   virtual void teardown() {}
   // Memory and utilisation figures for DeviceStatsMonitor-style logging (name -> value).
@@ -39,8 +42,8 @@ class CpuAccelerator : public Accelerator {
   DeviceType device_type() const override { return DeviceType::cpu; }
   bool is_available() const override { return true; }
   int auto_device_count() const override { return 1; }
-  // N processes on this machine's CPU (Lightning's devices for the CPU), each with device "cpu".
-  std::vector<Device> parse_devices(int devices) const override;
+  // devices = N means N processes on this machine's CPU (Lightning's), each with device "cpu".
+  int max_devices() const override { return std::numeric_limits<int>::max(); }
   std::map<std::string, double> device_stats(const Device& device) const override;
 };
 

@@ -5,6 +5,16 @@
 #include "train/train_module.h"
 
 namespace kiln {
+namespace {
+
+// step() inside the precision's forward context (autocast for the mixed precisions).
+template <class Step>
+auto in_forward_context(const Precision& precision, Step&& step) {
+  const auto context = precision.forward_context();
+  return step();
+}
+
+}  // namespace
 
 Strategy::Strategy(std::shared_ptr<Accelerator> accelerator, Device device, std::shared_ptr<Precision> precision,
                    std::shared_ptr<CheckpointIO> checkpoint_io)
@@ -28,23 +38,19 @@ void Strategy::teardown() {
 }
 
 StepOutput Strategy::training_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
-  const auto context = precision_->forward_context();
-  return module.training_step(batch, batch_idx);
+  return in_forward_context(*precision_, [&] { return module.training_step(batch, batch_idx); });
 }
 
 StepOutput Strategy::validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
-  const auto context = precision_->forward_context();
-  return module.validation_step(batch, batch_idx);
+  return in_forward_context(*precision_, [&] { return module.validation_step(batch, batch_idx); });
 }
 
 StepOutput Strategy::test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
-  const auto context = precision_->forward_context();
-  return module.test_step(batch, batch_idx);
+  return in_forward_context(*precision_, [&] { return module.test_step(batch, batch_idx); });
 }
 
 Tensor Strategy::predict_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx) {
-  const auto context = precision_->forward_context();
-  return module.predict_step(batch, batch_idx);
+  return in_forward_context(*precision_, [&] { return module.predict_step(batch, batch_idx); });
 }
 
 Tensor Strategy::reduce(const Tensor& t, const std::string& op) {
