@@ -6,7 +6,7 @@ set -euo pipefail
 # ocl-icd-opencl-dev: Debian's oneDNN is built with an OpenCL GPU runtime, so its CMake config
 # requires OpenCL's headers and loader even though Kiln never uses them.
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev libbenchmark-dev
-          zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist fortunes python3-venv)
+          zlib1g-dev nlohmann-json3-dev libgloo-dev dataset-fashion-mnist fortunes python3-venv)
 [ "${1:-}" = "--with-clang" ] && packages+=(clang libclang-rt-14-dev)
 
 missing=()
