@@ -74,7 +74,8 @@ struct RankResult {
 struct RankContext {
   int rank;
   int world_size;
-  Store& store;
+  Store& store;     // a client of the parent's TcpStore at 127.0.0.1:store_port
+  int store_port;
   const RunOptions& options;
 };
 
@@ -105,7 +106,7 @@ inline bool child_spec(ChildSpec& spec) {
 [[noreturn]] inline void run_child(const ChildSpec& spec, const ProcessBody& body, const RunOptions& options) {
   try {
     TcpStore store({.host = "127.0.0.1", .port = spec.port, .is_server = false, .timeout = options.group.timeout});
-    RankContext ctx{spec.rank, spec.world, store, options};
+    RankContext ctx{spec.rank, spec.world, store, spec.port, options};
     body(ctx);
   } catch (const std::exception& e) {
     ADD_FAILURE() << "rank " << spec.rank << ": uncaught exception: " << e.what();
