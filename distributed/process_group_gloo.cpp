@@ -481,11 +481,19 @@ class GlooGroup final : public ProcessGroup {
     }
     const std::string message = "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + job.what +
                                 " failed after " + seconds(Clock::now() - job.start) + ": " + cause + job.hint;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (broken_.empty()) broken_ = message;
-    }
-    job.done.set_exception(std::make_exception_ptr(kiln::Error(message)));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.empty()) broken_ = message;
+    fail_locked(job, message);
+  }
+
+  // Note [Errors outlive the group's threads]: a Work's error is an exception object shared with the
+  // thread that waits on it, freed by whoever drops the last reference. Its count lives in the
+  // C++ runtime, where ThreadSanitizer cannot see it, so a worker freeing the error right after the
+  // user read it looks like a race. The group keeps every error its threads raise until it is
+  // destroyed (its threads joined by then), so none is freed on those threads. (mu_ held.)
+  void fail_locked(Job& job, const std::string& message) {
+    errors_.push_back(std::make_exception_ptr(kiln::Error(message)));
+    job.done.set_exception(errors_.back());
   }
 
   // Takes the next job of `queue` (nullptr once stopping and drained); a job that finds the group
@@ -501,7 +509,7 @@ class GlooGroup final : public ProcessGroup {
       const std::string message = broken_.empty() ? "rank " + std::to_string(rank_) + ": " + job->what +
                                                         ": the process group was destroyed before it ran"
                                                   : broken_message(*job);
-      job->done.set_exception(std::make_exception_ptr(kiln::Error(message)));
+      fail_locked(*job, message);
     }
   }
 
@@ -588,6 +596,7 @@ class GlooGroup final : public ProcessGroup {
   bool stopping_ = false;     // the destructor began: jobs not yet run fail
   bool worker_done_ = false;  // the worker posts no more: the waiter may stop once posted_ is empty
   std::string broken_;  // the first failure
+  std::vector<std::exception_ptr> errors_;  // Note [Errors outlive the group's threads]
   std::thread worker_;
   std::thread waiter_;
 };
