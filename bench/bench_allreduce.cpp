@@ -2,7 +2,9 @@
 // exchange of the same bytes in the same run: each rank sends N bytes and receives N bytes, which
 // is what a 2-rank ring all-reduce must move, so the ratio is Gloo's efficiency over the wire's.
 // Bus bandwidth as nccl-tests defines it: N / time x 2(n-1)/n, which is N / time at n = 2. Also the
-// cost of the agreement check (Note [Collective agreement]): the group with check_agreement off.
+// cost of the agreement check (Note [Collective agreement]): the group with check_agreement off;
+// and Kiln's layer itself (a queue, a worker thread, a future): gloo::allreduce called directly on
+// this thread, with the same reduction, over a context of its own.
 // Not a Google Benchmark: two processes must run the same iterations, so this main spawns rank 1
 // (itself again, KILN_BENCH_RANK set) and both follow one fixed schedule. Accepts and ignores
 // bench/run.sh's --benchmark_* flags. Knobs: KILN_BENCH_MAX_MIB (256), KILN_BENCH_BUDGET_MIB
@@ -23,6 +25,10 @@
 #include <string>
 #include <vector>
 
+#include <gloo/allreduce.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
 #include <kiln/kiln.h>
 
 #include "distributed/process_group.h"
@@ -90,6 +96,27 @@ void exchange(int fd, const char* out, char* in, size_t n) {
   }
 }
 
+// Gloo's rendezvous over Kiln's store, for the direct context.
+class RawStore final : public gloo::rendezvous::Store {
+ public:
+  explicit RawStore(kiln::dist::Store& s) : s_(s) {}
+  void set(const std::string& k, const std::vector<char>& v) override { s_.set("raw/" + k, v); }
+  std::vector<char> get(const std::string& k) override { return s_.get("raw/" + k); }
+  void wait(const std::vector<std::string>& keys) override {
+    std::vector<std::string> prefixed;
+    for (const auto& k : keys) prefixed.push_back("raw/" + k);
+    s_.wait(prefixed);
+  }
+
+ private:
+  kiln::dist::Store& s_;
+};
+
+void sum_f32(void* out, const void* a, const void* b, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    static_cast<float*>(out)[i] = static_cast<const float*>(a)[i] + static_cast<const float*>(b)[i];
+}
+
 double seconds(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 int run(int rank, int port) {
@@ -101,23 +128,39 @@ int run(int rank, int port) {
   auto pg = make_gloo_group(make_prefix_store("checked", base), rank, 2, checked);
   auto raw = make_gloo_group(make_prefix_store("unchecked", base), rank, 2, unchecked);
   const int fd = tcp_pair(*base, rank);
+  gloo::transport::tcp::attr attr;
+  attr.hostname = "127.0.0.1";
+  auto device = gloo::transport::tcp::CreateDevice(attr);
+  auto context = std::make_shared<gloo::rendezvous::Context>(rank, 2);
+  RawStore raw_store(*base);
+  context->connectFullMesh(raw_store, device);
+  uint32_t raw_tag = 0;
+  auto direct = [&](Tensor& t) {
+    gloo::AllreduceOptions o(context);
+    o.setOutput(t.data_ptr<float>(), static_cast<size_t>(t.numel()));
+    o.setReduceFunction(sum_f32);
+    o.setTag(raw_tag++);
+    gloo::allreduce(o);
+  };
 
   const size_t max_bytes = env_size("KILN_BENCH_MAX_MIB", 256) << 20;
   const size_t budget = env_size("KILN_BENCH_BUDGET_MIB", 256) << 20;
   if (rank == 0) {
     std::printf("Gloo all-reduce (f32 sum, 2 processes, loopback) vs a plain TCP exchange of the same bytes\n");
-    std::printf("bus bandwidth GB/s = bytes / time (2 ranks); ratio = Gloo / TCP; us = mean time per call\n");
-    std::printf("%10s %6s | %10s %10s | %10s %10s | %10s | %7s %9s\n", "bytes", "iters", "gloo GB/s", "gloo us",
-                "nocheck us", "TCP GB/s", "TCP us", "ratio", "check us");
+    std::printf("us = mean time per call; GB/s = bus bandwidth = bytes / time (2 ranks); vs TCP = kiln GB/s / TCP GB/s\n");
+    std::printf("kiln: make_gloo_group's all_reduce; nocheck: check_agreement off; direct: gloo::allreduce on this thread\n");
+    std::printf("%10s %5s | %9s %9s %9s %9s | %8s %8s | %7s\n", "bytes", "iters", "kiln us", "nocheck", "direct",
+                "TCP us", "kiln GB/s", "TCP GB/s", "vs TCP");
   }
   for (size_t bytes = 1024; bytes <= max_bytes; bytes *= 4) {
     const int64_t n = static_cast<int64_t>(bytes / 4);
     Tensor x = full({n}, 1.0f);
     std::vector<char> out(bytes, 1), in(bytes);
     const int iters = static_cast<int>(std::clamp<size_t>(budget / bytes, 3, 2000));
-    // One warm-up of each, then the three timed side by side.
+    // One warm-up of each, then the four timed side by side.
     pg->all_reduce(x)->wait();
     raw->all_reduce(x)->wait();
+    direct(x);
     exchange(fd, out.data(), in.data(), bytes);
     pg->barrier()->wait();
     auto t = Clock::now();
@@ -129,11 +172,15 @@ int run(int rank, int port) {
     const double nocheck = seconds(t) / iters;
     pg->barrier()->wait();
     t = Clock::now();
+    for (int i = 0; i < iters; ++i) direct(x);
+    const double gloo_direct = seconds(t) / iters;
+    pg->barrier()->wait();
+    t = Clock::now();
     for (int i = 0; i < iters; ++i) exchange(fd, out.data(), in.data(), bytes);
     const double tcp = seconds(t) / iters;
     if (rank == 0)
-      std::printf("%10zu %6d | %10.3f %10.1f | %10.1f %10.3f | %10.1f | %7.2f %9.1f\n", bytes, iters, bytes / gloo / 1e9,
-                  gloo * 1e6, nocheck * 1e6, bytes / tcp / 1e9, tcp * 1e6, tcp / gloo, (gloo - nocheck) * 1e6);
+      std::printf("%10zu %5d | %9.1f %9.1f %9.1f %9.1f | %8.3f %8.3f | %7.2f\n", bytes, iters, gloo * 1e6, nocheck * 1e6,
+                  gloo_direct * 1e6, tcp * 1e6, bytes / gloo / 1e9, bytes / tcp / 1e9, tcp / gloo);
   }
   close(fd);
   pg->barrier()->wait();
