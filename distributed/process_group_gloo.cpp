@@ -275,6 +275,7 @@ class GlooGroup final : public ProcessGroup {
     check_tensor("all_reduce", tensor, "tensor");
     check_op("all_reduce", op, tensor.dtype());
     const Fingerprint fp{uint64_t(Kind::all_reduce), uint64_t(tensor.dtype()), uint64_t(op), 0, tensor.nbytes(), 0};
+    tensor.bump_version();  // written in place: autograd sees it as modified from this call on
     return enqueue(what("all_reduce", tensor.nbytes()), [this, tensor, op, fp] {
       agree(fp);
       if (tensor.nbytes() == 0) return;
@@ -287,6 +288,7 @@ class GlooGroup final : public ProcessGroup {
     check_tensor("broadcast", tensor, "tensor");
     check_rank("broadcast", "src", src);
     const Fingerprint fp{uint64_t(Kind::broadcast), uint64_t(tensor.dtype()), 0, uint64_t(src), tensor.nbytes(), 0};
+    if (src != rank_) tensor.bump_version();
     return enqueue(what("broadcast", tensor.nbytes()) + " from rank " + std::to_string(src), [this, tensor, src, fp] {
       agree(fp);
       if (tensor.nbytes() == 0) return;
@@ -307,6 +309,7 @@ class GlooGroup final : public ProcessGroup {
     check_pieces("all_gather", output, input, counts, /*whole_is_output=*/true);
     const size_t row_bytes = row_nbytes(input);
     const Fingerprint fp{uint64_t(Kind::all_gather), uint64_t(input.dtype()), 0, 0, row_bytes, hash_counts(counts)};
+    output.bump_version();
     return enqueue(what("all_gather", output.nbytes()), [this, input, output, counts, row_bytes, fp] {
       agree(fp);
       if (output.nbytes() == 0) return;
@@ -334,6 +337,7 @@ class GlooGroup final : public ProcessGroup {
     check_pieces("reduce_scatter", input, output, counts, /*whole_is_output=*/false);
     const Fingerprint fp{uint64_t(Kind::reduce_scatter), uint64_t(input.dtype()), uint64_t(op), 0, input.nbytes(), hash_counts(counts)};
     Tensor scratch = empty(input.shape(), {.dtype = input.dtype()});
+    output.bump_version();
     const int64_t first_row = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t{0});
     return enqueue(what("reduce_scatter", input.nbytes()), [this, input, output, scratch, first_row, op, fp] {
       agree(fp);
@@ -566,6 +570,7 @@ class GlooGroup final : public ProcessGroup {
     check_rank(op, is_send ? "dst" : "src", peer);
     KILN_CHECK(peer != rank_, op, ": rank ", rank_, " cannot ", op, is_send ? " to" : " from", " itself");
     KILN_CHECK(tag >= 0, op, ": tag ", tag, " is negative");
+    if (!is_send) tensor.bump_version();
     auto job = std::make_unique<Job>();
     job->is_send = is_send;
     job->keep = tensor;

@@ -77,6 +77,11 @@ void all_reduce_every_dtype(ProcessGroup& pg, int rank) {
                    std::string(dtype_name(c.t)) + " " + to_string(c.op) + " element " + std::to_string(i));
     }
   }
+  // The written tensor's version moves (autograd then refuses it as a saved input).
+  Tensor v = ones({2});
+  const uint32_t before = v.storage().version();
+  pg.all_reduce(v)->wait();
+  EXPECT_GT(v.storage().version(), before);
   // Empty tensors and a NaN (max keeps it, as torch.maximum).
   pg.all_reduce(empty({0}))->wait();
   Tensor m = full({2}, rank == 1 ? std::nan("") : 1.0, {.dtype = DType::f32});
