@@ -57,7 +57,10 @@ class GlooStore final : public gloo::rendezvous::Store {
 struct SumOp {
   template <class C> static C apply(C x, C y) {
     if constexpr (std::is_same_v<C, bool>) return x || y;
-    else if constexpr (std::is_integral_v<C>) return static_cast<C>(static_cast<std::make_unsigned_t<C>>(x) + static_cast<std::make_unsigned_t<C>>(y));
+    else if constexpr (std::is_integral_v<C>) {
+      using U = std::make_unsigned_t<C>;
+      return static_cast<C>(static_cast<U>(x) + static_cast<U>(y));
+    }
     else return x + y;
   }
 };
@@ -230,7 +233,8 @@ class GlooGroup final : public ProcessGroup {
       : store_(std::move(store)), rank_(rank), size_(size), options_(options) {
     KILN_CHECK(store_ != nullptr, "make_gloo_group: the store is null");
     KILN_CHECK(size >= 1 && rank >= 0 && rank < size, "make_gloo_group: rank ", rank, " is outside [0, ", size, ")");
-    KILN_CHECK(options.timeout.count() > 0, "make_gloo_group: the timeout must be positive, got ", options.timeout.count(), " ms");
+    KILN_CHECK(options.timeout.count() > 0, "make_gloo_group: the timeout must be positive, got ",
+               options.timeout.count(), " ms");
     gloo::transport::tcp::attr attr;
     const ListenAddress where = listen_address(options, *store_);
     (where.is_interface ? attr.iface : attr.hostname) = where.value;
@@ -241,7 +245,8 @@ class GlooGroup final : public ProcessGroup {
       GlooStore gloo_store(*store_);
       context_->connectFullMesh(gloo_store, device_);
     } catch (const kiln::Error& e) {
-      detail::throw_error("make_gloo_group: rank ", rank, " of ", size, " could not meet its peers through the store: ", e.what());
+      detail::throw_error("make_gloo_group: rank ", rank, " of ", size, " could not meet its peers through the store: ",
+                          e.what());
     } catch (const std::exception& e) {
       detail::throw_error("make_gloo_group: rank ", rank, " of ", size, " could not connect to its peers (listening on ",
                           where.is_interface ? "interface " : "", where.value, ") within ", seconds(options.timeout), ": ",
@@ -335,7 +340,8 @@ class GlooGroup final : public ProcessGroup {
     check_tensor("reduce_scatter", output, "output");
     check_op("reduce_scatter", op, input.dtype());
     check_pieces("reduce_scatter", input, output, counts, /*whole_is_output=*/false);
-    const Fingerprint fp{uint64_t(Kind::reduce_scatter), uint64_t(input.dtype()), uint64_t(op), 0, input.nbytes(), hash_counts(counts)};
+    const Fingerprint fp{uint64_t(Kind::reduce_scatter), uint64_t(input.dtype()), uint64_t(op), 0, input.nbytes(),
+                         hash_counts(counts)};
     Tensor scratch = empty(input.shape(), {.dtype = input.dtype()});
     output.bump_version();
     const int64_t first_row = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t{0});
@@ -382,7 +388,8 @@ class GlooGroup final : public ProcessGroup {
                ") is not contiguous; pass .contiguous()");
   }
   static void check_op(const char* op, ReduceOp r, DType dtype) {
-    KILN_CHECK(!(r == ReduceOp::avg && dtype == DType::boolean), op, ": avg is not defined for bool (use sum for \"any\" or min for \"all\")");
+    KILN_CHECK(!(r == ReduceOp::avg && dtype == DType::boolean), op,
+               ": avg is not defined for bool (use sum for \"any\" or min for \"all\")");
   }
   void check_rank(const char* op, const char* name, int r) const {
     KILN_CHECK(r >= 0 && r < size_, op, ": ", name, " ", r, " is outside the group's ranks [0, ", size_, ")");
@@ -404,7 +411,8 @@ class GlooGroup final : public ProcessGroup {
     for (int64_t d = 1; d < whole.dim(); ++d)
       KILN_CHECK(whole.size(d) == piece.size(d), op, ": ", whole_name, " ", whole.shape(), " and ", piece_name, " ",
                  piece.shape(), " differ beyond dim 0");
-    KILN_CHECK(static_cast<int>(counts.size()) == size_, op, ": counts has ", counts.size(), " entries for a group of ", size_, " ranks");
+    KILN_CHECK(static_cast<int>(counts.size()) == size_, op, ": counts has ", counts.size(), " entries for a group of ",
+               size_, " ranks");
     int64_t total = 0;
     for (int64_t c : counts) {
       KILN_CHECK(c >= 0, op, ": counts has a negative entry ", c);
@@ -578,7 +586,7 @@ class GlooGroup final : public ProcessGroup {
     const uint64_t slot = p2p_slot(tag, tensor.nbytes(), tensor.dtype());
     std::string name = what(op, tensor.nbytes()) + (is_send ? " to rank " : " from rank ") + std::to_string(peer) +
                        " (tag " + std::to_string(tag) + ", " + std::string(dtype_name(tensor.dtype())) + ")";
-    job->hint = is_send ? " (a recv of another size or dtype never matches it)" : " (a send of another size or dtype never matches it)";
+    job->hint = std::string(" (a ") + (is_send ? "recv" : "send") + " of another size or dtype never matches it)";
     return enqueue(std::move(name), [this, raw, tensor, peer, slot, is_send] {
       raw->p2p = context_->createUnboundBuffer(tensor.data_ptr(), tensor.nbytes());
       if (is_send) raw->p2p->send(peer, slot);

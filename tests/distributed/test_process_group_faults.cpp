@@ -37,7 +37,7 @@ TEST(ProcessGroupFaults, PeerKilledMidCollective) {
     const auto start = Clock::now();
     kt::expect_error([&] { pg.all_reduce(x)->wait(); },
                      {"rank " + std::to_string(rank) + " of 3: all_reduce of 67108864 bytes failed after"});
-    EXPECT_LT(seconds_since(start), 3.5);  // the group's timeout is 3 s
+    EXPECT_LT(seconds_since(start), 4.5);  // at once on a reset socket, else the 3 s timeout; slack for a busy host
     // Broken now: every later call fails at once, naming the first failure.
     const auto again = Clock::now();
     kt::expect_error([&] { pg.barrier()->wait(); }, {"barrier: the group is broken by an earlier failure (rank "});
@@ -107,12 +107,14 @@ TEST(ProcessGroupFaults, BadArgumentsOnThisRank) {
   kt::expect_error([&] { pg->broadcast(m, 1); }, {"broadcast: src 1 is outside the group's ranks [0, 1)"});
   kt::expect_error([&] { pg->all_gather(m, zeros({2, 3}, {.dtype = DType::f64}), {2}); },
                    {"all_gather: input is float32 but output is float64"});
-  kt::expect_error([&] { pg->all_gather(m, zeros({2, 3}), {1, 1}); }, {"all_gather: counts has 2 entries for a group of 1 ranks"});
+  kt::expect_error([&] { pg->all_gather(m, zeros({2, 3}), {1, 1}); },
+                   {"all_gather: counts has 2 entries for a group of 1 ranks"});
   kt::expect_error([&] { pg->all_gather(m, zeros({3, 3}), {3}); },
                    {"all_gather: this rank's input [2, 3] has 2 rows but counts[0] is 3"});
   kt::expect_error([&] { pg->all_gather(m, zeros({4, 3}), {2}); },
                    {"all_gather: output [4, 3] has 4 rows but counts add up to 2"});
-  kt::expect_error([&] { pg->all_gather(m, zeros({2, 4}), {2}); }, {"all_gather: output [2, 4] and input [2, 3] differ beyond dim 0"});
+  kt::expect_error([&] { pg->all_gather(m, zeros({2, 4}), {2}); },
+                   {"all_gather: output [2, 4] and input [2, 3] differ beyond dim 0"});
   kt::expect_error([&] { pg->reduce_scatter(m, zeros({1, 3}), {2}); },
                    {"reduce_scatter: this rank's output [1, 3] has 1 rows but counts[0] is 2"});
   kt::expect_error([&] { pg->all_gather(zeros(Dims{})); }, {"all_gather: input needs at least one dim"});
