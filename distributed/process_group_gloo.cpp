@@ -19,12 +19,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <iomanip>
 #include <mutex>
-#include <numeric>
 #include <optional>
 #include <thread>
 
@@ -154,6 +154,7 @@ std::string describe(const Fingerprint& f) {
 // and the message's size and dtype hashed into the low 24 bits. A send and a recv that disagree
 // on the size never match, so the mismatch is a timeout error, not an abort or a short read.
 constexpr uint8_t kSendRecvSlotPrefix = 0x40;
+constexpr uint8_t kReduceScatterSlotPrefix = 0x41;  // Note [Ring reduce-scatter]: a step in the low bits
 uint64_t p2p_slot(int tag, size_t nbytes, DType dtype) {
   const uint64_t h = ((static_cast<uint64_t>(nbytes) * 1099511628211ull) ^ static_cast<uint64_t>(dtype)) * 0x9E3779B97F4A7C15ull;
   return static_cast<uint64_t>(gloo::Slot::build(kSendRecvSlotPrefix, static_cast<uint32_t>(tag))) | (h >> 40);
@@ -331,9 +332,8 @@ class GlooGroup final : public ProcessGroup {
 
   // Gloo (this 2022 snapshot) has no new-style reduce-scatter: only ReduceScatterHalvingDoubling,
   // an old-style algorithm with no per-call tag or timeout, int counts, and reductions limited to
-  // Gloo's own typed functions (no f16/bf16 through f32). So this is an all-reduce of the whole
-  // input into a scratch buffer and a copy of this rank's piece: twice a true reduce-scatter's
-  // traffic, the same result. ZeRO/FSDP would want a ring reduce-scatter over unbound buffers.
+  // Gloo's own typed functions (no f16/bf16 through f32). An all-reduce and a copy of this rank's
+  // piece would move twice the bytes, so this is a ring over Gloo's unbound buffers: run_ring.
   WorkPtr reduce_scatter(const Tensor& input, const Tensor& output, const std::vector<int64_t>& counts,
                          ReduceOp op) override {
     check_tensor("reduce_scatter", input, "input");
@@ -342,15 +342,12 @@ class GlooGroup final : public ProcessGroup {
     check_pieces("reduce_scatter", input, output, counts, /*whole_is_output=*/false);
     const Fingerprint fp{uint64_t(Kind::reduce_scatter), uint64_t(input.dtype()), uint64_t(op), 0, input.nbytes(),
                          hash_counts(counts)};
-    Tensor scratch = empty(input.shape(), {.dtype = input.dtype()});
+    const int64_t max_rows = *std::max_element(counts.begin(), counts.end());
+    Tensor spare = empty({3 * max_rows * static_cast<int64_t>(row_nbytes(input))}, {.dtype = DType::u8});
     output.bump_version();
-    const int64_t first_row = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t{0});
-    return enqueue(what("reduce_scatter", input.nbytes()), [this, input, output, scratch, first_row, op, fp] {
+    return enqueue(what("reduce_scatter", input.nbytes()), [this, input, output, counts, spare, op, fp] {
       agree(fp);
-      if (input.nbytes() == 0) return;
-      run_all_reduce(input.data_ptr(), scratch.data_ptr(), input.numel(), input.dtype(), op);
-      const size_t row_bytes = row_nbytes(input);
-      std::memcpy(output.data_ptr(), static_cast<const char*>(scratch.data_ptr()) + first_row * row_bytes, output.nbytes());
+      run_ring(input, output, counts, op, static_cast<char*>(spare.data_ptr()));
       if (op == ReduceOp::avg) divide_in_place(output.data_ptr(), output.numel(), output.dtype(), size_);
     });
   }
@@ -458,6 +455,54 @@ class GlooGroup final : public ProcessGroup {
       o.setTimeout(options_.timeout);
       gloo::allreduce(o);
     });
+  }
+
+  // Note [Ring reduce-scatter]: piece p is counts[p] rows of the input. In step s (of size-1) rank
+  // r sends its partial reduction of piece (r-s-1) to rank r+1 and folds rank r-1's partial of
+  // piece (r-s-2) into its own input's; after the last step it holds piece r reduced over every
+  // rank. Each rank sends (size-1)/size of the input once. `spare`: 3 pieces of the largest size
+  // (the incoming piece, and two partials that take turns being sent and written).
+  void run_ring(const Tensor& input, const Tensor& output, const std::vector<int64_t>& counts, ReduceOp op,
+                char* spare) {
+    const size_t row_bytes = row_nbytes(input), element = input.element_size();
+    std::vector<size_t> offset(static_cast<size_t>(size_) + 1, 0);  // bytes
+    for (size_t p = 0; p < counts.size(); ++p) offset[p + 1] = offset[p] + static_cast<size_t>(counts[p]) * row_bytes;
+    const char* in = static_cast<const char*>(input.data_ptr());
+    if (size_ == 1) {
+      std::memcpy(output.data_ptr(), in, output.nbytes());
+      return;
+    }
+    size_t largest = 0;
+    for (int p = 0; p < size_; ++p) largest = std::max(largest, offset[p + 1] - offset[p]);
+    char* incoming = spare;
+    char* partials[2] = {spare + largest, spare + 2 * largest};
+    const ReduceFn reduce = reduce_function(input.dtype(), op);
+    const uint64_t slot = gloo::Slot::build(kReduceScatterSlotPrefix, next_tag());
+    const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+    const char* sending = nullptr;
+    for (int s = 0; s + 1 < size_; ++s) {
+      const int send_piece = (rank_ - s - 1 + 2 * size_) % size_;
+      const int recv_piece = (rank_ - s - 2 + 2 * size_) % size_;
+      const size_t send_bytes = offset[send_piece + 1] - offset[send_piece];
+      const size_t recv_bytes = offset[recv_piece + 1] - offset[recv_piece];
+      const char* from = s == 0 ? in + offset[send_piece] : sending;
+      char* into = s + 2 == size_ ? static_cast<char*>(output.data_ptr()) : partials[s % 2];
+      std::unique_ptr<gloo::transport::UnboundBuffer> recv_buf, send_buf;
+      if (recv_bytes > 0) {  // both sides of a piece know its size: an empty one is never sent
+        recv_buf = context_->createUnboundBuffer(incoming, recv_bytes);
+        recv_buf->recv(prev, slot + static_cast<uint64_t>(s));
+      }
+      if (send_bytes > 0) {
+        send_buf = context_->createUnboundBuffer(const_cast<char*>(from), send_bytes);
+        send_buf->send(next, slot + static_cast<uint64_t>(s));
+      }
+      if (recv_buf) {
+        KILN_CHECK(recv_buf->waitRecv(options_.timeout), "Gloo aborted the wait");
+        reduce(into, in + offset[recv_piece], incoming, recv_bytes / element);
+      }
+      if (send_buf) KILN_CHECK(send_buf->waitSend(options_.timeout), "Gloo aborted the wait");
+      sending = into;
+    }
   }
 
   WorkPtr enqueue(std::string what, std::function<void()> run, std::unique_ptr<Job> job = nullptr) {
