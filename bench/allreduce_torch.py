@@ -5,7 +5,9 @@
 
 Runs BUILD_DIR/bench/bench_allreduce (2 Kiln processes) and the same schedule with
 torch.distributed's gloo backend (2 processes, f32 sum, loopback), alternately per repeat, and
-prints per size the median time per call of each and the ratio torch / Kiln (> 1: Kiln faster).
+prints per size the median time per call of each and the ratio torch / Kiln (> 1: Kiln faster),
+with bench_allreduce's other columns beside them: Kiln's group without its agreement check, and
+the Debian Gloo that Kiln links called directly (torch ships its own, newer Gloo).
 Torch comes from BUILD_DIR/torch-venv (scripts/make-torch-venv.sh makes it): when this python has
 no torch, the script runs itself again with that one. Not a test; take figures from an idle machine.
 """
@@ -63,9 +65,9 @@ def run_kiln(build, max_mib, budget_mib):
                           capture_output=True, text=True).stdout
     out = {}
     for line in text.splitlines():
-        fields = line.replace("|", " ").split()
+        fields = line.replace("|", " ").split()  # bytes iters kiln nocheck direct TCP ...
         if fields and fields[0].isdigit():
-            out[int(fields[0])] = float(fields[3]) * 1e-6  # "gloo us"
+            out[int(fields[0])] = [float(f) * 1e-6 for f in fields[2:5]]
     return out
 
 
@@ -93,16 +95,19 @@ def main():
     kiln, ref = {s: [] for s in sizes}, {s: [] for s in sizes}
     for _ in range(args.repeats):
         for s, t in run_kiln(build, args.max_mib, args.budget_mib).items():
-            kiln[s].append(t)
+            kiln[s].append(t)  # [kiln, nocheck, direct]
         for s, t in run_torch(sizes, budget).items():
             ref[s].append(t)
     import torch
     print(f"all-reduce f32 sum, 2 processes on loopback; kiln vs torch {torch.__version__} gloo; "
           f"median of {args.repeats} alternating runs; ratio = torch / kiln (> 1: kiln faster)")
-    print(f"{'bytes':>10} {'kiln us':>10} {'torch us':>10} {'kiln GB/s':>10} {'torch GB/s':>10} {'ratio':>7}")
+    print(f"{'bytes':>10} {'kiln us':>10} {'torch us':>10} {'kiln GB/s':>10} {'torch GB/s':>10} {'ratio':>7}"
+          f" | {'nocheck us':>10} {'direct us':>10}")
     for s in sizes:
-        k, t = statistics.median(kiln[s]), statistics.median(ref[s])
-        print(f"{s:>10} {k * 1e6:>10.1f} {t * 1e6:>10.1f} {s / k / 1e9:>10.3f} {s / t / 1e9:>10.3f} {t / k:>7.2f}")
+        k, nocheck, direct = (statistics.median(v[i] for v in kiln[s]) for i in range(3))
+        t = statistics.median(ref[s])
+        print(f"{s:>10} {k * 1e6:>10.1f} {t * 1e6:>10.1f} {s / k / 1e9:>10.3f} {s / t / 1e9:>10.3f} {t / k:>7.2f}"
+              f" | {nocheck * 1e6:>10.1f} {direct * 1e6:>10.1f}")
 
 
 if __name__ == "__main__":
