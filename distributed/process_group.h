@@ -82,6 +82,7 @@ struct ProcessGroupOptions {
   // Each collective first checks that every rank called the same one with the same dtype and
   // sizes (Note [Collective agreement] in process_group_gloo.cpp): a mismatch is a kiln::Error on
   // every rank rather than an abort inside Gloo or a short result. One small all-gather each.
+  // Off: a mismatch is still an error, but only after the timeout (Note [Tags]).
   bool check_agreement = true;
 };
 

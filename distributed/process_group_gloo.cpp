@@ -121,6 +121,7 @@ void with_element_type(size_t element_size, Fn&& fn) {
 // collective first all-gathers a small fingerprint (what, dtype, op, root, bytes, counts) and
 // every rank compares: a mismatch is the same kiln::Error on every rank. It costs one small
 // all-gather per collective (bench/bench_allreduce.cpp measures it); barrier is that all-gather.
+// With check_agreement off, Note [Tags] still makes a mismatch an error, after the timeout.
 enum class Kind : uint64_t { all_reduce = 1, broadcast, all_gather, reduce_scatter, barrier };
 const char* kind_name(Kind k) {
   constexpr const char* kNames[] = {"?", "all_reduce", "broadcast", "all_gather", "reduce_scatter", "barrier"};
@@ -285,7 +286,7 @@ class GlooGroup final : public ProcessGroup {
     return enqueue(what("all_reduce", tensor.nbytes()), [this, tensor, op, fp] {
       agree(fp);
       if (tensor.nbytes() == 0) return;
-      run_all_reduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), tensor.dtype(), op);
+      run_all_reduce(tensor, op, fp);
       if (op == ReduceOp::avg) divide_in_place(tensor.data_ptr(), tensor.numel(), tensor.dtype(), size_);
     });
   }
@@ -302,7 +303,7 @@ class GlooGroup final : public ProcessGroup {
         gloo::BroadcastOptions o(context_);
         o.setOutput<U>(static_cast<U*>(tensor.data_ptr()), static_cast<size_t>(tensor.numel()));
         o.setRoot(src);
-        o.setTag(next_tag());
+        o.setTag(next_tag(fp));
         o.setTimeout(options_.timeout);
         gloo::broadcast(o);
       });
@@ -324,7 +325,7 @@ class GlooGroup final : public ProcessGroup {
       gloo::AllgathervOptions o(context_);
       o.setInput<uint8_t>(static_cast<uint8_t*>(input.data_ptr()), input.nbytes());
       o.setOutput<uint8_t>(static_cast<uint8_t*>(output.data_ptr()), std::move(bytes));
-      o.setTag(next_tag());
+      o.setTag(next_tag(fp));
       o.setTimeout(options_.timeout);
       gloo::allgatherv(o);
     });
@@ -347,7 +348,7 @@ class GlooGroup final : public ProcessGroup {
     output.bump_version();
     return enqueue(what("reduce_scatter", input.nbytes()), [this, input, output, counts, spare, op, fp] {
       agree(fp);
-      run_ring(input, output, counts, op, static_cast<char*>(spare.data_ptr()));
+      run_ring(input, output, counts, op, fp, static_cast<char*>(spare.data_ptr()));
       if (op == ReduceOp::avg) divide_in_place(output.data_ptr(), output.numel(), output.dtype(), size_);
     });
   }
@@ -356,7 +357,7 @@ class GlooGroup final : public ProcessGroup {
     return enqueue("barrier", [this] {
       if (options_.check_agreement) return agree(Fingerprint{uint64_t(Kind::barrier)});
       gloo::BarrierOptions o(context_);
-      o.setTag(next_tag());
+      o.setTag(next_tag(Fingerprint{uint64_t(Kind::barrier)}));
       o.setTimeout(options_.timeout);
       gloo::barrier(o);
     });
@@ -424,7 +425,15 @@ class GlooGroup final : public ProcessGroup {
   std::string what(const char* op, size_t nbytes) const { return std::string(op) + " of " + std::to_string(nbytes) + " bytes"; }
 
   // ---- the worker (Gloo's context is used by this thread, and by the waiter only to wait)
-  uint32_t next_tag() { return tag_++; }
+  // Note [Tags]: each collective's Gloo tag (slot) is new, so a fast rank's next collective never
+  // mixes with a slow rank's current one, and mixes in the collective's fingerprint: ranks that
+  // disagree on it post to different slots, which never match. With check_agreement off that makes
+  // a mismatch a timeout error, not an abort or a short result (Note [Collective agreement]).
+  uint32_t next_tag(const Fingerprint& fp = {}) {
+    uint64_t h = (++tag_count_) * 0x9E3779B97F4A7C15ull;
+    for (uint64_t v : {fp.kind, fp.dtype, fp.op, fp.root, fp.bytes, fp.counts}) h = (h ^ v) * 1099511628211ull;
+    return static_cast<uint32_t>(h ^ (h >> 32));
+  }
 
   void agree(const Fingerprint& mine) {
     if (!options_.check_agreement) return;
@@ -445,13 +454,12 @@ class GlooGroup final : public ProcessGroup {
     }
   }
 
-  void run_all_reduce(void* in, void* out, int64_t numel, DType dtype, ReduceOp op) {
-    with_element_type(dtype_size(dtype), [&]<class U>() {
+  void run_all_reduce(const Tensor& tensor, ReduceOp op, const Fingerprint& fp) {
+    with_element_type(tensor.element_size(), [&]<class U>() {
       gloo::AllreduceOptions o(context_);
-      if (in != out) o.setInput<U>(static_cast<U*>(in), static_cast<size_t>(numel));
-      o.setOutput<U>(static_cast<U*>(out), static_cast<size_t>(numel));
-      o.setReduceFunction(reduce_function(dtype, op));
-      o.setTag(next_tag());
+      o.setOutput<U>(static_cast<U*>(tensor.data_ptr()), static_cast<size_t>(tensor.numel()));
+      o.setReduceFunction(reduce_function(tensor.dtype(), op));
+      o.setTag(next_tag(fp));
       o.setTimeout(options_.timeout);
       gloo::allreduce(o);
     });
@@ -463,7 +471,7 @@ class GlooGroup final : public ProcessGroup {
   // rank. Each rank sends (size-1)/size of the input once. `spare`: 3 pieces of the largest size
   // (the incoming piece, and two partials that take turns being sent and written).
   void run_ring(const Tensor& input, const Tensor& output, const std::vector<int64_t>& counts, ReduceOp op,
-                char* spare) {
+                const Fingerprint& fp, char* spare) {
     const size_t row_bytes = row_nbytes(input), element = input.element_size();
     std::vector<size_t> offset(static_cast<size_t>(size_) + 1, 0);  // bytes
     for (size_t p = 0; p < counts.size(); ++p) offset[p + 1] = offset[p] + static_cast<size_t>(counts[p]) * row_bytes;
@@ -477,7 +485,7 @@ class GlooGroup final : public ProcessGroup {
     char* incoming = spare;
     char* partials[2] = {spare + largest, spare + 2 * largest};
     const ReduceFn reduce = reduce_function(input.dtype(), op);
-    const uint64_t slot = gloo::Slot::build(kReduceScatterSlotPrefix, next_tag());
+    const uint64_t slot = gloo::Slot::build(kReduceScatterSlotPrefix, next_tag(fp));
     const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
     const char* sending = nullptr;
     for (int s = 0; s + 1 < size_; ++s) {
@@ -645,7 +653,7 @@ class GlooGroup final : public ProcessGroup {
   const ProcessGroupOptions options_;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
-  uint32_t tag_ = 0;  // the worker's: every rank counts the same collectives in the same order
+  uint64_t tag_count_ = 0;  // the worker's: every rank counts the same collectives in the same order
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -75,6 +75,19 @@ TEST(ProcessGroupFaults, MismatchedSizesAreAnErrorOnEveryRank) {
   });
 }
 
+TEST(ProcessGroupFaults, MismatchedSizesWithoutTheCheckTimeOut) {
+  // No agreement check: the fingerprint in the tags keeps the ranks' messages apart (Note [Tags]),
+  // so the rank posting fewer bytes is not aborted by Gloo, nor the other left with a short result.
+  mp::RunOptions options = with_timeout(milliseconds(800));
+  options.group.check_agreement = false;
+  mp::run_ranks(2, [](ProcessGroup& pg, int rank) {
+    kt::expect_error([&] { pg.all_reduce(ones({rank == 0 ? 1000 : 2000}))->wait(); },
+                     {"all_reduce of " + std::to_string(rank == 0 ? 4000 : 8000) + " bytes failed after", "timed out"});
+    Tensor b = zeros({rank == 0 ? 10 : 20});
+    kt::expect_error([&] { pg.broadcast(b, 0)->wait(); }, {"the group is broken"});
+  }, options);
+}
+
 TEST(ProcessGroupFaults, MismatchedCollectivesAreAnError) {
   mp::run_ranks(2, [](ProcessGroup& pg, int rank) {
     Tensor x = zeros({4}, {.dtype = DType::i32});
