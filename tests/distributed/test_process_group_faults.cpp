@@ -81,8 +81,9 @@ TEST(ProcessGroupFaults, MismatchedSizesWithoutTheCheckTimeOut) {
   mp::RunOptions options = with_timeout(milliseconds(800));
   options.group.check_agreement = false;
   mp::run_ranks(2, [](ProcessGroup& pg, int rank) {
+    // The first rank to time out leaves, so the other may see its connection close instead.
     kt::expect_error([&] { pg.all_reduce(ones({rank == 0 ? 1000 : 2000}))->wait(); },
-                     {"all_reduce of " + std::to_string(rank == 0 ? 4000 : 8000) + " bytes failed after", "timed out"});
+                     {"all_reduce of " + std::to_string(rank == 0 ? 4000 : 8000) + " bytes failed after"});
     Tensor b = zeros({rank == 0 ? 10 : 20});
     kt::expect_error([&] { pg.broadcast(b, 0)->wait(); }, {"the group is broken"});
   }, options);
