@@ -160,7 +160,8 @@ inline std::string read_all(int fd) {
 
 // Runs `body` in world_size child processes, each given the parent's store, and returns what
 // happened to each, judging nothing: for tests where a rank is meant to die.
-inline std::vector<RankResult> run_processes_results(int world_size, const ProcessBody& body, const RunOptions& options = {}) {
+inline std::vector<RankResult> run_processes_results(int world_size, const ProcessBody& body,
+                                                     const RunOptions& options = {}) {
   detail::ChildSpec spec;
   if (detail::child_spec(spec)) detail::run_child(spec, body, options);
   TcpStore store({.host = "127.0.0.1", .port = 0, .is_server = true, .timeout = options.group.timeout});
