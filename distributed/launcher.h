@@ -5,6 +5,7 @@
 // prefixed with "[rank N] ".
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -22,18 +23,21 @@ struct LaunchOptions {
   int max_restarts = 0;     // restarts of all local ranks after a failure (they resume from checkpoints)
   int threads_per_rank = 0;  // 0: this machine's cores / nproc_per_node, at least 1
   bool prefix_output = true;
+  // After a failure, how long the other ranks have between SIGTERM and SIGKILL.
+  std::chrono::milliseconds grace{std::chrono::seconds(5)};
 };
 
 struct LaunchResult {
   int exit_code = 0;     // 0 when every rank succeeded; else the failing rank's code (128 + signal)
   int failed_rank = -1;  // global rank of the first failure
-  std::string reason;    // "rank 1 (pid 4242) was killed by signal 9 (SIGKILL)" and its last output lines
+  std::string reason;    // "rank 1 (pid 4242) failed: killed by signal 9 (SIGKILL)" and its last output lines
   int restarts = 0;
 };
 
 // Runs `argv` (program and arguments) as this node's ranks and supervises them: when one fails,
 // the others are stopped (SIGTERM, then SIGKILL after a grace period), and all are restarted while
-// restarts remain. On node 0 the launcher serves the job's store (KILN_AGENT_STORE=1), so the
+// restarts remain. SIGINT or SIGTERM sent to the launcher is passed on to the ranks (a second one
+// kills them), and ends the job without restarts. On node 0 the launcher serves the job's store (KILN_AGENT_STORE=1), so the
 // store outlives a restart; each attempt's keys carry KILN_RESTART_COUNT.
 LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>& argv);
 
@@ -45,7 +49,7 @@ LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>
 // to `grace`, then kills them.
 class PeerProcesses {
  public:
-  explicit PeerProcesses(int nprocs);
+  explicit PeerProcesses(int nprocs, std::chrono::milliseconds grace = std::chrono::seconds(10));
   ~PeerProcesses();
   PeerProcesses(const PeerProcesses&) = delete;
   PeerProcesses& operator=(const PeerProcesses&) = delete;
@@ -56,7 +60,8 @@ class PeerProcesses {
 
  private:
   ClusterEnvironment env_;
-  std::vector<pid_t> pids_;
+  std::vector<pid_t> pids_;  // of ranks 1..nprocs-1; -1 once reaped
+  std::chrono::milliseconds grace_;
 };
 
 }  // namespace kiln::dist
