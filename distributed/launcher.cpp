@@ -133,6 +133,8 @@ struct SpawnIo {
 //
 // Between fork and exec the child calls only async-signal-safe functions: the parent may have
 // other threads (OpenMP's team, the store's server) whose locks the child's copy would inherit.
+// PR_SET_PDEATHSIG fires when the thread that forked ends, not the process: launch() and
+// PeerProcesses belong on a thread that lives as long as the job, such as the main thread.
 pid_t spawn(const std::string& path, const std::vector<std::string>& argv, Environment& env, SpawnIo io,
             bool own_group) {
   std::vector<std::string> args = argv;
@@ -145,7 +147,12 @@ pid_t spawn(const std::string& path, const std::vector<std::string>& argv, Envir
   const pid_t pid = fork();
   KILN_CHECK(pid >= 0, "launch: fork failed: ", std::strerror(errno));
   if (pid == 0) {
-    if (own_group) setpgid(0, 0);
+    if (own_group) {  // launch()'s ranks: their own group, and SIGPIPE as a shell would leave it
+      setpgid(0, 0);
+      struct sigaction default_action {};
+      default_action.sa_handler = SIG_DFL;
+      sigaction(SIGPIPE, &default_action, nullptr);
+    }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(128 + SIGKILL);  // the parent died before prctl took effect
     if (io.in >= 0) dup2(io.in, 0);
@@ -208,9 +215,12 @@ class SignalScope {
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
     for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &action, &saved_[i]);
+    action.sa_handler = SIG_IGN;  // a closed output fails the relay's writes instead of killing the launcher
+    sigaction(SIGPIPE, &action, &saved_pipe_);
   }
   ~SignalScope() {
     for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &saved_[i], nullptr);
+    sigaction(SIGPIPE, &saved_pipe_, nullptr);
     g_wake_fd = -1;
     close(pipe_[0]);
     close(pipe_[1]);
@@ -228,6 +238,7 @@ class SignalScope {
   static constexpr int kSignals[] = {SIGCHLD, SIGINT, SIGTERM};
   int pipe_[2] = {-1, -1};
   struct sigaction saved_[std::size(kSignals)];
+  struct sigaction saved_pipe_;
 };
 
 // One local rank of one attempt: its process and the read ends of its stdout and stderr.
@@ -408,7 +419,6 @@ std::optional<Failure> Supervisor::run(int restart_count, std::vector<std::pair<
       const bool first = interrupted_by_ == 0;
       interrupted_by_ = g_last_signal.load();
       signal_running(first ? interrupted_by_ : SIGKILL);
-      kill_at = kNever;
     }
     if (Clock::now() >= kill_at) {
       signal_running(SIGKILL);
