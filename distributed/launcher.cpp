@@ -22,8 +22,10 @@
 #include <fstream>
 #include <iterator>
 #include <optional>
+#include <sstream>
 #include <thread>
 
+#include "distributed/store.h"
 #include "tensor/error.h"
 #include "tensor/parallel.h"
 
@@ -252,15 +254,20 @@ struct Rank {
   std::deque<std::string> tail;
 };
 
+// The first failure of an attempt, on this node or (through the store) on another.
 struct Failure {
-  int global_rank, pid, status;
+  int global_rank = -1;
+  int exit_code = 0;
+  std::string what;  // "rank 1 (pid 4242) failed: exited with code 3"
+  bool local = true;
 };
 
 // Runs the attempts of one launch(); one object per call.
 class Supervisor {
  public:
-  Supervisor(const LaunchOptions& options, const std::vector<std::string>& argv)
-      : options_(options), argv_(argv), path_(find_program(argv.at(0))) {
+  // `store`: the job's store, where the launchers of a multi-node job leave failure notes; or null.
+  Supervisor(const LaunchOptions& options, const std::vector<std::string>& argv, std::string path, Store* store)
+      : options_(options), argv_(argv), path_(std::move(path)), store_(store) {
     threads_ = options.threads_per_rank > 0 ? options.threads_per_rank
                                              : std::max(1, available_cores() / options.nproc_per_node);
     dev_null_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -272,7 +279,7 @@ class Supervisor {
 
   // One attempt, from starting every local rank to the last one's exit. Returns the first
   // failure, if any; interrupted() tells whether the user's signal ended it.
-  std::optional<Failure> run(int restart_count, std::vector<std::pair<std::string, std::string>> extra_env);
+  std::optional<Failure> run(int restart_count, const std::vector<std::pair<std::string, std::string>>& extra_env);
   int interrupted_by() const { return interrupted_by_; }
   std::string reason(const Failure& f) const;
 
@@ -282,10 +289,15 @@ class Supervisor {
   void emit(Rank& r, int stream, const std::string& text, bool newline);
   void signal_running(int sig);
   void reap(std::optional<Failure>& failure, Clock::time_point& kill_at);
+  void stop(Clock::time_point& kill_at);
+  void publish(const Failure& f);
+  std::optional<Failure> note_from_another_node();
 
   const LaunchOptions& options_;
   const std::vector<std::string>& argv_;
   std::string path_;
+  Store* store_;
+  std::string note_key_;  // this attempt's failure note
   int threads_ = 1;
   int dev_null_ = -1;
   SignalScope signals_;
@@ -373,27 +385,69 @@ void Supervisor::signal_running(int sig) {
     if (r.running) kill(-r.pid, sig);  // the rank's group: Note [Ranks in their own process groups]
 }
 
+void Supervisor::stop(Clock::time_point& kill_at) {
+  // After the user's signal the ranks are already stopping, each in its own time.
+  if (interrupted_by_ != 0) return;
+  signal_running(SIGTERM);
+  kill_at = Clock::now() + options_.grace;
+}
+
 void Supervisor::reap(std::optional<Failure>& failure, Clock::time_point& kill_at) {
   for (Rank& r : ranks_) {
     if (!r.running || waitpid(r.pid, &r.status, WNOHANG) != r.pid) continue;
     r.running = false;
     if (!failed(r.status) || failure) continue;
-    failure = Failure{r.global, r.pid, r.status};
-    // After the user's signal the ranks are already stopping, each in its own time.
-    if (interrupted_by_ == 0) {
-      signal_running(SIGTERM);
-      kill_at = Clock::now() + options_.grace;
-    }
+    failure = Failure{.global_rank = r.global,
+                      .exit_code = exit_code_of(r.status),
+                      .what = "rank " + std::to_string(r.global) + " (pid " + std::to_string(r.pid) +
+                              (options_.nnodes > 1 ? ", node " + std::to_string(options_.node_rank) : "") +
+                              ") failed: " + describe(r.status)};
+    publish(*failure);
+    stop(kill_at);
   }
 }
 
-std::optional<Failure> Supervisor::run(int restart_count, std::vector<std::pair<std::string, std::string>> extra_env) {
+// Note [Failure notes]
+// In a job of several nodes, each launcher leaves its attempt's first failure in the job's store
+// and watches for another's, so that every node stops and restarts its ranks together, under the
+// same KILN_RESTART_COUNT, even when the failed rank's peers are hung rather than told by Gloo.
+// The store is node 0's launcher's: once it has gone (its ranks are done), the notes stop.
+void Supervisor::publish(const Failure& f) {
+  if (!store_ || options_.nnodes == 1) return;
+  const std::string note = std::to_string(f.global_rank) + " " + std::to_string(f.exit_code) + " " + f.what;
+  try {
+    store_->set(note_key_, Bytes(note.begin(), note.end()));
+  } catch (const Error&) {
+    store_ = nullptr;
+  }
+}
+
+std::optional<Failure> Supervisor::note_from_another_node() {
+  if (!store_ || options_.nnodes == 1) return std::nullopt;
+  try {
+    if (!store_->check({note_key_})) return std::nullopt;
+    const Bytes bytes = store_->get(note_key_);
+    std::istringstream note(std::string(bytes.begin(), bytes.end()));
+    Failure f{.local = false};
+    note >> f.global_rank >> f.exit_code >> std::ws;
+    std::getline(note, f.what);
+    return f;
+  } catch (const Error&) {
+    store_ = nullptr;
+    return std::nullopt;
+  }
+}
+
+std::optional<Failure> Supervisor::run(int restart_count,
+                                       const std::vector<std::pair<std::string, std::string>>& extra_env) {
+  note_key_ = "kiln-run/attempt" + std::to_string(restart_count) + "/failed";
   start(restart_count, extra_env);
   std::optional<Failure> failure;
   Clock::time_point kill_at = kNever;  // when the ranks still running get SIGKILL
   bool drained_idle = false;  // no rank runs and a poll found nothing left to read
   while (true) {
     reap(failure, kill_at);
+    if (!failure && (failure = note_from_another_node())) stop(kill_at);
     const bool any_running = std::any_of(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.running; });
     std::vector<pollfd> fds{{signals_.wake_fd(), POLLIN, 0}};
     std::vector<std::pair<Rank*, int>> owners;
@@ -433,11 +487,11 @@ std::optional<Failure> Supervisor::run(int restart_count, std::vector<std::pair<
 }
 
 std::string Supervisor::reason(const Failure& f) const {
-  std::string text = "rank " + std::to_string(f.global_rank) + " (pid " + std::to_string(f.pid) + ") failed: " +
-                     describe(f.status);
+  std::string text = f.what;
+  if (!f.local) text += "; this node's ranks were stopped for it";
   if (interrupted_by_) text += ", after kiln-run passed on " + signal_name(interrupted_by_);
   for (const Rank& r : finished_) {
-    if (r.global != f.global_rank || r.tail.empty()) continue;
+    if (!f.local || r.global != f.global_rank || r.tail.empty()) continue;
     text += "; its last output:";
     for (const std::string& line : r.tail) text += "\n  " + line;
   }
@@ -452,26 +506,35 @@ LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>
   KILN_CHECK(options.nnodes >= 1, "launch: nnodes must be at least 1, got ", options.nnodes);
   KILN_CHECK(options.node_rank >= 0 && options.node_rank < options.nnodes, "launch: node_rank ", options.node_rank,
              " is outside [0, nnodes=", options.nnodes, ")");
-  KILN_CHECK(options.master_port >= 1 && options.master_port <= 65535, "launch: master_port ", options.master_port,
-             " is not a TCP port (1 to 65535)");
+  KILN_CHECK(options.master_port >= (options.nnodes == 1 ? 0 : 1) && options.master_port <= 65535,
+             "launch: master_port ", options.master_port, " is not a TCP port (1 to 65535",
+             options.nnodes == 1 ? "; 0 picks a free one" : "", ")");
   KILN_CHECK(!options.master_addr.empty(), "launch: master_addr is empty");
   KILN_CHECK(options.max_restarts >= 0 && options.threads_per_rank >= 0, "launch: max_restarts (",
              options.max_restarts, ") and threads_per_rank (", options.threads_per_rank, ") must not be negative");
-  Supervisor supervisor(options, argv);
+  // Node 0's launcher serves the job's store for as long as the job runs, restarts included; the
+  // others' keep a client for the failure notes (Note [Failure notes]).
+  const std::string path = find_program(argv[0]);
+  LaunchOptions o = options;
+  std::unique_ptr<TcpStore> store;
+  if (o.node_rank == 0 || o.nnodes > 1)
+    store = make_tcp_store({.host = o.master_addr, .port = o.master_port, .is_server = o.node_rank == 0});
+  if (o.node_rank == 0) o.master_port = store->port();
+  Supervisor supervisor(o, argv, path, store.get());
   LaunchResult result;
   for (int attempt = 0;; ++attempt) {
-    const std::optional<Failure> failure = supervisor.run(attempt, {});
+    const std::optional<Failure> failure = supervisor.run(attempt, {{"KILN_AGENT_STORE", "1"}});
     result.restarts = attempt;
     if (!failure) return result;
     const std::string reason = supervisor.reason(*failure);
-    if (supervisor.interrupted_by() || attempt == options.max_restarts) {
-      result.exit_code = exit_code_of(failure->status);
+    if (supervisor.interrupted_by() || attempt == o.max_restarts) {
+      result.exit_code = failure->exit_code;
       result.failed_rank = failure->global_rank;
       result.reason = reason;
       return result;
     }
     std::fprintf(stderr, "kiln-run: %s\nkiln-run: restarting the local ranks (restart %d of %d)\n", reason.c_str(),
-                 attempt + 1, options.max_restarts);
+                 attempt + 1, o.max_restarts);
     std::fflush(stderr);
   }
 }

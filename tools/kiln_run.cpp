@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       .option("--nnodes", o.nnodes, "M", "nodes in the job", 1)
       .option("--node-rank", o.node_rank, "R", "this node's place among them, 0 to M-1", 0)
       .option("--master-addr", o.master_addr, "ADDR", "node 0's address, where the job's store is served")
-      .option("--master-port", o.master_port, "PORT", "the store's port on node 0", 1)
+      .option("--master-port", o.master_port, "PORT", "the store's port on node 0; 0: a free one (one node only)", 0)
       .option("--max-restarts", o.max_restarts, "K", "restarts of all local ranks after a failure", 0)
       .option("--threads-per-rank", o.threads_per_rank, "T",
               "OMP_NUM_THREADS of each rank; 0: this machine's cores / N, at least 1", 0)
