@@ -273,12 +273,21 @@ class Supervisor {
     dev_null_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     KILN_CHECK(dev_null_ >= 0, "launch: cannot open /dev/null: ", std::strerror(errno));
   }
-  ~Supervisor() { close(dev_null_); }
+  // An error mid-attempt (a failed fork or poll) leaves no rank behind.
+  ~Supervisor() {
+    signal_running(SIGKILL);
+    for (Rank& r : ranks_) {
+      if (r.running) waitpid(r.pid, nullptr, 0);
+      for (int fd : r.fds)
+        if (fd >= 0) close(fd);
+    }
+    close(dev_null_);
+  }
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
 
   // One attempt, from starting every local rank to the last one's exit. Returns the first
-  // failure, if any; interrupted() tells whether the user's signal ended it.
+  // failure, if any; interrupted_by() names the user's signal that ended it, if one did.
   std::optional<Failure> run(int restart_count, const std::vector<std::pair<std::string, std::string>>& extra_env);
   int interrupted_by() const { return interrupted_by_; }
   std::string reason(const Failure& f) const;
@@ -298,6 +307,7 @@ class Supervisor {
   std::string path_;
   Store* store_;
   std::string note_key_;  // this attempt's failure note
+  Clock::time_point next_note_check_{};
   int threads_ = 1;
   int dev_null_ = -1;
   SignalScope signals_;
@@ -324,22 +334,25 @@ void Supervisor::start(int restart_count, const std::vector<std::pair<std::strin
     vars.emplace_back("KILN_RESTART_COUNT", std::to_string(restart_count));
     vars.insert(vars.end(), extra_env.begin(), extra_env.end());
     Environment env(vars);
+    // The read ends are the rank's from the start, so that the destructor closes them after an error.
     int out[2], err[2];
-    KILN_CHECK(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0, "launch: pipe failed: ", std::strerror(errno));
+    KILN_CHECK(pipe2(out, O_CLOEXEC) == 0, "launch: pipe failed: ", std::strerror(errno));
+    r.fds[0] = out[0];
+    if (pipe2(err, O_CLOEXEC) != 0) {
+      close(out[1]);
+      KILN_CHECK(false, "launch: pipe failed: ", std::strerror(errno));
+    }
+    r.fds[1] = err[0];
     try {
       r.pid = spawn(path_, argv_, env, {.in = dev_null_, .out = out[1], .err = err[1]}, /*own_group=*/true);
     } catch (...) {
-      for (int fd : {out[0], out[1], err[0], err[1]}) close(fd);
-      signal_running(SIGKILL);
-      for (Rank& started : ranks_)
-        if (started.running) waitpid(started.pid, nullptr, 0);
+      close(out[1]);
+      close(err[1]);
       throw;
     }
     r.running = true;
     close(out[1]);
     close(err[1]);
-    r.fds[0] = out[0];
-    r.fds[1] = err[0];
     for (int fd : r.fds) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
 }
@@ -417,13 +430,14 @@ void Supervisor::publish(const Failure& f) {
   const std::string note = std::to_string(f.global_rank) + " " + std::to_string(f.exit_code) + " " + f.what;
   try {
     store_->set(note_key_, Bytes(note.begin(), note.end()));
-  } catch (const Error&) {
+  } catch (const std::exception&) {
     store_ = nullptr;
   }
 }
 
 std::optional<Failure> Supervisor::note_from_another_node() {
-  if (!store_ || options_.nnodes == 1) return std::nullopt;
+  if (!store_ || options_.nnodes == 1 || Clock::now() < next_note_check_) return std::nullopt;
+  next_note_check_ = Clock::now() + std::chrono::milliseconds(100);  // a chatty rank wakes the loop far more often
   try {
     if (!store_->check({note_key_})) return std::nullopt;
     const Bytes bytes = store_->get(note_key_);
@@ -432,7 +446,7 @@ std::optional<Failure> Supervisor::note_from_another_node() {
     note >> f.global_rank >> f.exit_code >> std::ws;
     std::getline(note, f.what);
     return f;
-  } catch (const Error&) {
+  } catch (const std::exception&) {
     store_ = nullptr;
     return std::nullopt;
   }
@@ -483,6 +497,7 @@ std::optional<Failure> Supervisor::run(int restart_count,
     for (int& fd : r.fds)
       if (fd >= 0) close(fd), fd = -1;
   finished_ = std::move(ranks_);
+  ranks_.clear();
   return failure;
 }
 

@@ -19,7 +19,7 @@ struct LaunchOptions {
   int nnodes = 1;
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
+  int master_port = 29500;  // 0 on a one-node job: a free port, which the ranks are told
   int max_restarts = 0;     // restarts of all local ranks after a failure (they resume from checkpoints)
   int threads_per_rank = 0;  // 0: this machine's cores / nproc_per_node, at least 1
   bool prefix_output = true;
@@ -37,8 +37,10 @@ struct LaunchResult {
 // Runs `argv` (program and arguments) as this node's ranks and supervises them: when one fails,
 // the others are stopped (SIGTERM, then SIGKILL after a grace period), and all are restarted while
 // restarts remain. SIGINT or SIGTERM sent to the launcher is passed on to the ranks (a second one
-// kills them), and ends the job without restarts. On node 0 the launcher serves the job's store (KILN_AGENT_STORE=1), so the
-// store outlives a restart; each attempt's keys carry KILN_RESTART_COUNT.
+// kills them) and ends the job without restarts. On node 0 the launcher serves the job's store
+// (KILN_AGENT_STORE=1), so the store outlives a restart; each attempt's keys carry
+// KILN_RESTART_COUNT. The launchers of a multi-node job note a failure there, so that every node
+// stops and restarts its ranks together.
 LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>& argv);
 
 // The Trainer's launch from a plain program (Trainer(devices = N, strategy = "ddp")): this process
