@@ -295,7 +295,7 @@ class Supervisor {
  private:
   void start(int restart_count, const std::vector<std::pair<std::string, std::string>>& extra_env);
   void relay(Rank& r, int stream);
-  void emit(Rank& r, int stream, const std::string& text, bool newline);
+  void emit(Rank& r, const std::string& text, bool newline, std::string& out);
   void signal_running(int sig);
   void reap(std::optional<Failure>& failure, Clock::time_point& kill_at);
   void stop(Clock::time_point& kill_at);
@@ -357,40 +357,44 @@ void Supervisor::start(int restart_count, const std::vector<std::pair<std::strin
   }
 }
 
-// One relayed line, "[rank N] text\n", or a piece of an overlong line without the newline. A
-// rank's stdout and stderr are pipes, so Kiln's progress bar writes whole lines, not '\r' redraws.
-void Supervisor::emit(Rank& r, int stream, const std::string& text, bool newline) {
-  std::string line = options_.prefix_output ? "[rank " + std::to_string(r.global) + "] " + text : text;
-  if (newline) line += '\n';
-  write_all(stream == 0 ? STDOUT_FILENO : STDERR_FILENO, line.data(), line.size());
+// One relayed line, "[rank N] text\n", or a piece of an overlong line without the newline, added
+// to `out`. A rank's stdout and stderr are pipes, so Kiln's progress bar writes whole lines, not
+// '\r' redraws.
+void Supervisor::emit(Rank& r, const std::string& text, bool newline, std::string& out) {
+  if (options_.prefix_output) out += "[rank " + std::to_string(r.global) + "] ";
+  out += text;
+  if (newline) out += '\n';
   r.tail.push_back(text);
   if (r.tail.size() > kTailLines) r.tail.pop_front();
 }
 
+// What one read brings, relayed in one write: whole lines only, so ranks' lines never interleave.
 void Supervisor::relay(Rank& r, int stream) {
-  char buf[1 << 14];
+  char buf[1 << 16];
   const ssize_t n = read(r.fds[stream], buf, sizeof buf);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   std::string& partial = r.partial[stream];
+  std::string out;
   if (n <= 0) {  // the end: a last line without its newline gets one
-    if (!partial.empty()) emit(r, stream, partial, true);
+    if (!partial.empty()) emit(r, partial, true, out);
     partial.clear();
     close(r.fds[stream]);
     r.fds[stream] = -1;
-    return;
   }
-  for (ssize_t i = 0; i < n; ++i) {
-    if (buf[i] == '\n') {
-      emit(r, stream, partial, true);
-      partial.clear();
-    } else {
-      partial += buf[i];
-    }
+  const size_t size = n > 0 ? static_cast<size_t>(n) : 0;
+  size_t begin = 0;
+  while (const char* newline = static_cast<const char*>(std::memchr(buf + begin, '\n', size - begin))) {
+    partial.append(buf + begin, static_cast<size_t>(newline - (buf + begin)));
+    emit(r, partial, true, out);
+    partial.clear();
+    begin = static_cast<size_t>(newline - buf) + 1;
   }
+  partial.append(buf + begin, buf + size);
   if (partial.size() >= kMaxPartialLine) {
-    emit(r, stream, partial, false);
+    emit(r, partial, false, out);
     partial.clear();
   }
+  write_all(stream == 0 ? STDOUT_FILENO : STDERR_FILENO, out.data(), out.size());
 }
 
 void Supervisor::signal_running(int sig) {
