@@ -5,6 +5,7 @@
 // prefixed with "[rank N] ".
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -18,23 +19,28 @@ struct LaunchOptions {
   int nnodes = 1;
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
-  int master_port = 29500;
+  int master_port = 29500;  // 0 on a one-node job: a free port, which the ranks are told
   int max_restarts = 0;     // restarts of all local ranks after a failure (they resume from checkpoints)
   int threads_per_rank = 0;  // 0: this machine's cores / nproc_per_node, at least 1
   bool prefix_output = true;
+  // After a failure, how long the other ranks have between SIGTERM and SIGKILL.
+  std::chrono::milliseconds grace{std::chrono::seconds(5)};
 };
 
 struct LaunchResult {
   int exit_code = 0;     // 0 when every rank succeeded; else the failing rank's code (128 + signal)
   int failed_rank = -1;  // global rank of the first failure
-  std::string reason;    // "rank 1 (pid 4242) was killed by signal 9 (SIGKILL)" and its last output lines
+  std::string reason;    // "rank 1 (pid 4242) failed: killed by signal 9 (SIGKILL)" and its last output lines
   int restarts = 0;
 };
 
 // Runs `argv` (program and arguments) as this node's ranks and supervises them: when one fails,
 // the others are stopped (SIGTERM, then SIGKILL after a grace period), and all are restarted while
-// restarts remain. On node 0 the launcher serves the job's store (KILN_AGENT_STORE=1), so the
-// store outlives a restart; each attempt's keys carry KILN_RESTART_COUNT.
+// restarts remain. SIGINT or SIGTERM sent to the launcher is passed on to the ranks (a second one
+// kills them) and ends the job without restarts. On node 0 the launcher serves the job's store
+// (KILN_AGENT_STORE=1), so the store outlives a restart; each attempt's keys carry
+// KILN_RESTART_COUNT. The launchers of a multi-node job note a failure there, so that every node
+// stops and restarts its ranks together.
 LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>& argv);
 
 // The Trainer's launch from a plain program (Trainer(devices = N, strategy = "ddp")): this process
@@ -45,7 +51,7 @@ LaunchResult launch(const LaunchOptions& options, const std::vector<std::string>
 // to `grace`, then kills them.
 class PeerProcesses {
  public:
-  explicit PeerProcesses(int nprocs);
+  explicit PeerProcesses(int nprocs, std::chrono::milliseconds grace = std::chrono::seconds(10));
   ~PeerProcesses();
   PeerProcesses(const PeerProcesses&) = delete;
   PeerProcesses& operator=(const PeerProcesses&) = delete;
@@ -56,7 +62,8 @@ class PeerProcesses {
 
  private:
   ClusterEnvironment env_;
-  std::vector<pid_t> pids_;
+  std::vector<pid_t> pids_;  // of ranks 1..nprocs-1; -1 once reaped
+  std::chrono::milliseconds grace_;
 };
 
 }  // namespace kiln::dist

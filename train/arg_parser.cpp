@@ -113,14 +113,22 @@ ArgParser& ArgParser::required() {
 }
 
 ArgParser& ArgParser::positional(std::string metavar, std::string& target, std::string help) {
-  KILN_ASSERT(commands_.empty(), "ArgParser: a parser takes positionals or commands, not both");
+  KILN_ASSERT(commands_.empty() && !remainder_, "ArgParser: a parser takes positionals or commands, not both");
   positionals_.push_back({std::move(metavar), std::move(help), &target});
   return *this;
 }
 
 ArgParser& ArgParser::commands(std::vector<std::pair<std::string, std::string>> name_and_help) {
-  KILN_ASSERT(positionals_.empty(), "ArgParser: a parser takes positionals or commands, not both");
+  KILN_ASSERT(positionals_.empty() && !remainder_, "ArgParser: a parser takes positionals or commands, not both");
   commands_ = std::move(name_and_help);
+  return *this;
+}
+
+ArgParser& ArgParser::remainder(std::string metavar, std::vector<std::string>& target, std::string help) {
+  KILN_ASSERT(commands_.empty() && positionals_.empty(), "ArgParser: a remainder excludes positionals and commands");
+  remainder_ = &target;
+  remainder_metavar_ = std::move(metavar);
+  remainder_help_ = std::move(help);
   return *this;
 }
 
@@ -152,17 +160,26 @@ std::string ArgParser::valid_flags() const {
 }
 
 bool ArgParser::parse_or_throw(const std::vector<std::string>& args) {
-  // --help wins over any bad flag before it; a command's own arguments belong to the command.
-  for (const std::string& a : args) {
+  // --help wins over any bad flag before it; a command's own arguments belong to the command, and
+  // the remainder's to its program.
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == "-h" || a == "--help") return false;
     if (std::any_of(commands_.begin(), commands_.end(), [&](const auto& c) { return c.first == a; })) break;
+    if (remainder_ && (a == "--" || a.size() <= 1 || a[0] != '-')) break;
+    if (const Flag* f = find(a); remainder_ && f && f->takes_value) ++i;  // its value may look like a program
   }
   for (Flag& f : flags_) f.seen = false;
   command_.clear();
   rest_.clear();
+  if (remainder_) remainder_->clear();
   size_t next_positional = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (remainder_ && (a == "--" || a.size() <= 1 || a[0] != '-')) {
+      remainder_->assign(args.begin() + static_cast<std::ptrdiff_t>(i + (a == "--" ? 1 : 0)), args.end());
+      break;
+    }
     if (a.size() > 1 && a[0] == '-') {
       if (std::any_of(ignored_prefixes_.begin(), ignored_prefixes_.end(),
                       [&](const std::string& p) { return a.rfind(p, 0) == 0; }))
@@ -201,6 +218,7 @@ bool ArgParser::parse_or_throw(const std::vector<std::string>& args) {
   for (const Flag& f : flags_)
     if (f.required && !f.seen) throw ArgError("missing " + f.name + " " + f.metavar);
   if (next_positional < positionals_.size()) throw ArgError("missing " + positionals_[next_positional].metavar);
+  if (remainder_ && remainder_->empty()) throw ArgError("missing " + remainder_metavar_);
   return true;
 }
 
@@ -227,6 +245,7 @@ std::string ArgParser::help() const {
   std::ostringstream os;
   os << "usage: " << program_ << (flags_.empty() ? "" : " [flags]");
   for (const Positional& p : positionals_) os << " " << p.metavar;
+  if (remainder_) os << " " << remainder_metavar_;
   if (!commands_.empty()) os << " COMMAND [ARGS]";
   os << "\n";
   if (!description_.empty()) os << description_ << "\n";
@@ -248,6 +267,7 @@ std::string ArgParser::help() const {
     rows.clear();
   };
   for (const Positional& p : positionals_) rows.emplace_back(p.metavar, p.help);
+  if (remainder_) rows.emplace_back(remainder_metavar_, remainder_help_);
   section("arguments");
   for (const auto& [name, text] : commands_) rows.emplace_back(name, text);
   section("commands");

@@ -51,6 +51,9 @@ class ArgParser {
   // The first positional argument names one of these commands; parsing stops there, and the
   // command's own arguments are left in rest() for its own parser.
   ArgParser& commands(std::vector<std::pair<std::string, std::string>> name_and_help);
+  // A program and its own arguments, as a launcher takes them (kiln-run): everything from the first
+  // argument that is not a flag (or after "--") on, flags like --help included. Required.
+  ArgParser& remainder(std::string metavar, std::vector<std::string>& target, std::string help);
   // Flags starting with `prefix` are accepted and skipped (bench/run.sh passes Google Benchmark's
   // --benchmark_min_time=T to every bench_* program, including those that do not use the library).
   ArgParser& ignore_prefix(std::string prefix);
@@ -91,6 +94,8 @@ class ArgParser {
   std::string program_, description_;
   std::vector<Flag> flags_;
   std::vector<Positional> positionals_;
+  std::vector<std::string>* remainder_ = nullptr;
+  std::string remainder_metavar_, remainder_help_;
   std::vector<std::pair<std::string, std::string>> commands_;
   std::vector<std::string> ignored_prefixes_;
   std::string command_;
