@@ -52,6 +52,27 @@ TEST(PostAccumulateHook, RunsAfterGradientHooksAndInRegistrationOrder) {
   EXPECT_EQ(order, (std::vector<std::string>{"grad hook", "post 20.000000", "second"}));
 }
 
+// Note [Leaves accumulate early]: a leaf's .grad is final once its oldest consumer has run, and its
+// hook runs then, before the backward of the ops recorded earlier (so DDP can start communicating).
+TEST(PostAccumulateHook, RunsAsSoonAsTheLeafsLastConsumerHasRun) {
+  Tensor w1 = leaf({2}), w2 = leaf({3});
+  Tensor x = kiln::tensor({5.0}, {.dtype = DType::f64});
+  Tensor h = x * w1;
+  Tensor out = (h * w2 + h * w2 * 2.0).sum();  // w2 used twice, by ops newer than x * w1
+  std::vector<std::string> order;
+  h.register_hook([&](const Tensor&) {
+    order.push_back("backward of x * w1");
+    return Tensor();
+  });
+  autograd::register_post_accumulate_grad_hook(w2, [&](const Tensor& t) {
+    order.push_back("w2 " + std::to_string(kt::values(t.grad())[0]));
+  });
+  autograd::register_post_accumulate_grad_hook(w1, [&](const Tensor&) { order.push_back("w1"); });
+  out.backward();
+  EXPECT_EQ(order, (std::vector<std::string>{"w2 30.000000", "backward of x * w1", "w1"}));
+  kt::expect_close(w1.grad(), {45}, 0, 0);  // 3 * x * w2
+}
+
 TEST(PostAccumulateHook, OnlyLeavesThatAccumulate) {
   Tensor w = leaf({1, 2});
   Tensor h = w * 2.0;
