@@ -79,6 +79,10 @@ struct ProcessGroupOptions {
   // The address this rank listens on for its peers. Empty: KILN_SOCKET_IFNAME (or
   // GLOO_SOCKET_IFNAME) names an interface; else the local address that routes to the store.
   std::string host;
+  // Each collective first checks that every rank called the same one with the same dtype and
+  // sizes (Note [Collective agreement] in process_group_gloo.cpp): a mismatch is a kiln::Error on
+  // every rank rather than an abort inside Gloo or a short result. One small all-gather each.
+  bool check_agreement = true;
 };
 
 // A Gloo group of `size` ranks meeting through `store` (each rank publishes its address there).

@@ -28,20 +28,53 @@ class Store {
   virtual void wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) = 0;
   void wait(const std::vector<std::string>& keys) { wait(keys, timeout()); }
   virtual std::chrono::milliseconds timeout() const = 0;
+  // The host that serves this store over the network, "" for a store without one. A Gloo group
+  // whose options name no host listens on the local address that routes to it.
+  virtual std::string host() const { return {}; }
 };
 
 struct TcpStoreOptions {
   std::string host = "127.0.0.1";
-  int port = 29500;
+  int port = 29500;  // on a server, 0 picks a free port: TcpStore::port() says which
   bool is_server = false;  // true on global rank 0: serves the store in a thread of this process
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // connecting, get, wait
 };
 
-// A client (and, with is_server, the server). The server binds host:port; a port in use is a
-// kiln::Error naming it. Clients retry connecting until the timeout, then name the address.
-std::unique_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
+// A client (and, with is_server, the server). The server listens on `port` of every interface of
+// this machine (host is where clients find it), as torch's TCPStore does, so a master_addr that
+// resolves to another local address still works; a port in use is a kiln::Error naming
+// host:port. Clients retry connecting until the timeout, then name the address. One client
+// serves one request at a time: a thread's get() holds the connection until it returns. The
+// server is a thread of this object, stopped and joined when it is destroyed.
+class TcpStore : public Store {
+ public:
+  explicit TcpStore(const TcpStoreOptions& options);
+  ~TcpStore() override;
+  void set(const std::string& key, const Bytes& value) override;
+  Bytes get(const std::string& key) override;
+  int64_t add(const std::string& key, int64_t delta) override;
+  bool check(const std::vector<std::string>& keys) override;
+  using Store::wait;
+  void wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout) override;
+  std::chrono::milliseconds timeout() const override { return timeout_; }
+  std::string host() const override { return host_; }
+  int port() const { return port_; }  // the server's bound port (the chosen one when 0 was asked)
+
+ private:
+  class Server;
+  class Client;
+  std::string host_;
+  int port_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<Client> client_;
+};
+
+std::unique_ptr<TcpStore> make_tcp_store(const TcpStoreOptions& options);
 
 // Keys under `prefix + "/"`: a store per process group or per restart, over one connection.
+// The first form borrows `store` (it must outlive the result); the second shares it.
 std::unique_ptr<Store> make_prefix_store(std::string prefix, Store& store);
+std::shared_ptr<Store> make_prefix_store(std::string prefix, std::shared_ptr<Store> store);
 
 }  // namespace kiln::dist
