@@ -16,11 +16,12 @@
 #include "nn/layers/attention.h"
 #include "nn/layers/linear.h"
 #include "nn/layers/norm.h"
+#include "distributed/multiprocess.h"
 #include "testing.h"
-#include "thread_group.h"
 
 using namespace kiln;
 namespace kt = kiln::testing;
+namespace mp = kiln::dist::testing;
 using dist::DataParallel;
 using dist::ProcessGroup;
 
@@ -28,10 +29,10 @@ namespace {
 
 using Body = std::function<void(std::shared_ptr<ProcessGroup>)>;
 
-// Every rank's error, or nothing: a body reports a failed comparison by throwing.
+// One process per rank (multiprocess.h); a body reports a failed comparison by throwing, which
+// fails its rank and so the test.
 void run_ranks(int world, const Body& body) {
-  const std::vector<std::string> errors = kt::run_thread_ranks(world, body);
-  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r << " of " << world;
+  mp::run_ranks(world, [&](ProcessGroup& group, int) { body(std::shared_ptr<ProcessGroup>(&group, [](ProcessGroup*) {})); });
 }
 
 template <class... Parts>
@@ -140,9 +141,10 @@ std::unique_ptr<optim::Optimizer> make_optimizer(Opt kind, std::vector<Tensor> p
 // Tolerance: in f64 1e-10. In f32 the first step already differs by up to 2e-7 relative (the
 // weight gradient sums the batch in another order: per rank, then across ranks), and momentum and
 // Adam carry such differences forward, up to 4e-6 after 20 steps here; hence 1e-5 for f32.
-void train_and_compare(int world, Opt opt, bool tokens, DType dtype, std::vector<double>* worst) {
+void train_and_compare(std::shared_ptr<ProcessGroup> inner, Opt opt, bool tokens, DType dtype) {
   const double tolerance = dtype == DType::f64 ? 1e-10 : 1e-5;
-  run_ranks(world, [&](std::shared_ptr<ProcessGroup> inner) {
+  const int world = inner->size();
+  {
     auto group = std::make_shared<CountingGroup>(inner);
     const int rank = group->rank();
     auto make = [&](uint64_t seed) -> std::shared_ptr<nn::Module> {
@@ -166,7 +168,6 @@ void train_and_compare(int world, Opt opt, bool tokens, DType dtype, std::vector
               params[i].first, "' is not rank 0's value after construction");
     auto ref_opt = make_optimizer(opt, reference->parameters());
     auto ddp_opt = make_optimizer(opt, model->parameters());
-    double step_worst = 0;
     for (int step = 0; step < 20; ++step) {
       const Batch global = tokens ? token_batch(step) : regression_batch(step, dtype);
       ref_opt->zero_grad();
@@ -185,30 +186,26 @@ void train_and_compare(int world, Opt opt, bool tokens, DType dtype, std::vector
       require(launched_before_last >= before + 1, "rank ", rank, ": no bucket launched before the last gradient");
       for (size_t i = 0; i < params.size(); ++i) {
         const double d = max_relative_diff(params[i].second, ref_params[i].second, 1e-2);
-        step_worst = std::max(step_worst, d);
         require(d <= tolerance, "rank ", rank, " step ", step, ": '", params[i].first, "' differs from one process by ", d);
       }
     }
-    if (rank == 0) worst->push_back(step_worst);
-  });
+  }
 }
 
-TEST(DataParallel, MlpMatchesOneProcessEveryStep) {
-  std::vector<double> worst;
+void mlp_runs(std::shared_ptr<ProcessGroup> group) {
   for (DType dtype : {DType::f32, DType::f64})
-    for (int world : {2, 4})
-      for (Opt opt : {Opt::sgd, Opt::adamw}) train_and_compare(world, opt, /*tokens=*/false, dtype, &worst);
-  for (double w : worst) std::printf("worst relative difference: %.3g\n", w);
+    for (Opt opt : {Opt::sgd, Opt::adamw}) train_and_compare(group, opt, /*tokens=*/false, dtype);
 }
+TEST(DataParallel, MlpMatchesOneProcessEveryStepAt2Ranks) { run_ranks(2, mlp_runs); }
+TEST(DataParallel, MlpMatchesOneProcessEveryStepAt4Ranks) { run_ranks(4, mlp_runs); }
 
-TEST(DataParallel, TransformerMatchesOneProcessEveryStep) {
-  std::vector<double> worst;
-  // SGD: the key projection's bias has an exactly zero gradient (softmax ignores a shift shared by
-  // all keys), which Adam would turn from rounding noise into steps of +-lr.
-  for (DType dtype : {DType::f32, DType::f64})
-    for (int world : {2, 4}) train_and_compare(world, Opt::sgd, /*tokens=*/true, dtype, &worst);
-  for (double w : worst) std::printf("worst relative difference: %.3g\n", w);
+// SGD: the key projection's bias has an exactly zero gradient (softmax ignores a shift shared by
+// all keys), which Adam would turn from rounding noise into steps of +-lr.
+void transformer_runs(std::shared_ptr<ProcessGroup> group) {
+  for (DType dtype : {DType::f32, DType::f64}) train_and_compare(group, Opt::sgd, /*tokens=*/true, dtype);
 }
+TEST(DataParallel, TransformerMatchesOneProcessEveryStepAt2Ranks) { run_ranks(2, transformer_runs); }
+TEST(DataParallel, TransformerMatchesOneProcessEveryStepAt4Ranks) { run_ranks(4, transformer_runs); }
 
 // Backward with sync off only accumulates; the next synchronised backward averages the sum, which
 // equals one process accumulating the two global micro-batches.
@@ -340,15 +337,17 @@ TEST(DataParallel, BuffersFollowRankZero) {
 // waits for the group's timeout.
 TEST(DataParallel, DifferentModelsFailOnEveryRank) {
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<std::string> errors = kt::run_thread_ranks(2, [](std::shared_ptr<ProcessGroup> group) {
-    auto model = mlp(1, group->rank() == 1 ? 24 : 32);
-    DataParallel ddp(*model, group);
+  const std::vector<mp::RankResult> results = mp::run_ranks_results(2, [](ProcessGroup& group, int rank) {
+    auto model = mlp(1, rank == 1 ? 24 : 32);
+    DataParallel ddp(*model, std::shared_ptr<ProcessGroup>(&group, [](ProcessGroup*) {}));
   });
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
-  for (const std::string& e : errors)
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // the group's timeout is 20 s
+  for (const mp::RankResult& r : results) {
+    EXPECT_FALSE(r.ok()) << r.describe();
     for (const char* part : {"DataParallel: the ranks' models differ", "rank 1's parameter '0.weight' has shape [24, 12]",
                              "rank 0's has shape [32, 12]"})
-      EXPECT_NE(e.find(part), std::string::npos) << e;
+      EXPECT_NE(r.output.find(part), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace
