@@ -108,8 +108,8 @@ HookHandle register_post_accumulate_grad_hook(const Tensor& leaf, std::function<
   KILN_CHECK(leaf.defined(), "register_post_accumulate_grad_hook: undefined tensor");
   KILN_CHECK(leaf.requires_grad(), "register_post_accumulate_grad_hook: the tensor (shape ", leaf.shape(),
              ") does not require grad");
-  KILN_CHECK(leaf.is_leaf(), "register_post_accumulate_grad_hook: only leaf tensors accumulate a .grad; this one (shape ",
-             leaf.shape(), ") was computed by '", leaf.grad_fn()->name(), "'. Use register_hook for a non-leaf");
+  KILN_CHECK(leaf.is_leaf(), "register_post_accumulate_grad_hook: only leaf tensors accumulate a .grad; this one ",
+             "(shape ", leaf.shape(), ") was computed by '", leaf.grad_fn()->name(), "'. Use register_hook for a non-leaf");
   static std::atomic<uint64_t> next_id{1};
   AutogradMeta& meta = meta_of(leaf);
   if (!meta.post_accumulate_hooks) meta.post_accumulate_hooks = std::make_shared<HookList>();

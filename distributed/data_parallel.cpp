@@ -275,7 +275,8 @@ struct DataParallel::Impl {
     note_completions(backward_end);
     for (size_t i = 0; i < params.size(); ++i)
       if (!params[i].ready) mark_ready(i);
-    KILN_ASSERT(next_launch == buckets.size(), "DataParallel: ", next_launch, " of ", buckets.size(), " buckets launched");
+    KILN_ASSERT(next_launch == buckets.size(), "DataParallel: ", next_launch, " of ", buckets.size(),
+                " buckets launched");
     for (size_t i = next_seen; i < buckets.size(); ++i) {
       buckets[i].work->wait();
       buckets[i].done = Clock::now();
@@ -300,7 +301,8 @@ struct DataParallel::Impl {
   void write_back() {
     autograd::NoGradGuard no_grad;
     for (Bucket& b : buckets) {
-      const Tensor flags = b.flat.narrow(0, b.grad_numel, static_cast<int64_t>(b.params.size())).to(DType::f64).contiguous();
+      const auto n = static_cast<int64_t>(b.params.size());
+      const Tensor flags = b.flat.narrow(0, b.grad_numel, n).to(DType::f64).contiguous();
       const double* used = flags.data_ptr<double>();
       for (size_t i : b.params) {
         Param& p = params[i];

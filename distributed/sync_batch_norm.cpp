@@ -102,7 +102,8 @@ Tensor SyncBatchNorm::forward(const Tensor& x) {
                      const int64_t N = xin.size(0), C = xin.size(1), L = N * C == 0 ? 0 : xin.numel() / (N * C);
                      const DType stat = mean.dtype();
                      const Tensor g3 = g.to(stat).reshape({N, C, L});
-                     const Tensor xhat = (xin.to(stat).reshape({N, C, L}) - mean.view({1, C, 1})) * rstd.view({1, C, 1});
+                     const Tensor x3 = xin.to(stat).reshape({N, C, L});
+                     const Tensor xhat = (x3 - mean.view({1, C, 1})) * rstd.view({1, C, 1});
                      const Tensor sum_dy = g3.sum({0, 2}), sum_dy_xhat = (g3 * xhat).sum({0, 2});
                      TensorList grads(3);
                      if (need[1]) grads[1] = sum_dy_xhat;
@@ -157,8 +158,8 @@ void find_batch_norms(nn::Module& m, const std::string& path, std::vector<Swap>&
       // Held by the parent's list, the copy named_children() returned and `bn`: three.
       KILN_CHECK(bn.use_count() <= 3, "convert_sync_batchnorm: '", child_path, "' (", child->type_name(),
                  ") is also held outside its parent's list of children (a typed member, or a handle kept elsewhere), "
-                 "so its parent's forward would still call the plain layer; construct dist::SyncBatchNorm there instead, "
-                 "or hold the layer only through the module tree (Sequential, ModuleList, ModuleDict)");
+                 "so its parent's forward would still call the plain layer; construct dist::SyncBatchNorm there "
+                 "instead, or hold the layer only through the module tree (Sequential, ModuleList, ModuleDict)");
       out.push_back({&m, name, bn});
     } else {
       find_batch_norms(*child, child_path, out);

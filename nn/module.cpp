@@ -110,7 +110,8 @@ ModulePtr Module::replace_child(const std::string& name, ModulePtr module) {
     if (child_name == name) return std::exchange(child, std::move(module));
   std::string names;
   for (const auto& entry : children_) names += (names.empty() ? "" : ", ") + entry.first;
-  detail::throw_error(type_name_, ": no submodule \"", name, "\" to replace (submodules: ", names.empty() ? "none" : names, ")");
+  detail::throw_error(type_name_, ": no submodule \"", name, "\" to replace (submodules: ",
+                      names.empty() ? "none" : names, ")");
 }
 
 // ---- traversal

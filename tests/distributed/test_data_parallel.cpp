@@ -32,7 +32,9 @@ using Body = std::function<void(std::shared_ptr<ProcessGroup>)>;
 // One process per rank (multiprocess.h); a body reports a failed comparison by throwing, which
 // fails its rank and so the test.
 void run_ranks(int world, const Body& body) {
-  mp::run_ranks(world, [&](ProcessGroup& group, int) { body(std::shared_ptr<ProcessGroup>(&group, [](ProcessGroup*) {})); });
+  mp::run_ranks(world, [&](ProcessGroup& group, int) {
+    body(std::shared_ptr<ProcessGroup>(&group, [](ProcessGroup*) {}));
+  });
 }
 
 template <class... Parts>
@@ -129,7 +131,8 @@ Tensor loss_of(nn::Module& model, const Batch& b, bool tokens) {
 enum class Opt { sgd, adamw };
 
 std::unique_ptr<optim::Optimizer> make_optimizer(Opt kind, std::vector<Tensor> params) {
-  if (kind == Opt::sgd) return std::make_unique<optim::SGD>(std::move(params), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
+  if (kind == Opt::sgd)
+    return std::make_unique<optim::SGD>(std::move(params), optim::SGDOptions{.lr = 0.1, .momentum = 0.9});
   return std::make_unique<optim::AdamW>(std::move(params), optim::AdamOptions{.lr = 1e-2});
 }
 
@@ -186,7 +189,8 @@ void train_and_compare(std::shared_ptr<ProcessGroup> inner, Opt opt, bool tokens
       require(launched_before_last >= before + 1, "rank ", rank, ": no bucket launched before the last gradient");
       for (size_t i = 0; i < params.size(); ++i) {
         const double d = max_relative_diff(params[i].second, ref_params[i].second, 1e-2);
-        require(d <= tolerance, "rank ", rank, " step ", step, ": '", params[i].first, "' differs from one process by ", d);
+        require(d <= tolerance, "rank ", rank, " step ", step, ": '", params[i].first,
+                "' differs from one process by ", d);
       }
     }
   }
@@ -248,7 +252,9 @@ class PartlyUsed : public nn::Module {
     never = register_module("never", std::make_shared<nn::Linear>(12, 3));
     to(DType::f64);
   }
-  Tensor forward(const Tensor& x) override { return rank_ == 0 ? shared->forward(x) + rank0->forward(x) : shared->forward(x); }
+  Tensor forward(const Tensor& x) override {
+    return rank_ == 0 ? shared->forward(x) + rank0->forward(x) : shared->forward(x);
+  }
   std::shared_ptr<nn::Linear> shared, rank0, never;
 
  private:
@@ -314,7 +320,8 @@ TEST(DataParallel, Bf16GradientsReduceInBf16) {
 TEST(DataParallel, BuffersFollowRankZero) {
   run_ranks(2, [](std::shared_ptr<ProcessGroup> group) {
     auto make = [] {
-      return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(12, 4), std::make_shared<nn::BatchNorm1d>(4));
+      return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(12, 4),
+                                              std::make_shared<nn::BatchNorm1d>(4));
     };
     auto model = make();
     model->buffer("1.running_mean").fill_(static_cast<double>(group->rank()));
@@ -344,8 +351,8 @@ TEST(DataParallel, DifferentModelsFailOnEveryRank) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // the group's timeout is 20 s
   for (const mp::RankResult& r : results) {
     EXPECT_FALSE(r.ok()) << r.describe();
-    for (const char* part : {"DataParallel: the ranks' models differ", "rank 1's parameter '0.weight' has shape [24, 12]",
-                             "rank 0's has shape [32, 12]"})
+    for (const char* part : {"DataParallel: the ranks' models differ",
+                             "rank 1's parameter '0.weight' has shape [24, 12]", "rank 0's has shape [32, 12]"})
       EXPECT_NE(r.output.find(part), std::string::npos) << r.output;
   }
 }

@@ -119,7 +119,9 @@ TEST(SyncBatchNorm, GradientsMatchFiniteDifferencesAcrossRanks) {
     for (int owner = 0; owner < 2; ++owner)
       for (int64_t i = 0; i < x.numel(); ++i) {
         const double fd = central(x.data_ptr<double>() + i, rank == owner);
-        if (rank == owner) EXPECT_NEAR(fd, kt::at(dx, i), 1e-6 * (1 + std::abs(fd))) << "x[" << i << "]";
+        if (rank == owner) {
+          EXPECT_NEAR(fd, kt::at(dx, i), 1e-6 * (1 + std::abs(fd))) << "x[" << i << "]";
+        }
       }
     for (int64_t ch = 0; ch < 3; ++ch) {
       const double fd = central(sync.weight.data_ptr<double>() + ch, true);  // a replicated parameter
@@ -134,7 +136,8 @@ TEST(SyncBatchNorm, OneRankIsBatchNormAndConversionKeepsTheTensors) {
     auto make = [] {
       Generator gen(4);
       CurrentGeneratorGuard guard(gen);
-      auto inner = std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(6, 4), std::make_shared<nn::BatchNorm1d>(4));
+      auto inner =
+          std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(6, 4), std::make_shared<nn::BatchNorm1d>(4));
       return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(5, 6), std::make_shared<nn::BatchNorm1d>(6),
                                               std::make_shared<nn::ReLU>(), inner);
     };
@@ -161,8 +164,10 @@ TEST(SyncBatchNorm, OneRankIsBatchNormAndConversionKeepsTheTensors) {
     y.sum().backward();
     y_plain.sum().backward();
     const auto a = model->named_parameters(), b = plain->named_parameters();
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(kt::values(a[i].second.grad()), kt::values(b[i].second.grad())) << a[i].first;
-    for (const auto& [name, buf] : model->named_buffers()) EXPECT_EQ(kt::values(buf), kt::values(plain->buffer(name))) << name;
+    for (size_t i = 0; i < a.size(); ++i)
+      EXPECT_EQ(kt::values(a[i].second.grad()), kt::values(b[i].second.grad())) << a[i].first;
+    for (const auto& [name, buf] : model->named_buffers())
+      EXPECT_EQ(kt::values(buf), kt::values(plain->buffer(name))) << name;
 
     // A BatchNorm that its parent also keeps as a typed member can't be swapped under it.
     struct Held : nn::Module {
