@@ -176,7 +176,6 @@ struct DataParallel::Impl {
     size_t pending = 0;  // parameters not yet ready
     WorkPtr work;
     Clock::time_point launched, done;
-    bool done_seen = false;
   };
 
   Impl(DataParallel& dp, nn::Module& module, DataParallelOptions opts)
@@ -264,10 +263,8 @@ struct DataParallel::Impl {
   // Completion times as first seen (at a hook or at the end of backward): the group runs its
   // operations in order, so only the oldest unfinished bucket needs asking.
   void note_completions(Clock::time_point now) {
-    for (; next_seen < next_launch && buckets[next_seen].work->is_completed(); ++next_seen) {
+    for (; next_seen < next_launch && buckets[next_seen].work->is_completed(); ++next_seen)
       buckets[next_seen].done = now;
-      buckets[next_seen].done_seen = true;
-    }
   }
 
   void finish(DataParallelStats& stats) {
@@ -321,7 +318,6 @@ struct DataParallel::Impl {
     for (Bucket& b : buckets) {
       b.pending = b.params.size();
       b.work.reset();
-      b.done_seen = false;
     }
     next_launch = next_seen = 0;
   }

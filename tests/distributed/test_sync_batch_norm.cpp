@@ -4,10 +4,13 @@
 // convert_sync_batchnorm keeps names and tensors, and refuses a layer held outside the tree.
 #include <gtest/gtest.h>
 
+#include "distributed/data_parallel.h"
 #include "distributed/multiprocess.h"
 #include "distributed/sync_batch_norm.h"
 #include "kiln/kiln.h"
 #include "nn/containers.h"
+#include "nn/functional.h"
+#include "nn/layers/conv.h"
 #include "nn/layers/activation.h"
 #include "nn/layers/linear.h"
 #include "testing.h"
@@ -179,6 +182,39 @@ TEST(SyncBatchNorm, OneRankIsBatchNormAndConversionKeepsTheTensors) {
     kt::expect_error([&] { dist::convert_sync_batchnorm(outer, unowned(group)); },
                      {"convert_sync_batchnorm: '0.bn' (BatchNorm1d) is also held outside", "SyncBatchNorm"});
     EXPECT_EQ(outer.submodule("0.bn")->type_name(), "BatchNorm1d");
+  });
+}
+
+// What the Trainer's DDP strategy will run: a converted conv net under DataParallel. SyncBatchNorm's
+// collectives interleave with the gradient buckets' on one group, in the same order on every rank.
+// 3 SGD steps on halves of the batch equal one process with BatchNorm on the whole batch.
+TEST(SyncBatchNorm, UnderDataParallelMatchesOneProcess) {
+  mp::run_ranks(2, [](ProcessGroup& group, int rank) {
+    auto make = [] {
+      Generator gen(12);
+      CurrentGeneratorGuard guard(gen);
+      return std::make_shared<nn::Sequential>(
+          std::make_shared<nn::Conv2d>(2, 4, 3, nn::Conv2dOptions{.padding = 1}), std::make_shared<nn::BatchNorm2d>(4),
+          std::make_shared<nn::ReLU>(), std::make_shared<nn::Flatten>(), std::make_shared<nn::Linear>(64, 3));
+    };
+    auto reference = make(), model = make();
+    ASSERT_EQ(dist::convert_sync_batchnorm(*model, unowned(group)), 1);
+    dist::DataParallel ddp(*model, unowned(group), {.bucket_cap_mb = 1e-4});
+    optim::SGD ref_opt(reference->parameters(), {.lr = 0.1}), opt(model->parameters(), {.lr = 0.1});
+    for (int step = 0; step < 3; ++step) {
+      Generator gen(30 + static_cast<uint64_t>(step));
+      const Tensor x = randn({6, 2, 4, 4}, {}, &gen), y = randn({6, 3}, {}, &gen);
+      ref_opt.zero_grad();
+      nn::F::mse_loss(reference->forward(x), y).backward();
+      ref_opt.step();
+      opt.zero_grad();
+      ddp.before_forward();
+      nn::F::mse_loss(model->forward(x.narrow(0, 3 * rank, 3)), y.narrow(0, 3 * rank, 3)).backward();
+      ddp.finish_gradient_sync();
+      opt.step();
+    }
+    const TensorDict got = model->state_dict(), want = reference->state_dict();
+    for (const auto& [name, t] : want) expect_near(got.at(name), t, 1e-5, name);
   });
 }
 
