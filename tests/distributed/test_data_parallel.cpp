@@ -342,19 +342,35 @@ TEST(DataParallel, BuffersFollowRankZero) {
 
 // Different models: every rank throws the same error, naming the tensor and both shapes, and none
 // waits for the group's timeout.
-TEST(DataParallel, DifferentModelsFailOnEveryRank) {
+void expect_every_rank_refuses(const std::function<std::shared_ptr<nn::Module>(int rank)>& make,
+                               const std::vector<std::string>& parts) {
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<mp::RankResult> results = mp::run_ranks_results(2, [](ProcessGroup& group, int rank) {
-    auto model = mlp(1, rank == 1 ? 24 : 32);
+  const std::vector<mp::RankResult> results = mp::run_ranks_results(2, [&](ProcessGroup& group, int rank) {
+    auto model = make(rank);
     DataParallel ddp(*model, std::shared_ptr<ProcessGroup>(&group, [](ProcessGroup*) {}));
   });
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));  // the group's timeout is 20 s
   for (const mp::RankResult& r : results) {
     EXPECT_FALSE(r.ok()) << r.describe();
-    for (const char* part : {"DataParallel: the ranks' models differ",
-                             "rank 1's parameter '0.weight' has shape [24, 12]", "rank 0's has shape [32, 12]"})
-      EXPECT_NE(r.output.find(part), std::string::npos) << r.output;
+    for (const std::string& part : parts) EXPECT_NE(r.output.find(part), std::string::npos) << r.output;
   }
+}
+
+TEST(DataParallel, DifferentShapesFailOnEveryRank) {
+  expect_every_rank_refuses([](int rank) { return mlp(1, rank == 1 ? 24 : 32); },
+                            {"DataParallel: the ranks' models differ",
+                             "rank 1's parameter '0.weight' has shape [24, 12] where rank 0's has shape [32, 12]"});
+}
+
+TEST(DataParallel, AnExtraLayerFailsOnEveryRank) {
+  expect_every_rank_refuses(
+      [](int rank) {
+        auto model = std::dynamic_pointer_cast<nn::Sequential>(mlp(1));
+        if (rank == 1) model->push_back(std::make_shared<nn::Linear>(3, 3));
+        return model;
+      },
+      {"rank 1 has parameter '5.weight' (shape [3, 3]) which rank 0 lacks (6 parameters and buffers on rank 0, "
+       "8 on rank 1)"});
 }
 
 }  // namespace
