@@ -131,6 +131,17 @@ class GraphTask {
     return static_cast<size_t>((h * 0x9E3779B97F4A7C15ull) >> 32);
   }
 
+  // Note [Leaves accumulate early]: nodes run newest first (Note [Sequence numbers order the
+  // tape]), keyed 2 * seq + 1. A leaf's AccumulateGrad has no sequence number of its own; keyed 0,
+  // it would run after every other node, so each leaf's .grad (and its post-accumulate hooks, from
+  // which DDP starts all-reducing) would wait for the whole backward. Keyed 2 * (its oldest
+  // consumer's seq), it runs right after that consumer, the last node that can send it a gradient.
+  // A stale first consumer (an accumulator kept alive by an older graph) only makes it run later.
+  static uint64_t ready_key(Node& node) {
+    if (AccumulateGrad* acc = node.as_accumulator()) return 2 * acc->first_consumer_seq;
+    return 2 * node.sequence_nr() + 1;
+  }
+
   // The index of node's Pending entry; a new entry is queued to run.
   uint32_t entry_of(const Edge& edge) {
     auto& [pending, table, ready] = buffers_;
@@ -142,7 +153,7 @@ class GraphTask {
         const auto index = static_cast<uint32_t>(pending.size());
         table[i] = index + 1;
         pending.push_back({edge.node, GradSlots(node->num_outputs())});
-        ready.push_back({node->sequence_nr(), index});
+        ready.push_back({ready_key(*node), index});
         std::push_heap(ready.begin(), ready.end());
         return index;
       }
@@ -233,8 +244,8 @@ class GraphTask {
   struct Buffers {
     std::vector<Pending> pending;
     std::vector<uint32_t> table;  // index + 1 into pending, or 0 where empty; at most half full
-    // A max-heap of (sequence number, index into pending): the newest node runs first
-    // (Note [Sequence numbers order the tape]).
+    // A max-heap of (ready_key, index into pending): the newest node runs first
+    // (Note [Sequence numbers order the tape], Note [Leaves accumulate early]).
     std::vector<std::pair<uint64_t, uint32_t>> ready;
   };
   // A graph larger than this leaves its table to be freed rather than cleared by every later backward.

@@ -20,6 +20,12 @@ struct GradOptions {
 // is touched. Only the part of the graph between outputs and inputs runs.
 TensorList grad(const TensorList& outputs, const TensorList& inputs, const GradOptions& options = {});
 
+// Calls hook(leaf) each time a backward has added into leaf.grad(), after this backward's whole
+// contribution is in (torch's register_post_accumulate_grad_hook): DDP starts a bucket's
+// all-reduce from it. `leaf` must be a leaf that requires grad. Hooks run on the thread running
+// backward, in registration order; remove() on the handle stops the calls.
+HookHandle register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor&)> hook);
+
 // Sums a gradient over the dimensions along which its input was broadcast to `shape`.
 Tensor sum_to(const Tensor& grad, const Dims& shape);
 

@@ -48,6 +48,9 @@ void attach(Node& node, std::span<const Tensor> inputs, std::span<Tensor> output
     node.input_meta.push_back(input_meta_of(in));
   }
   node.sequence_nr_ = next_sequence_nr();
+  for (const Edge& e : node.next_edges)
+    if (AccumulateGrad* acc = e.valid() ? e.node->as_accumulator() : nullptr; acc && acc->first_consumer_seq == 0)
+      acc->first_consumer_seq = node.sequence_nr_;
   for (size_t i = 0; i < outputs.size(); ++i) {
     Tensor& out = outputs[i];
     if (!out.defined() || !is_floating(out.dtype())) continue;  // indices and masks carry no gradient

@@ -19,6 +19,9 @@ struct AutogradMeta {
   // pointer when it dies), so that every use of a leaf in a graph meets in one node.
   AccumulateGrad* grad_accumulator = nullptr;
   std::shared_ptr<HookList> hooks;  // a leaf's hooks (a non-leaf's live on its grad_fn)
+  // Called with the leaf once its .grad is updated (register_post_accumulate_grad_hook); the
+  // entries' return values are ignored.
+  std::shared_ptr<HookList> post_accumulate_hooks;
 
   static void* operator new(size_t bytes);  // recycled per thread (tensor/object_pool.h)
   static void operator delete(void* p, size_t bytes);

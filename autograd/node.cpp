@@ -102,6 +102,11 @@ TensorList AccumulateGrad::apply(std::span<Tensor> grads) {
   } else {
     meta.grad.add_(g);
   }
+  if (meta.post_accumulate_hooks) {
+    // A copy, because a hook may remove itself (or add another) while it runs.
+    const std::vector<HookList::Entry> hooks = meta.post_accumulate_hooks->entries;
+    for (const HookList::Entry& e : hooks) e.fn(leaf);
+  }
   return {};
 }
 

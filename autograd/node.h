@@ -115,6 +115,10 @@ class AccumulateGrad final : public Node {
   TensorList apply(std::span<Tensor> grads) override;
   std::string name() const override { return "AccumulateGrad"; }
   TensorImpl* leaf() const { return leaf_.get(); }
+  // The sequence number of the first node recorded with an edge here (set by attach; 0 when none,
+  // as for a leaf that is itself an output): every later consumer is newer, which lets the engine
+  // run this node as soon as its last gradient can have arrived (Note [Leaves accumulate early]).
+  uint64_t first_consumer_seq = 0;
 
  private:
   Ref<TensorImpl> leaf_;

@@ -102,4 +102,24 @@ autograd::HookHandle Tensor::register_hook(std::function<Tensor(const Tensor&)> 
   return autograd::HookHandle(list, id);
 }
 
+namespace autograd {
+
+HookHandle register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor&)> hook) {
+  KILN_CHECK(leaf.defined(), "register_post_accumulate_grad_hook: undefined tensor");
+  KILN_CHECK(leaf.requires_grad(), "register_post_accumulate_grad_hook: the tensor (shape ", leaf.shape(),
+             ") does not require grad");
+  KILN_CHECK(leaf.is_leaf(), "register_post_accumulate_grad_hook: only leaf tensors accumulate a .grad; this one ",
+             "(shape ", leaf.shape(), ") was computed by '", leaf.grad_fn()->name(), "'. Use register_hook for a non-leaf");
+  static std::atomic<uint64_t> next_id{1};
+  AutogradMeta& meta = meta_of(leaf);
+  if (!meta.post_accumulate_hooks) meta.post_accumulate_hooks = std::make_shared<HookList>();
+  const uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  meta.post_accumulate_hooks->entries.push_back({id, 0, [hook = std::move(hook)](const Tensor& t) {
+                                                   hook(t);
+                                                   return Tensor();
+                                                 }});
+  return HookHandle(meta.post_accumulate_hooks, id);
+}
+
+}  // namespace autograd
 }  // namespace kiln

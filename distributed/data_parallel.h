@@ -29,6 +29,11 @@ struct DataParallelStats {
   int64_t bytes = 0;                 // gradient bytes all-reduced
   double backward_overlap_ms = 0.0;  // all-reduce time that ran before backward ended
   double exposed_ms = 0.0;           // time finish_gradient_sync() waited
+  // The all-reduces' busy time on the group's thread, before and after backward ended (each one
+  // from its launch, or from the end of the one before it, to when it was seen done: at a later
+  // gradient hook, or in finish_gradient_sync(), whose call marks the end of backward):
+  // backward_overlap_ms / allreduce_ms is the fraction hidden behind backward.
+  double allreduce_ms = 0.0;
 };
 
 class DataParallel {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <sstream>
 #include <unordered_set>
+#include <utility>
 
 #include "autograd/grad_mode.h"
 #include "tensor/error.h"
@@ -100,6 +101,17 @@ void Module::add_child(const std::string& name, ModulePtr module) {
   KILN_CHECK(module != nullptr, type_name_, ": submodule \"", name, "\" is null");
   KILN_CHECK(module.get() != this, type_name_, ": a module can't be its own submodule (\"", name, "\")");
   children_.emplace_back(name, std::move(module));
+}
+
+ModulePtr Module::replace_child(const std::string& name, ModulePtr module) {
+  KILN_CHECK(module != nullptr, type_name_, ": replacement for submodule \"", name, "\" is null");
+  KILN_CHECK(module.get() != this, type_name_, ": a module can't be its own submodule (\"", name, "\")");
+  for (auto& [child_name, child] : children_)
+    if (child_name == name) return std::exchange(child, std::move(module));
+  std::string names;
+  for (const auto& entry : children_) names += (names.empty() ? "" : ", ") + entry.first;
+  detail::throw_error(type_name_, ": no submodule \"", name, "\" to replace (submodules: ",
+                      names.empty() ? "none" : names, ")");
 }
 
 // ---- traversal

@@ -64,6 +64,10 @@ class Module : public std::enable_shared_from_this<Module> {
   Tensor& parameter(const std::string& name);
   Tensor& buffer(const std::string& name);
   ModulePtr submodule(const std::string& dotted_name) const;
+  // Puts `module` in the place of the child `name` (same position, so state_dict order holds), as
+  // torch's setattr of a submodule; returns the old child. A parent that also keeps the old child
+  // in a typed member still calls that one: callers check (convert_sync_batchnorm does).
+  ModulePtr replace_child(const std::string& name, ModulePtr module);
 
   // ---- modes and moves
   virtual void train(bool on = true);  // this module and all below
