@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -669,8 +670,29 @@ class GlooGroup final : public ProcessGroup {
 
 }  // namespace
 
+// Note [SIGPIPE and dead peers]
+// Gloo writes to its peers with writev, which raises SIGPIPE when the peer's end is closed; the
+// default action ends the process silently, so a rank whose peer died would vanish instead of
+// reporting it. Python ignores SIGPIPE at start-up, which is why torch never shows this. A group
+// ignores it too, when nothing else handles it: the write then fails with EPIPE, Gloo throws, and
+// the collective's kiln::Error names the dead peer. A handler the program installed is kept.
+namespace {
+
+void ignore_sigpipe_unless_handled() {
+  struct sigaction current {};
+  sigaction(SIGPIPE, nullptr, &current);
+  if (current.sa_handler != SIG_DFL) return;
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(SIGPIPE, &ignore, nullptr);
+}
+
+}  // namespace
+
 std::shared_ptr<ProcessGroup> make_gloo_group(std::shared_ptr<Store> store, int rank, int size,
                                               const ProcessGroupOptions& options) {
+  ignore_sigpipe_unless_handled();
   return std::make_shared<GlooGroup>(std::move(store), rank, size, options);
 }
 
