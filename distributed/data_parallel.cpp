@@ -73,16 +73,6 @@ std::string first_difference(const std::string& ours, const std::string& theirs,
                         b.size(), " on rank ", rank, ")");
 }
 
-// Rank src's string on every rank: its length, then its bytes.
-std::string broadcast_string(ProcessGroup& group, const std::string& text, int src) {
-  Tensor length = kiln::tensor(std::vector<int64_t>{static_cast<int64_t>(text.size())});
-  group.broadcast(length, src)->wait();
-  Tensor bytes = empty({length.item<int64_t>()}, {.dtype = DType::u8});
-  if (group.rank() == src) std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  group.broadcast(bytes, src)->wait();
-  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
-}
-
 // Every rank compares its description with rank 0's, then all agree (one all-reduce) on the
 // lowest rank that differs, which sends its description so that every rank, not only the one that
 // differs, throws the same error instead of waiting in the next collective.
@@ -186,6 +176,7 @@ struct DataParallel::Impl {
     for (const auto& [name, p] : named)
       if (p.requires_grad()) params.push_back({p, name});
     std::reverse(params.begin(), params.end());
+    if (!options.average_gradients) params.clear();  // no buckets, no hooks
     assign_buckets(options.bucket_cap_mb);
     if (group.size() == 1) return;  // nothing to agree on or average: no hooks, no buckets in use
     check_same_model(group, describe(named, named_buffers));
@@ -349,7 +340,7 @@ void DataParallel::before_forward() {
 }
 
 void DataParallel::finish_gradient_sync() {
-  if (!require_sync_ || group_->size() == 1) return;
+  if (!require_sync_ || group_->size() == 1 || !impl_->options.average_gradients) return;
   try {
     impl_->finish(stats_);
   } catch (...) {

@@ -21,6 +21,9 @@ namespace kiln::dist {
 struct DataParallelOptions {
   double bucket_cap_mb = 25.0;   // torch's default; the first bucket is not special-cased
   bool broadcast_buffers = true;  // rank 0's buffers (batch-norm statistics) before each forward
+  // false: the model check, rank 0's values and the buffer broadcasts only; gradients stay local
+  // and no bucket memory is held (ZeRO-2 reduces them its own way).
+  bool average_gradients = true;
 };
 
 // What the last synchronisation did, for benchmarks and tests.

@@ -4,6 +4,7 @@
 #include "distributed/process_group.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 
 #include "distributed/cluster_environment.h"
@@ -91,6 +92,15 @@ std::shared_ptr<ProcessGroup> init_process_group(const ClusterEnvironment& env, 
   if (const char* attempt = std::getenv("KILN_RESTART_COUNT"); attempt && *attempt)
     store = make_prefix_store(std::string("attempt") + attempt, std::move(store));
   return make_gloo_group(std::move(store), env.rank, env.world_size, options);
+}
+
+std::string broadcast_string(ProcessGroup& group, const std::string& text, int src) {
+  Tensor length = kiln::tensor(std::vector<int64_t>{static_cast<int64_t>(text.size())});
+  group.broadcast(length, src)->wait();
+  Tensor bytes = empty({length.item<int64_t>()}, {.dtype = DType::u8});
+  if (group.rank() == src) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  group.broadcast(bytes, src)->wait();
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
 }  // namespace kiln::dist

@@ -73,6 +73,9 @@ class ProcessGroup {
   Tensor reduce_scatter(const Tensor& input, ReduceOp op = ReduceOp::sum);  // size() equal pieces
 };
 
+// Rank src's string on every rank (its length, then its bytes: two broadcasts).
+std::string broadcast_string(ProcessGroup& group, const std::string& text, int src = 0);
+
 struct ProcessGroupOptions {
   // For each collective, from its start. torch's default is 30 minutes; a fault test sets seconds.
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};

@@ -80,8 +80,9 @@ class FashionCNN : public TrainModule {
   Tensor evaluate(const data::Batch& batch, const std::string& stage) {
     Tensor logits = forward(batch[0]);
     Tensor loss = nn::F::cross_entropy(logits, batch[1]);
-    log(stage + "_loss", loss, {.prog_bar = stage == "val"});
-    log(stage + "_acc", (logits.argmax(1) == batch[1]).to(DType::f32).mean(), {.prog_bar = stage == "val"});
+    // sync_dist: with --devices N each process sees 1/N of the images; the logged value is the whole set's.
+    log(stage + "_loss", loss, {.prog_bar = stage == "val", .sync_dist = true});
+    log(stage + "_acc", (logits.argmax(1) == batch[1]).to(DType::f32).mean(), {.prog_bar = stage == "val", .sync_dist = true});
     return loss;
   }
   double lr_;
@@ -133,6 +134,7 @@ class FashionMNISTData : public DataModule {
 
 int main(int argc, char** argv) {
   int64_t epochs = 3;
+  int devices = 1;
   std::optional<int64_t> limit;  // training batches per epoch; empty: all
   std::string root = "runs/demo", data_dir = data::kFashionMNISTRoot, resume, precision = "32-true";
   ArgParser args("demo", "Trains a small CNN on Fashion-MNIST with the Trainer, then tests the best checkpoint.");
@@ -141,6 +143,7 @@ int main(int argc, char** argv) {
       .option("--root", root, "DIR", "where runs, logs and checkpoints go")
       .option("--data", data_dir, "DIR", "the Fashion-MNIST IDX files")
       .option("--resume", resume, "last|best|PATH", "resume from a checkpoint of an earlier run")
+      .option("--devices", devices, "N", "processes training together (DDP; each takes batches of 128)", 1)
       .choice("--precision", precision, precision_names(),
               "how numbers are held (bf16-mixed: the forward under bf16 autocast)");
   if (auto code = args.parse(argc, argv)) return *code;
@@ -152,6 +155,7 @@ int main(int argc, char** argv) {
     auto checkpoint = std::make_shared<ModelCheckpoint>(
         callbacks::ModelCheckpointOptions{.filename = "{epoch}-{val_acc:.4f}", .monitor = "val_acc", .mode = "max", .save_last = true});
     Trainer trainer({.max_epochs = epochs,
+                     .devices = devices,
                      .precision = precision,
                      .limit_train_batches = limit ? BatchLimit(*limit) : BatchLimit(1.0),
                      .loggers = {std::make_shared<CSVLogger>(CSVLoggerOptions{.root_dir = root}),
@@ -161,6 +165,7 @@ int main(int argc, char** argv) {
     trainer.fit(model, data, resume);
     if (trainer.interrupted()) return 130;
     const auto results = trainer.test(model, data, "best");
+    if (!trainer.is_global_zero()) return 0;
     std::printf("\ntest accuracy %.2f%% (loss %.4f) on 10,000 images, best checkpoint %s\n",
                 100.0 * results.at("test_acc"), results.at("test_loss"), trainer.best_model_path().c_str());
     std::printf("logs: %s (metrics.csv, hparams.yaml, TensorBoard events)\n", trainer.log_dir().c_str());

@@ -54,7 +54,7 @@ State Trainer::make_checkpoint() {
   meta["optimizer_states"] = Json::array();
   meta["lr_schedulers"] = Json::array();
   for (size_t i = 0; i < optimizers_.size(); ++i) {
-    State opt = optimizers_[i].optimizer->state_dict();
+    State opt = plan_.strategy->optimizer_state(*optimizers_[i].optimizer);
     for (const auto& [name, t] : opt.tensors) ckpt.tensors.insert("optimizer_states." + std::to_string(i) + "." + name, t);
     meta["optimizer_states"].push_back(opt.meta);
     Json scheds = Json::array();
@@ -76,6 +76,7 @@ State Trainer::make_checkpoint() {
   meta["callbacks"] = callbacks;
   meta["loaders"] = Json::object();
   if (train_loader_) meta["loaders"]["train"] = train_loader_->state_dict();
+  meta["world_size"] = plan_.strategy->world_size();
   if (datamodule) meta["datamodule"] = datamodule->state_dict();
   const Precision& precision = plan_.strategy->precision();
   meta["precision"] = {{"name", precision.name()}, {"state", precision.state_dict()}};
@@ -110,7 +111,7 @@ State Trainer::make_checkpoint() {
 //   before the process exits).
 // Between calls, and in validate/test/predict, saves are synchronous.
 void Trainer::save_checkpoint(const std::string& path) {
-  for (auto& logger : loggers_) logger->save();
+  for (auto& logger : rank_zero_loggers()) logger->save();
   plan_.strategy->save_checkpoint(make_checkpoint(), path);
   if (stage_ != TrainerStage::fitting) wait_for_checkpoints();
 }
@@ -197,6 +198,23 @@ std::string Trainer::resolve_ckpt_path(const std::string& ckpt_path) const {
   return newest;
 }
 
+// Note [Resuming with another number of processes]
+// The loader's position is in batches of this process's share, so it carries over only to a run
+// with the same number of processes. A checkpoint taken between epochs needs no position (the next
+// epoch starts from its beginning on any number of processes: the model, optimizer and loop state
+// are whole in the file); one taken mid-epoch is refused, naming both counts.
+void Trainer::restore_train_loader(const Json& meta, const std::string& path) {
+  const Json& state = meta["loaders"]["train"];
+  const int saved_world = meta.value("world_size", 1);
+  if (saved_world == plan_.strategy->world_size()) return train_loader_->load_state_dict(state);
+  const int64_t consumed = state.value("batches_consumed", int64_t{0});
+  const int64_t batches = state.value("num_batches", int64_t{0});
+  KILN_CHECK(consumed == 0 || consumed == batches, "checkpoint ", path, ": written by ", saved_world,
+             " process(es) in the middle of an epoch (", consumed, " of ", batches, " batches), and this run has ",
+             plan_.strategy->world_size(), "; a mid-epoch checkpoint resumes with the same number of processes "
+             "(one written at an epoch's end resumes with any)");
+}
+
 void Trainer::restore_checkpoint(const std::string& path) {
   const State ckpt = plan_.strategy->load_checkpoint(path);
   const Json& meta = ckpt.meta;
@@ -213,7 +231,7 @@ void Trainer::restore_checkpoint(const std::string& path) {
     State opt;
     opt.tensors = with_prefix_removed(ckpt.tensors, "optimizer_states." + std::to_string(i) + ".");
     opt.meta = opt_states[i];
-    optimizers_[i].optimizer->load_state_dict(opt);
+    plan_.strategy->load_optimizer_state(*optimizers_[i].optimizer, opt);
     KILN_CHECK(sched_states[i].size() == optimizers_[i].schedulers.size(), "checkpoint ", path, ": optimizer ", i,
                " has ", sched_states[i].size(), " saved schedulers but ", optimizers_[i].schedulers.size(), " are configured");
     for (size_t j = 0; j < optimizers_[i].schedulers.size(); ++j)
@@ -239,7 +257,7 @@ void Trainer::restore_checkpoint(const std::string& path) {
   const Json& cb_states = meta.at("callbacks");
   for (auto& cb : callbacks_)
     if (cb_states.contains(cb->state_key())) cb->load_state_dict(cb_states[cb->state_key()]);
-  if (train_loader_ && meta.at("loaders").contains("train")) train_loader_->load_state_dict(meta["loaders"]["train"]);
+  if (train_loader_ && meta.at("loaders").contains("train")) restore_train_loader(meta, path);
   if (datamodule_ && meta.contains("datamodule")) datamodule_->load_state_dict(meta["datamodule"]);
   Precision& precision = plan_.strategy->precision();
   KILN_CHECK(meta.at("precision").at("name") == precision.name(), "checkpoint ", path, ": saved with precision '",

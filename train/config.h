@@ -73,8 +73,10 @@ struct TrainerConfig {
   // Resolved once into a Strategy holding an Accelerator, a Precision and a CheckpointIO
   // (train/hardware/connector.cpp); the names or objects of your own, as in Lightning.
   std::variant<std::string, std::shared_ptr<Accelerator>> accelerator = "auto";  // "auto" | "cpu" | "cuda" | "gpu"
-  int devices = 1;                         // -1: every device of the accelerator
-  // "auto" | "single_device" (ddp, fsdp come with the distributed layer)
+  int devices = 1;                         // -1: every device; on the CPU, N > 1 is N processes (DDP)
+  int num_nodes = 1;                       // machines, each running `devices` processes (started by kiln-run, srun or mpirun)
+  // "auto" (DDP when devices x num_nodes > 1) | "single_device" | "ddp" | "zero1" | "zero2" (DDP with the
+  // optimizer state, and for zero2 the gradients, sharded across the processes)
   std::variant<std::string, std::shared_ptr<Strategy>> strategy = "auto";
   // "32-true" (unset), "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true" (or 64, 32, 16, bf16).
   std::optional<std::string> precision;
@@ -83,6 +85,9 @@ struct TrainerConfig {
   int64_t accumulate_grad_batches = 1;
   std::optional<double> gradient_clip_val;
   std::string gradient_clip_algorithm = "norm";  // "norm" | "value"
+  // With several processes, the train/val/test/predict loaders get a DistributedSampler: each process
+  // reads its share (shuffled as the loader was; Lightning's use_distributed_sampler).
+  bool use_distributed_sampler = true;
   // ---- validation
   ValCheckInterval val_check_interval = 1.0;  // fraction of an epoch, every N training batches, or a time span
   std::optional<int64_t> check_val_every_n_epoch = 1;  // unset: validate only by val_check_interval batches

@@ -12,14 +12,14 @@ void Trainer::validation_loop(int64_t max_batches, bool sanity) {
   // on_sanity_check_end only, never by the progress bar, callback_metrics or monitors of training.
   if (sanity) {
     stage_ = TrainerStage::sanity_checking;
-    metrics_ = {};
+    reset_metrics();
     each_callback("on_sanity_check_start", [&](Callback& cb) { cb.on_sanity_check_start(*this, module); });
   }
   validation_unlogged_ = !sanity;  // Note [Checkpoints inside a batch's end] (fit_loop.cpp)
   evaluation_loop(*val_loader_, max_batches, TrainerStage::validating);
   if (sanity) {
     each_callback("on_sanity_check_end", [&](Callback& cb) { cb.on_sanity_check_end(*this, module); });
-    metrics_ = {};
+    reset_metrics();
   }
   stage_ = outer;
   module.train();

@@ -56,7 +56,7 @@ bool Trainer::fit_done() const {
   const int64_t epochs_done = progress_.epochs.current.completed;
   const bool max_steps_reached = config_.max_steps >= 0 && global_step() >= config_.max_steps;
   const bool max_epochs_reached = plan_.max_epochs >= 0 && epochs_done >= plan_.max_epochs;
-  const bool time_up = config_.max_time && elapsed_seconds() >= config_.max_time->seconds();
+  const bool time_up = plan_.strategy->world_size() > 1 ? agreed_time_up_ : max_time_reached();
   if (max_steps_reached || max_epochs_reached || time_up) return true;
   return should_stop && can_stop_early();
 }
@@ -71,7 +71,22 @@ void Trainer::fit_loop() {
       train_epoch();
     }
     check_signals();
+    should_stop = agree_any(should_stop);  // an epoch-end validation's EarlyStopping, on any process
   }
+}
+
+// Note [Decisions every process shares]
+// With several processes, every process must run the same collectives in the same order, so a
+// decision taken on one process alone (a callback's should_stop from its own metrics, max_time
+// from its own clock) would leave the others waiting in a collective until the timeout. Such
+// decisions are combined once per batch and once per epoch: any process's stop stops them all.
+bool Trainer::agree_any(bool decision) {
+  return plan_.strategy->world_size() > 1 ? plan_.strategy->reduce_boolean_decision(decision, /*all=*/false)
+                                          : decision;
+}
+
+bool Trainer::max_time_reached() const {
+  return config_.max_time && elapsed_seconds() >= config_.max_time->seconds();
 }
 
 void Trainer::train_epoch() {
@@ -136,7 +151,7 @@ void Trainer::train_epoch() {
   }
   step_schedulers("epoch", /*plateau=*/true);
   progress_.epochs.completed();
-  for (auto& logger : loggers_) logger->save();
+  for (auto& logger : rank_zero_loggers()) logger->save();
 }
 
 // Note [Checkpoints inside a batch's end]
@@ -158,6 +173,7 @@ void Trainer::train_epoch() {
 bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
   const bool last = batch_idx + 1 >= num_train_batches_;
   in_batch_tail_ = true;
+  if (from == BatchTail::step_row) should_stop = agree_any(should_stop);  // Note [Decisions every process shares]
   if (from == BatchTail::step_row) log_step_metrics();
   if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation) {
     validation_loop(num_val_batches_, false);
@@ -170,8 +186,10 @@ bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
   }
   in_batch_tail_ = false;
   batch_stepped_ = false;
-  return last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) ||
-         (config_.max_time && elapsed_seconds() >= config_.max_time->seconds()) || (should_stop && fit_done());
+  if (config_.max_time) agreed_time_up_ = agree_any(max_time_reached());
+  const bool time_up = plan_.strategy->world_size() > 1 ? agreed_time_up_ : max_time_reached();
+  return last || (config_.max_steps >= 0 && global_step() >= config_.max_steps) || time_up ||
+         (should_stop && fit_done());
 }
 
 bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
@@ -183,6 +201,10 @@ bool Trainer::train_batch(const data::Batch& raw, int64_t batch_idx) {
   if (!module.on_train_batch_start(batch, batch_idx)) return false;
   progress_.train_batches.started();
 
+  // Under accumulation only the window's last backward combines gradients across processes.
+  const bool last_in_window = progress_.micro_batches_in_window + 1 >= config_.accumulate_grad_batches ||
+                              batch_idx + 1 >= num_train_batches_;
+  plan_.strategy->set_gradient_sync(!module.automatic_optimization || last_in_window);
   StepOutput out;
   {
     const ProfileScope timed(profiler_.get(), actions_.training_step);

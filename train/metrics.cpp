@@ -25,17 +25,20 @@ void MetricStore::log(LogScope scope, const std::string& name, double value, con
   KILN_CHECK(!(on_step && scope != LogScope::training_step), "log('", name, "'): on_step=true is only supported for "
              "values logged in training_step and the training batch hooks");
   const std::string step_name = on_epoch ? name + "_step" : name;
+  const bool sync = options.sync_dist && sync_;
   if (on_step) {
-    if (options.logger) step_logger_[step_name] = value;
-    if (options.prog_bar) progress_bar_metrics_[step_name] = value;
-    callback_metrics_[name] = value;
-    if (on_epoch) callback_metrics_[step_name] = value;
+    // The epoch accumulator below takes this process's own value; it is reduced at the epoch's end.
+    const double step_value = sync ? sync_(value, fx) : value;
+    if (options.logger) step_logger_[step_name] = step_value;
+    if (options.prog_bar) progress_bar_metrics_[step_name] = step_value;
+    callback_metrics_[name] = step_value;
+    if (on_epoch) callback_metrics_[step_name] = step_value;
   }
   if (!on_epoch) return;
   auto [it, fresh] = epoch_.try_emplace(name);
   Accumulator& acc = it->second;
   if (fresh) {
-    acc = {scope, fx, options.logger, options.prog_bar, on_step, 0, 0};
+    acc = {scope, fx, options.logger, options.prog_bar, on_step, 0, 0, sync};
     if (fx == "max") acc.total = -INFINITY;
     if (fx == "min") acc.total = INFINITY;
   }
@@ -57,7 +60,13 @@ std::map<std::string, double> MetricStore::end_epoch(LogScope scope) {
       ++it;
       continue;
     }
-    const double value = acc.reduce_fx == "mean" ? acc.total / acc.weight : acc.total;
+    // Across processes, a mean weighs every process's values by their batch sizes, as one process's does.
+    double total = acc.total, weight = acc.weight;
+    if (acc.sync_dist && sync_) {
+      total = sync_(total, acc.reduce_fx == "mean" ? "sum" : acc.reduce_fx);
+      if (acc.reduce_fx == "mean") weight = sync_(weight, "sum");
+    }
+    const double value = acc.reduce_fx == "mean" ? total / weight : total;
     const std::string name = acc.suffix ? it->first + "_epoch" : it->first;
     callback_metrics_[it->first] = value;
     if (acc.suffix) callback_metrics_[name] = value;
@@ -76,7 +85,8 @@ Json MetricStore::state_dict() const {
   Json epoch = Json::object();
   for (const auto& [name, a] : epoch_)
     epoch[name] = {{"scope", static_cast<int>(a.scope)}, {"reduce_fx", a.reduce_fx}, {"logger", a.logger},
-                   {"prog_bar", a.prog_bar}, {"suffix", a.suffix}, {"total", a.total}, {"weight", a.weight}};
+                   {"prog_bar", a.prog_bar}, {"suffix", a.suffix}, {"total", a.total}, {"weight", a.weight},
+                   {"sync_dist", a.sync_dist}};
   return {{"epoch", epoch}, {"step_logger", step_logger_}, {"callback_metrics", callback_metrics_},
           {"progress_bar_metrics", progress_bar_metrics_}};
 }
@@ -87,7 +97,7 @@ void MetricStore::load_state_dict(const Json& j) {
   for (const auto& [name, a] : j.at("epoch").items())
     epoch_[name] = {static_cast<LogScope>(a.at("scope").get<int>()), a.at("reduce_fx").get<std::string>(),
                     a.at("logger").get<bool>(), a.at("prog_bar").get<bool>(), a.at("suffix").get<bool>(),
-                    a.at("total").get<double>(), a.at("weight").get<double>()};
+                    a.at("total").get<double>(), a.at("weight").get<double>(), a.value("sync_dist", false)};
   // Logged on step but not yet sent: a checkpoint from inside a batch's end sends them on resume.
   step_logger_ = j.value("step_logger", std::map<std::string, double>{});
   callback_metrics_ = j.at("callback_metrics").get<std::map<std::string, double>>();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -33,8 +34,15 @@ inline int64_t batch_size_of(const std::vector<Tensor>& fields) {
 // Where a value was logged from: decides the defaults and when epoch values are reduced.
 enum class LogScope { training_step, training_epoch_end, validation, test, other };
 
+// Reduces one value over the run's processes with op "mean", "sum", "max" or "min" (the strategy's
+// reduce); every process calls it at the same point.
+using MetricSync = std::function<double(double value, const std::string& op)>;
+
 class MetricStore {
  public:
+  // Set by the Trainer for runs of several processes; values logged with sync_dist go through it.
+  void set_sync(MetricSync sync) { sync_ = std::move(sync); }
+
   void log(LogScope scope, const std::string& name, double value, const LogOptions& options, int64_t batch_size);
 
   // Values logged on step since the last call, for the loggers and the progress bar.
@@ -61,7 +69,9 @@ class MetricStore {
     bool suffix = false;  // also logged on step: the epoch value is `name_epoch`
     double total = 0;     // sum of value * weight, or the running max/min
     double weight = 0;
+    bool sync_dist = false;
   };
+  MetricSync sync_;
   std::map<std::string, Accumulator> epoch_;
   std::map<std::string, double> step_logger_;
   std::map<std::string, double> callback_metrics_;

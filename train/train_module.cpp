@@ -31,7 +31,7 @@ void TrainModule::clip_gradients(optim::Optimizer& optimizer, std::optional<doub
   if (value == 0) return;
   std::vector<Tensor> params;
   for (const auto& group : optimizer.param_groups()) params.insert(params.end(), group.params.begin(), group.params.end());
-  if (gradient_clip_algorithm == "norm") optim::clip_grad_norm_(params, value);
+  if (gradient_clip_algorithm == "norm") trainer().strategy().clip_grad_norm(params, value);
   else optim::clip_grad_value_(params, value);
 }
 

@@ -87,8 +87,6 @@ Trainer::Trainer(TrainerConfig config) : config_(std::move(config)), plan_(resol
 
 Trainer::~Trainer() = default;
 
-std::string Trainer::log_dir() const { return loggers_.empty() ? config_.default_root_dir : loggers_.front()->log_dir(); }
-
 double Trainer::elapsed_seconds() const { return restored_elapsed_ + (start_time_ > 0 ? now_seconds() - start_time_ : 0); }
 
 // A checkpoint saved after fit() returns records the fit's training time, not the time since.
@@ -182,7 +180,7 @@ void Trainer::send_to_loggers(const std::map<std::string, double>& metrics, int6
   if (metrics.empty() || stage_ == TrainerStage::sanity_checking) return;
   std::map<std::string, double> row = metrics;
   if (stage_ == TrainerStage::fitting || stage_ == TrainerStage::validating) row["epoch"] = static_cast<double>(current_epoch());
-  for (auto& logger : loggers_) logger->log_metrics(row, step);
+  for (auto& logger : rank_zero_loggers()) logger->log_metrics(row, step);
 }
 
 void Trainer::log_step_metrics() {
@@ -256,7 +254,7 @@ void Trainer::handle_stop_signal(int sig) {
     std::fprintf(stderr, "kiln: %s -> %s\n", cmd.c_str(), rc == 0 ? "requeued" : "requeue failed");
     if (rc == 0) status = 0;
   }
-  for (auto& logger : loggers_) logger->finalize("interrupted");
+  for (auto& logger : rank_zero_loggers()) logger->finalize("interrupted");
   throw RunStopped{status};  // exiting here would leave the loader's threads running through exit
 }
 
@@ -275,9 +273,6 @@ void Trainer::setup_fit_data() {
              "train_dataloader() returns a loader");
   KILN_CHECK(train_loader_->size() >= 0, "fit: the training loader has no length (an IterableDataset); "
              "Kiln's Trainer needs a sized loader for now");
-  num_train_batches_ = train_batch_limit(train_loader_->size());
-  num_val_batches_ = val_loader_ ? val_batch_limit(val_loader_->size()) : 0;
-  if (num_val_batches_ > 0 && module_->validation_step_missing_) skip_validation_without_step();
   // Lightning turns the train loader's shuffling off when overfitting, so every epoch trains on the
   // data set's first batches: the loader is rebuilt over the same data set, sequentially.
   const data::DataLoaderOptions& options = train_loader_->options();
@@ -291,6 +286,11 @@ void Trainer::setup_fit_data() {
     in_order.sampler = nullptr;
     train_loader_ = std::make_shared<data::DataLoader>(train_loader_->dataset(), std::move(in_order));
   }
+  train_loader_ = distributed_loader(train_loader_, "train");
+  val_loader_ = distributed_loader(val_loader_, "val");
+  num_train_batches_ = train_batch_limit(train_loader_->size());
+  num_val_batches_ = val_loader_ ? val_batch_limit(val_loader_->size()) : 0;
+  if (num_val_batches_ > 0 && module_->validation_step_missing_) skip_validation_without_step();
   if (const int64_t* every = std::get_if<int64_t>(&config_.val_check_interval))
     KILN_CHECK(!config_.check_val_every_n_epoch || num_val_batches_ == 0 || *every <= num_train_batches_,
                "fit: val_check_interval (", *every, ") must be less than or equal to the number of training batches (",
@@ -343,6 +343,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
   optimizers_.clear();
   interrupted_ = false;
   should_stop = false;
+  agreed_time_up_ = false;
   if (config_.handle_signals) signals_ = std::make_unique<SignalState>();
   std::optional<autograd::DetectAnomalyGuard> anomaly;
   if (config_.detect_anomaly) anomaly.emplace(true);
@@ -352,9 +353,10 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
                          "kernel by shape without timing candidates, and Kiln caches each shape's oneDNN primitives "
                          "anyway (Note [Primitive cache] in kernels/cpu/onednn_common.h)\n");
   try {
+    setup_processes();
     start_profiler("fit");
     if (data) {
-      data->prepare_data();
+      prepare_data(*data);
       data->setup("fit");
     }
     each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, "fit"); });
@@ -380,14 +382,14 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     progress_ = {};
     batch_stepped_ = false;
     validation_unlogged_ = in_batch_tail_ = false;
-    metrics_ = {};
+    reset_metrics();
     restored_ = false;
     restored_elapsed_ = 0;
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);
     loaders_epoch_ = current_epoch();
     start_time_ = now_seconds();
     if (!restored_)
-      for (auto& logger : loggers_) logger->log_hyperparams(module.hparams());
+      for (auto& logger : rank_zero_loggers()) logger->log_hyperparams(module.hparams());
 
     each_callback("on_fit_start", [&](Callback& cb) { cb.on_fit_start(*this, module); });
     module.on_fit_start();
@@ -408,7 +410,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
     plan_.strategy->teardown();  // Note [Async checkpoints]: fit returns with every checkpoint in place
-    for (auto& logger : loggers_) logger->finalize("success");
+    for (auto& logger : rank_zero_loggers()) logger->finalize("success");
     if (profiler_) profiler_->describe();
   } catch (const RunInterrupted& stop) {
     interrupted_ = true;
@@ -420,7 +422,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
     each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, "fit"); });
     module.teardown("fit");
     wait_for_checkpoints_quietly();
-    for (auto& logger : loggers_) logger->finalize("interrupted");
+    for (auto& logger : rank_zero_loggers()) logger->finalize("interrupted");
     if (profiler_) profiler_->describe();
   } catch (const RunStopped& stop) {
     shutdown_loader_workers();  // no thread of ours runs on through exit()
@@ -432,7 +434,7 @@ void Trainer::run_fit(TrainModule& module, DataModule* data, const Loaders& load
   } catch (const std::exception& e) {
     each_callback("on_exception", [&](Callback& cb) { cb.on_exception(*this, module, e); });
     wait_for_checkpoints_quietly();  // the fit's own error is the one to raise
-    for (auto& logger : loggers_) logger->finalize("failed");
+    for (auto& logger : rank_zero_loggers()) logger->finalize("failed");
     if (profiler_) profiler_->teardown();
     shutdown_loader_workers();
     signals_.reset();
@@ -476,15 +478,16 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
   std::map<std::string, double> result;
   try {
     require_evaluation_step(module);  // Note [Steps a module does not define]
+    setup_processes();
     start_profiler(testing ? "test" : "validate");
     if (data) {
-      data->prepare_data();
+      prepare_data(*data);
       data->setup(testing ? "test" : "validate");
     }
     each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, testing ? "test" : "validate"); });
     module.setup(testing ? "test" : "validate");
-    std::shared_ptr<data::DataLoader> loader =
-        data ? (testing ? data->test_dataloader() : data->val_dataloader()) : (testing ? loaders.test : loaders.val);
+    std::shared_ptr<data::DataLoader> loader = distributed_loader(
+        data ? (testing ? data->test_dataloader() : data->val_dataloader()) : (testing ? loaders.test : loaders.val), name);
     KILN_CHECK(loader, name, ": no data: pass Loaders{.", testing ? "test" : "val", " = ...} or a DataModule whose ",
                testing ? "test" : "val", "_dataloader() returns a loader");
     plan_.strategy->setup_module(module);
@@ -496,7 +499,7 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
     if (data) data->teardown(testing ? "test" : "validate");
     each_callback("teardown", [&](Callback& cb) { cb.teardown(*this, module, testing ? "test" : "validate"); });
     module.teardown(testing ? "test" : "validate");
-    for (auto& logger : loggers_) logger->save();
+    for (auto& logger : rank_zero_loggers()) logger->save();
     if (profiler_) profiler_->describe();
   } catch (...) {
     detach();
@@ -508,7 +511,8 @@ std::map<std::string, double> Trainer::run_evaluation(TrainModule& module, DataM
 
 std::vector<Tensor> Trainer::predict(TrainModule& module, DataModule& data, const std::string& ckpt_path) {
   Loaders loaders;
-  data.prepare_data();
+  setup_processes();
+  prepare_data(data);
   data.setup("predict");
   loaders.predict = data.predict_dataloader();
   auto out = predict(module, loaders, ckpt_path);
@@ -523,12 +527,14 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
   try {
     KILN_CHECK(loaders.predict, "predict: no data: pass Loaders{.predict = ...} or a DataModule whose "
                "predict_dataloader() returns a loader");
+    setup_processes();
+    const std::shared_ptr<data::DataLoader> loader = distributed_loader(loaders.predict, "predict");
     start_profiler("predict");
     each_callback("setup", [&](Callback& cb) { cb.setup(*this, module, "predict"); });
     module.setup("predict");
     plan_.strategy->setup_module(module);
     if (const std::string path = resolve_ckpt_path(ckpt_path); !path.empty()) restore_checkpoint(path);  // weights only
-    const int64_t limit = limit_batches(config_.limit_predict_batches, loaders.predict->size(), "predict");
+    const int64_t limit = limit_batches(config_.limit_predict_batches, loader->size(), "predict");
     num_val_batches_ = limit;
     module.eval();
     NoGradGuard no_grad;
@@ -536,7 +542,7 @@ std::vector<Tensor> Trainer::predict(TrainModule& module, const Loaders& loaders
     each_callback("on_predict_start", [&](Callback& cb) { cb.on_predict_start(*this, module); });
     module.on_predict_start();
     int64_t idx = 0;
-    for (data::Batch& raw : *loaders.predict) {
+    for (data::Batch& raw : *loader) {
       if (idx >= limit) break;
       const data::Batch batch = transfer_batch(raw);
       each_callback("on_predict_batch_start", [&](Callback& cb) { cb.on_predict_batch_start(*this, module, batch, idx); });

@@ -101,7 +101,8 @@ class Trainer {
   const std::map<std::string, double>& progress_bar_metrics() const { return metrics_.progress_bar_metrics(); }
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
   const std::vector<std::shared_ptr<Logger>>& loggers() const { return loggers_; }
-  std::string log_dir() const;  // the first logger's folder, or default_root_dir
+  // The first logger's folder, or default_root_dir; with several processes, global rank 0's.
+  std::string log_dir() const;
   const std::vector<OptimizerConfig>& optimizer_configs() const { return optimizers_; }
   int64_t num_training_batches() const { return num_train_batches_; }
   int64_t num_val_batches() const { return num_val_batches_; }  // of the current validation, test or predict run
@@ -112,6 +113,10 @@ class Trainer {
   Strategy& strategy() const { return *plan_.strategy; }
   Accelerator& accelerator() const { return plan_.strategy->accelerator(); }
   Precision& precision() const { return plan_.strategy->precision(); }
+  // Lightning's shorthands for where this process is in the run (one process: rank 0 of 1).
+  int world_size() const { return plan_.strategy->world_size(); }
+  int global_rank() const { return plan_.strategy->global_rank(); }
+  bool is_global_zero() const { return plan_.strategy->is_global_zero(); }
 
   // Writes a checkpoint of the run as it is now (atomically). Callbacks call this during a run;
   // after fit() returns it saves the state the fit ended with (Lightning allows both), which
@@ -158,6 +163,8 @@ class Trainer {
   // batch_idx: the batch within the epoch, for step-interval schedulers' frequency.
   void step_schedulers(const std::string& interval, bool plateau, int64_t batch_idx = -1);
   bool fit_done() const;
+  bool agree_any(bool decision);  // Note [Decisions every process shares] (fit_loop.cpp)
+  bool max_time_reached() const;
   bool can_stop_early() const;  // min_epochs and min_steps are met
   int64_t val_check_batches() const;
   bool overfitting() const;
@@ -177,8 +184,18 @@ class Trainer {
   State make_checkpoint();
   void wait_for_checkpoints_quietly();
   void restore_checkpoint(const std::string& ckpt_path);
+  void restore_train_loader(const Json& meta, const std::string& path);
   std::string resolve_ckpt_path(const std::string& ckpt_path) const;
   std::vector<std::string> last_checkpoint_candidates() const;
+  // ---- several processes (distributed_run.cpp)
+  // At the start of fit/validate/test/predict: the strategy's processes started or joined, and
+  // global rank 0's log folder shared.
+  void setup_processes();
+  void prepare_data(DataModule& data);  // once per node (local rank 0), the others wait
+  void reset_metrics();  // empty, with sync_dist reducing through the strategy
+  const std::vector<std::shared_ptr<Logger>>& rank_zero_loggers() const;
+  // The loader with a DistributedSampler when the run has several processes.
+  std::shared_ptr<data::DataLoader> distributed_loader(std::shared_ptr<data::DataLoader> loader, const char* which) const;
   // ---- helpers
   void send_to_loggers(const std::map<std::string, double>& metrics, int64_t step);
   void check_signals();
@@ -204,6 +221,8 @@ class Trainer {
   TrainerConfig config_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
   std::vector<std::shared_ptr<Logger>> loggers_;
+  std::optional<std::string> shared_log_dir_;  // global rank 0's log_dir(), with several processes
+  bool agreed_time_up_ = false;  // max_time, as all processes decided at the last batch
   TrainModule* module_ = nullptr;  // the module being run, null between calls
   DataModule* datamodule_ = nullptr;
   // What save_checkpoint saves between calls: the module and DataModule the last call ran.

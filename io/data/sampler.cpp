@@ -125,7 +125,7 @@ void DistributedSampler::load_state_dict(const Json& state) {
   const char* name = "DistributedSampler";
   check_kind(state, name, "distributed");
   check_same<int64_t>(state, name, "size", options_.dataset_size);
-  check_same<int64_t>(state, name, "rank", options_.rank);
+  // Not the rank: every process of a run resumes from rank 0's checkpoint, each at its own rank.
   check_same<int64_t>(state, name, "world_size", options_.world_size);
   check_same<bool>(state, name, "shuffle", options_.shuffle);
   check_same<bool>(state, name, "drop_last", options_.drop_last);

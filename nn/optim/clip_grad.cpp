@@ -35,18 +35,23 @@ double round_to(double v, DType dtype) {
 }  // namespace
 
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  return clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite, nullptr);
+}
+
+Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite,
+                       const NormCombine& combine) {
   KILN_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be > 0 or inf, got ", norm_type);
   KILN_CHECK(!std::isnan(max_norm), "clip_grad_norm_: max_norm is nan");
   NoGradGuard no_grad;
   std::vector<Tensor> grads = present_grads(params, "clip_grad_norm_");
-  if (grads.empty()) return zeros({});
-  const DType dtype = grads.front().dtype();
+  if (grads.empty() && !combine) return zeros({});
+  const DType dtype = grads.empty() ? DType::f32 : grads.front().dtype();
   for (const Tensor& g : grads)
     KILN_CHECK(g.dtype() == dtype, "clip_grad_norm_: gradients of dtypes ", dtype, " and ", g.dtype(),
                " cannot be clipped together; clip each dtype's parameters separately");
 
   const bool inf_norm = std::isinf(norm_type);
-  const bool is_16bit = dtype == DType::bf16 || dtype == DType::f16;
+  const bool is_16bit = (dtype == DType::bf16 || dtype == DType::f16) && !combine;
   double total = 0;
   if (is_16bit) {
     // torch's vector_norm of the stacked 16-bit norms, which computes in float: the same op here.
@@ -63,8 +68,9 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
       if (inf_norm) total = std::max(total, n);
       else total += norm_type == 2 ? n * n : std::pow(n, norm_type);
     }
-    if (!inf_norm) total = norm_type == 2 ? std::sqrt(total) : std::pow(total, 1.0 / norm_type);
     if (saw_nan) total = std::nan("");
+    if (combine) total = combine(total, inf_norm);
+    if (!inf_norm) total = norm_type == 2 ? std::sqrt(total) : std::pow(total, 1.0 / norm_type);
     total = round_to(total, dtype);
   }
 

@@ -74,6 +74,8 @@ class Optimizer {
 
   // The state of one parameter (empty before its first step, except where torch fills it eagerly).
   const TensorDict* state_of(const Tensor& param) const;
+  // Forgets one parameter's state (ZeRO: a rank keeps only the state of the parameters it owns).
+  void clear_state_of(const Tensor& param) { state_.erase(param.impl()); }
 
  protected:
   Optimizer(std::string name, std::vector<std::string> hyper_keys);

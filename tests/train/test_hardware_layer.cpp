@@ -51,11 +51,13 @@ TEST(HardwareLayer, UnknownNamesListTheValidOnesAndTheNearest) {
   kt::expect_error([] { Trainer t({.precision = "8"}); }, {"Precision '8' is invalid"});
   kt::expect_error([] { Trainer t({.strategy = "single_devic"}); },
                    {"invalid strategy name: `strategy='single_devic'`", "did you mean 'single_device'"});
-  kt::expect_error([] { Trainer t({.strategy = "ddp"}); }, {"strategy='ddp'", "distributed layer"});
+  kt::expect_error([] { Trainer t({.strategy = "fsdp"}); }, {"strategy='fsdp'", "single_device, ddp, zero1, zero2", "distributed layer"});
 }
 
 TEST(HardwareLayer, ImpossibleDeviceSettingsAreRefusedBeforeAnyWork) {
-  kt::expect_error([] { Trainer t({.devices = 2}); }, {"devices=2", "distributed strategy"});
+  kt::expect_error([] { Trainer t({.devices = 2, .strategy = "single_device"}); },
+                   {"devices=2", "strategy='single_device'", "2 cpu processes need a distributed strategy"});
+  kt::expect_error([] { Trainer t({.num_nodes = 0}); }, {"num_nodes=0", "at least 1"});
   kt::expect_error([] { Trainer t({.devices = 0}); }, {"devices=0", "positive number or -1"});
   if (!cuda::is_available())
     kt::expect_error([] { Trainer t({.accelerator = "cuda"}); },

@@ -109,9 +109,9 @@ TEST(Trainer, InvalidSettingsAreRefusedAtConstruction) {
   kt::expect_error([] { Trainer t({.gradient_clip_algorithm = "l3"}); }, {"gradient_clip_algorithm 'l3'", "norm, value"});
   kt::expect_error([] { Trainer t({.val_check_interval = 1.5}); }, {"val_check_interval", "(0, 1]"});
   kt::expect_error([] { Trainer t({.limit_train_batches = -0.5}); }, {"limit_train_batches", "[0, 1]"});
-  kt::expect_error([] { Trainer t({.strategy = "ddp"}); }, {"strategy='ddp'", "single_device"});
+  kt::expect_error([] { Trainer t({.strategy = "deepspeed"}); }, {"strategy='deepspeed'", "single_device, ddp"});
   kt::expect_error([] { Trainer t({.max_epochs = 2, .min_epochs = 5}); }, {"min_epochs (5)", "max_epochs (2)"});
-  kt::expect_error([] { Trainer t({.devices = 2}); }, {"devices=2"});
+  kt::expect_error([] { Trainer t({.devices = 2, .strategy = "single_device"}); }, {"devices=2"});
 }
 
 // Logs each batch's size: epoch values are size-weighted means unless reduce_fx says otherwise.

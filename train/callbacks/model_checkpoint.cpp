@@ -92,7 +92,8 @@ void ModelCheckpoint::setup(Trainer& trainer, TrainModule&, const std::string& s
   validation_has_run_ = false;
   if (dirpath_.empty()) dirpath_ = (fs::path(trainer.log_dir()) / "checkpoints").string();
   std::error_code ec;
-  if (fitting_ && options_.save_top_k != 0 && fs::is_directory(dirpath_, ec) && !fs::is_empty(dirpath_, ec))
+  if (fitting_ && options_.save_top_k != 0 && trainer.is_global_zero() && fs::is_directory(dirpath_, ec) &&
+      !fs::is_empty(dirpath_, ec))
     std::fprintf(stderr, "ModelCheckpoint: checkpoint directory %s exists and is not empty.\n", dirpath_.c_str());
 }
 
@@ -212,7 +213,11 @@ void ModelCheckpoint::save_topk(const Metrics& candidates, const CheckpointWrite
     return;
   }
   const double current = it->second;
-  if (check_monitor_top_k(current)) {
+  // Every process keeps the same top k (Lightning's reduce_boolean_decision); their file names and
+  // scores agree when the monitored value is logged with sync_dist.
+  bool better = check_monitor_top_k(current);
+  if (saving_for_) better = saving_for_->strategy().reduce_boolean_decision(better);
+  if (better) {
     update_best_and_save(current, candidates, write);
   } else if (options_.verbose) {
     std::printf("Epoch %lld, global step %lld: '%s' was not in top %lld\n",

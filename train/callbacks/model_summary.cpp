@@ -11,6 +11,7 @@
 
 #include "tensor/error.h"
 #include "train/train_module.h"
+#include "train/trainer.h"
 
 namespace kiln::callbacks {
 
@@ -124,8 +125,8 @@ ModelSummary::ModelSummary(ModelSummaryOptions options) : options_(options) {
   KILN_CHECK(options_.max_depth >= -1, "ModelSummary: max_depth can be -1, 0 or > 0, got ", options_.max_depth);
 }
 
-void ModelSummary::on_fit_start(Trainer&, TrainModule& module) {
-  if (options_.max_depth == 0) return;
+void ModelSummary::on_fit_start(Trainer& trainer, TrainModule& module) {
+  if (options_.max_depth == 0 || !trainer.strategy().is_global_zero()) return;
   summary_ = summarize_module(module, options_.max_depth);
   if (options_.stream) {
     std::fputs((summary_ + "\n").c_str(), options_.stream);

@@ -112,7 +112,11 @@ void ProgressBar::finish_eval_bar() {
   eval_.open = false;
 }
 
-void ProgressBar::setup(Trainer&, TrainModule&, const std::string& stage) { fitting_ = stage == "fit"; }
+// Lightning shows the bars of global rank 0 only: the other processes' bars would interleave.
+void ProgressBar::setup(Trainer& trainer, TrainModule&, const std::string& stage) {
+  fitting_ = stage == "fit";
+  rank_zero_ = trainer.strategy().is_global_zero();
+}
 
 void ProgressBar::on_validation_batch_start(Trainer& trainer, TrainModule&, const data::Batch&, int64_t) {
   if (!enabled() || eval_.open) return;

@@ -36,7 +36,7 @@ class ProgressBar : public Callback {
   explicit ProgressBar(ProgressBarOptions options = {});
 
   std::string name() const override { return "ProgressBar"; }
-  bool enabled() const { return options_.refresh_rate > 0; }
+  bool enabled() const { return options_.refresh_rate > 0 && rank_zero_; }
   bool interactive() const { return renderer_->interactive(); }
 
   void setup(Trainer& trainer, TrainModule& module, const std::string& stage) override;
@@ -84,6 +84,7 @@ class ProgressBar : public Callback {
   Bar train_;
   Bar eval_;
   bool fitting_ = false;
+  bool rank_zero_ = true;  // only global rank 0 draws (set in setup)
 };
 
 }  // namespace kiln::callbacks

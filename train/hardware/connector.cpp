@@ -1,11 +1,15 @@
 // Resolution order, as Lightning's connector: plugins (a precision or a checkpoint writer), the
 // accelerator ("auto" picks the CPU until the CUDA backend trains, issue 17), its devices, the
-// strategy, then the precision, checked against what the accelerator computes in.
+// strategy (DDP when there is more than one process), then the precision, checked against what
+// the accelerator computes in.
 #include "train/hardware/connector.h"
+
+#include <algorithm>
 
 #include "tensor/error.h"
 #include "train/hardware/mixed_precision.h"
 #include "train/hardware/nearest_names.h"
+#include "train/hardware/zero_strategy.h"
 
 namespace kiln {
 namespace {
@@ -87,17 +91,28 @@ std::shared_ptr<Strategy> resolve_strategy(const TrainerConfig& c) {
   std::shared_ptr<Accelerator> accelerator = resolve_accelerator(c);
   const std::vector<Device> devices = accelerator->parse_devices(c.devices);
   const std::string& strategy = std::get<std::string>(c.strategy);
-  KILN_CHECK(strategy == "auto" || strategy == "single_device", "You selected an invalid strategy name: `strategy='",
-             strategy, "'`. Kiln has: auto, ", join_names(strategy_names()), did_you_mean(strategy, strategy_names()),
-             " (ddp, zero and fsdp come with the distributed layer)");
-  KILN_CHECK(devices.size() == 1, "Trainer(devices=", c.devices, "): ", devices.size(), " ", accelerator->name(),
-             " devices need a distributed strategy (ddp), which Kiln does not have yet; use devices=1");
+  const std::vector<std::string> names = strategy_names();
+  KILN_CHECK(strategy == "auto" || std::find(names.begin(), names.end(), strategy) != names.end(), "You selected an "
+             "invalid strategy name: `strategy='", strategy, "'`. Kiln has: auto, ", join_names(names),
+             did_you_mean(strategy, names), " (fsdp comes with the rest of the distributed layer)");
+  KILN_CHECK(c.num_nodes >= 1, "Trainer(num_nodes=", c.num_nodes, "): num_nodes must be at least 1");
+  // Lightning's choice for "auto": DDP as soon as there is more than one process.
+  const bool zero = strategy == "zero1" || strategy == "zero2";
+  const bool ddp = zero || strategy == "ddp" || (strategy == "auto" && (devices.size() > 1 || c.num_nodes > 1));
+  KILN_CHECK(ddp || (devices.size() == 1 && c.num_nodes == 1), "Trainer(devices=", c.devices, ", num_nodes=",
+             c.num_nodes, ", strategy='", strategy, "'): ", devices.size() * c.num_nodes, " ", accelerator->name(),
+             " processes need a distributed strategy; use strategy = 'ddp' (or 'auto')");
   std::shared_ptr<Precision> precision = resolve_precision(c, plugins, *accelerator);
   KILN_CHECK(!(plugins.checkpoint_io && c.async_checkpointing), "Trainer: async_checkpointing = true and a "
              "checkpoint_io plugin: give one of them (an AsyncCheckpointIO plugin is what async_checkpointing adds)");
   std::shared_ptr<CheckpointIO> io = plugins.checkpoint_io;
   if (!io && c.async_checkpointing) io = std::make_shared<AsyncCheckpointIO>();
   if (!io) io = std::make_shared<NativeCheckpointIO>();
+  const DDPOptions processes{.num_processes = static_cast<int>(devices.size()), .num_nodes = c.num_nodes};
+  if (zero)
+    return std::make_shared<ZeroStrategy>(strategy == "zero1" ? 1 : 2, std::move(accelerator), std::move(precision),
+                                          std::move(io), processes);
+  if (ddp) return std::make_shared<DDPStrategy>(std::move(accelerator), std::move(precision), std::move(io), processes);
   return std::make_shared<Strategy>(std::move(accelerator), devices.front(), std::move(precision), std::move(io));
 }
 

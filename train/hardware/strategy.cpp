@@ -1,6 +1,8 @@
 // The single-device strategy: everything on one device of one process.
 #include "train/hardware/strategy.h"
 
+#include "nn/optim/clip_grad.h"
+#include "nn/optim/optimizer.h"
 #include "tensor/error.h"
 #include "train/train_module.h"
 
@@ -53,8 +55,19 @@ Tensor Strategy::predict_step(TrainModule& module, const data::Batch& batch, int
   return in_forward_context(*precision_, [&] { return module.predict_step(batch, batch_idx); });
 }
 
+void Strategy::clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  optim::clip_grad_norm_(params, max_norm);
+}
+
+State Strategy::optimizer_state(const optim::Optimizer& optimizer) { return optimizer.state_dict(); }
+
+void Strategy::load_optimizer_state(optim::Optimizer& optimizer, const State& state) {
+  optimizer.load_state_dict(state);
+}
+
 Tensor Strategy::reduce(const Tensor& t, const std::string& op) {
-  KILN_CHECK(op == "mean" || op == "sum", "Strategy::reduce: op '", op, "' is not one of: mean, sum");
+  KILN_CHECK(op == "mean" || op == "sum" || op == "max" || op == "min", "Strategy::reduce: op '", op,
+             "' is not one of: mean, sum, max, min");
   return t;
 }
 
@@ -66,6 +79,6 @@ void Strategy::remove_checkpoint(const std::string& path) {
   if (is_global_zero()) checkpoint_io_->remove_checkpoint(path);
 }
 
-std::vector<std::string> strategy_names() { return {"single_device"}; }
+std::vector<std::string> strategy_names() { return {"single_device", "ddp", "zero1", "zero2"}; }
 
 }  // namespace kiln

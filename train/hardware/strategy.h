@@ -30,12 +30,15 @@ class Strategy {
   CheckpointIO& checkpoint_io() const { return *checkpoint_io_; }
   Device root_device() const { return device_; }
 
+  // Before anything else of a fit/validate/test/predict: the processes of the run, started or
+  // joined, and connected (DDP); nothing for one process.
+  virtual void setup_environment() {}
   // The module onto the root device in the precision's dtype (once per fit/validate/test/predict).
   virtual void setup_module(nn::Module& module);
   virtual void teardown();
 
   // The module's steps, each inside the precision's forward context (autocast for the mixed ones).
-  StepOutput training_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
+  virtual StepOutput training_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
   StepOutput validation_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
   StepOutput test_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
   Tensor predict_step(TrainModule& module, const data::Batch& batch, int64_t batch_idx);
@@ -45,8 +48,16 @@ class Strategy {
   // what the optimizer-step hooks and gradient clipping see.
   virtual void before_optimizer_step(optim::Optimizer& optimizer) { precision_->before_optimizer_step(optimizer); }
   // False when the precision skipped the step (inf/NaN gradients under a loss scaler).
-  bool optimizer_step(optim::Optimizer& optimizer) { return precision_->optimizer_step(optimizer); }
-  virtual void reduce_gradients(nn::Module&) {}  // DDP all-reduces here
+  virtual bool optimizer_step(optim::Optimizer& optimizer) { return precision_->optimizer_step(optimizer); }
+  // Gradient clipping by the global norm (ZeRO: over gradients spread across processes).
+  virtual void clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+  // The optimizer's state as a checkpoint holds it (whole, in torch's layout), and its restore.
+  virtual State optimizer_state(const optim::Optimizer& optimizer);
+  virtual void load_optimizer_state(optim::Optimizer& optimizer, const State& state);
+  virtual void reduce_gradients(nn::Module&) {}  // DDP waits for its all-reduces here
+  // Whether the next backward combines gradients across processes: false inside an accumulation
+  // window (torch's no_sync), true for the window's last batch.
+  virtual void set_gradient_sync(bool /*sync*/) {}
 
   // ---- processes (one here)
   virtual int world_size() const { return 1; }
@@ -54,9 +65,14 @@ class Strategy {
   virtual int local_rank() const { return 0; }
   bool is_global_zero() const { return global_rank() == 0; }
   virtual void barrier(const std::string& /*name*/ = "") {}
-  // The value of `t` reduced over processes ("mean" or "sum"); itself with one process.
+  bool is_local_zero() const { return local_rank() == 0; }
+  // The value of `t` reduced over processes ("mean", "sum", "max" or "min"); itself with one process.
   virtual Tensor reduce(const Tensor& t, const std::string& op = "mean");
   virtual Tensor broadcast(const Tensor& t, int /*src*/ = 0) { return t; }
+  // One decision for all processes: true when every process (all) or any process (!all) decided
+  // true. Lightning's reduce_boolean_decision, for stops and "save a checkpoint now".
+  virtual bool reduce_boolean_decision(bool decision, bool /*all*/ = true) { return decision; }
+  virtual std::string broadcast_string(const std::string& s, int /*src*/ = 0) { return s; }
 
   // ---- checkpoint files (written by global rank 0 only)
   virtual void save_checkpoint(const State& checkpoint, const std::string& path);
