@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -161,7 +162,8 @@ int main(int argc, char** argv) {
     run_rank(rank, port, steps);
     return 0;
   }
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 10;
+  // An optional step count; bench/run.sh's --benchmark_* flags are not one and are ignored.
+  const int steps = argc > 1 && std::isdigit(static_cast<unsigned char>(argv[1][0])) ? std::atoi(argv[1]) : 10;
   dist::TcpStore store({.port = 0, .is_server = true});
   const pid_t ranks[] = {spawn_rank(0, store.port(), steps), spawn_rank(1, store.port(), steps)};
   int failed = 0;
