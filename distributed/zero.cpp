@@ -7,7 +7,6 @@
 #include <cstring>
 #include <map>
 #include <numeric>
-#include <unordered_set>
 
 #include "autograd/grad_mode.h"
 #include "nn/optim/clip_grad.h"
@@ -66,11 +65,11 @@ ZeroShards::ZeroShards(std::vector<Tensor> params, std::shared_ptr<ProcessGroup>
   std::vector<int64_t> numels;
   for (const Tensor& p : params_) numels.push_back(p.numel());
   owners_ = assign_owners(numels, group_->size());
+  for (size_t i = 0; i < params_.size(); ++i) owner_of_.emplace(params_[i].impl(), owners_[i]);
 }
 
 bool ZeroShards::owns(const Tensor& param) const {
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (params_[i].impl() == param.impl()) return owners_[i] == group_->rank();
+  if (const auto it = owner_of_.find(param.impl()); it != owner_of_.end()) return it->second == group_->rank();
   detail::throw_error("ZeRO: a parameter of shape ", param.shape(), " that the optimizer steps is not one of the "
                       "module's trainable parameters; ZeRO shards the module's parameters only");
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "distributed/process_group.h"
@@ -56,6 +57,7 @@ class ZeroShards {
  private:
   std::vector<Tensor> params_;
   std::vector<int> owners_;
+  std::unordered_map<const TensorImpl*, int> owner_of_;  // the same, by parameter (owns() per step)
   std::shared_ptr<ProcessGroup> group_;
 };
 

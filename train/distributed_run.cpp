@@ -2,8 +2,6 @@
 // writes logs and shows progress, data is prepared once per node, each process reads its share of
 // every loader, and all processes agree on the log folder. With one process each of these is the
 // single-process behaviour.
-#include <filesystem>
-
 #include "io/data/dataloader.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"

@@ -77,9 +77,13 @@ void Trainer::fit_loop() {
 
 // Note [Decisions every process shares]
 // With several processes, every process must run the same collectives in the same order, so a
-// decision taken on one process alone (a callback's should_stop from its own metrics, max_time
-// from its own clock) would leave the others waiting in a collective until the timeout. Such
-// decisions are combined once per batch and once per epoch: any process's stop stops them all.
+// decision taken on one process alone would leave the others waiting in a collective until the
+// timeout. Where a decision comes from, it is agreed: EarlyStopping's when it is taken (any
+// process's stop stops all, Lightning's reduce_boolean_decision), max_time's after each batch
+// (each process has its own clock; only when max_time is set), and should_stop once more at each
+// epoch's end. Nothing is agreed per batch otherwise: a small all-reduce costs about 1 ms here
+// (bench/README.md, "Several processes"). A module that sets should_stop mid-epoch sets it on
+// every process alike, from values logged with sync_dist, as in Lightning.
 bool Trainer::agree_any(bool decision) {
   return plan_.strategy->world_size() > 1 ? plan_.strategy->reduce_boolean_decision(decision, /*all=*/false)
                                           : decision;
@@ -173,7 +177,6 @@ void Trainer::train_epoch() {
 bool Trainer::finish_batch(int64_t batch_idx, BatchTail from) {
   const bool last = batch_idx + 1 >= num_train_batches_;
   in_batch_tail_ = true;
-  if (from == BatchTail::step_row) should_stop = agree_any(should_stop);  // Note [Decisions every process shares]
   if (from == BatchTail::step_row) log_step_metrics();
   if ((from == BatchTail::step_row && should_validate_after_batch(batch_idx, last)) || from == BatchTail::validation) {
     validation_loop(num_val_batches_, false);

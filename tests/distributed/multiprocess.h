@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -173,11 +174,12 @@ inline std::vector<RankResult> run_processes_results(int world_size, const Proce
   std::vector<Child> children(static_cast<size_t>(world_size));
   std::vector<RankResult> results(static_cast<size_t>(world_size));
   for (int r = 0; r < world_size; ++r) {
-    char path[] = "/tmp/kiln_rank_XXXXXX";
+    // Each rank's output, in a file unlinked at once (under TMPDIR, as the other tests' files).
+    std::string path = (std::filesystem::temp_directory_path() / "kiln_rank_XXXXXX").string();
     Child& c = children[static_cast<size_t>(r)];
-    c.out_fd = mkstemp(path);
+    c.out_fd = mkstemp(path.data());
     if (c.out_fd < 0) throw std::runtime_error("run_ranks: mkstemp failed");
-    unlink(path);
+    unlink(path.c_str());
     c.pid = detail::spawn_rank(r, world_size, store.port(), c.out_fd);
     results[static_cast<size_t>(r)].rank = r;
   }

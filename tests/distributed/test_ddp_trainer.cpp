@@ -11,6 +11,7 @@
 #include "io/checkpoint/reader.h"
 #include "io/checkpoint/writer.h"
 #include "testing.h"
+#include "train/callbacks/early_stopping.h"
 #include "train/callbacks/model_checkpoint.h"
 
 namespace kiln {
@@ -41,6 +42,32 @@ TEST(DDPTrainer, AccumulationSynchronisesOncePerWindow) {
   const TrainedRun ddp = train({.max_epochs = 1, .devices = 2, .strategy = "ddp", .accumulate_grad_batches = 2,
                          .logger = false}, 2);
   expect_same_params(ddp, single);
+}
+
+// Validation logs a value that only rank 0 sees below EarlyStopping's threshold (no sync_dist).
+class RankZeroWantsToStop : public test_ddp::SyncedClassifier {
+ public:
+  StepOutput validation_step(const data::Batch& batch, int64_t i) override {
+    log("rank_signal", trainer().global_rank() == 0 ? 0.0 : 1.0);
+    return SyncedClassifier::validation_step(batch, i);
+  }
+};
+
+// Mid-epoch (a validation every 2 batches), so the Trainer's own agreement at the epoch's end
+// cannot be what stops rank 1: without EarlyStopping's, rank 1 would go on alone into the next
+// batch's all-reduce and the test would time out.
+TEST(DDPTrainer, EarlyStoppingOnOneProcessStopsThemAll) {
+  if (LaunchingTest::skip_here()) GTEST_SKIP() << "a copy started for another test";
+  LaunchingTest launching;
+  RankZeroWantsToStop model;
+  auto stop = std::make_shared<EarlyStopping>(
+      callbacks::EarlyStoppingOptions{.monitor = "rank_signal", .stopping_threshold = 0.5});
+  Trainer trainer(test_trainer::quiet({.max_epochs = 5, .devices = 2, .strategy = "ddp",
+                                       .val_check_interval = int64_t{2}, .num_sanity_val_steps = 0,
+                                       .logger = false, .callbacks = {stop}}));
+  trainer.fit(model, {.train = test_trainer::make_loader(4, true, 0, 5),
+                      .val = test_trainer::make_loader(4, false, 0, 5)});
+  EXPECT_EQ(trainer.global_step(), 2);  // both processes stopped after the first validation
 }
 
 TEST(DDPTrainer, AutoPicksDdpForSeveralProcessesWithoutStartingThemYet) {

@@ -60,7 +60,9 @@ void EarlyStopping::run_check(Trainer& trainer) {
     if (options_.verbose) std::fprintf(stderr, "warning: %s\n", message.c_str());
     return;
   }
-  const auto [should_stop, reason] = evaluate(it->second);
+  const auto [decided, reason] = evaluate(it->second);
+  // Note [Decisions every process shares] (fit_loop.cpp): any process's stop stops all of them.
+  const bool should_stop = trainer.strategy().reduce_boolean_decision(decided, /*all=*/false);
   trainer.should_stop = trainer.should_stop || should_stop;
   if (should_stop) stopped_epoch_ = trainer.current_epoch();
   if (!reason.empty() && options_.verbose) std::printf("%s\n", reason.c_str());

@@ -3,12 +3,12 @@
 // and its log folder.
 #include "train/hardware/ddp_strategy.h"
 
+#include "autograd/grad_mode.h"
 #include "distributed/data_parallel.h"
 #include "distributed/launcher.h"
 #include "distributed/process_group.h"
 #include "tensor/error.h"
 #include "tensor/factories.h"
-#include "autograd/grad_mode.h"
 #include "train/train_module.h"
 
 namespace kiln {

@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "distributed/cluster_environment.h"
@@ -53,7 +52,6 @@ class DDPStrategy : public Strategy {
   int world_size() const override { return env_.world_size; }
   int global_rank() const override { return env_.rank; }
   int local_rank() const override { return env_.local_rank; }
-  int num_nodes() const { return options_.num_nodes; }
   void barrier(const std::string& name = "") override;
   Tensor reduce(const Tensor& t, const std::string& op = "mean") override;
   Tensor broadcast(const Tensor& t, int src = 0) override;

@@ -3,6 +3,8 @@
 // accumulates locally and averages each gradient into its owner only, at the window's end.
 #include "train/hardware/zero_strategy.h"
 
+#include <limits>
+
 #include "distributed/data_parallel.h"
 #include "distributed/zero.h"
 #include "nn/optim/optimizer.h"
@@ -53,7 +55,8 @@ void ZeroStrategy::reduce_gradients(nn::Module& module) {
   const bool overflow = shards_->reduce_scatter_gradients();
   // A loss scaler must skip the step on every process when any shard overflowed: each process's
   // unscale sees only its own gradients, so the overflow is made visible to all of them.
-  if (overflow && precision().name() == "16-mixed")
+  const auto* mixed = dynamic_cast<const MixedPrecision*>(&precision());
+  if (overflow && mixed && mixed->scaler())
     for (const auto& p : module.parameters())
       if (p.grad().defined() && p.grad().numel() > 0) {
         p.grad().reshape({-1}).narrow(0, 0, 1).fill_(std::numeric_limits<double>::infinity());
