@@ -173,11 +173,19 @@ void send_recv_and_barrier(ProcessGroup& pg, int rank) {
     EXPECT_EQ(kt::at(two, 4), 2);
     EXPECT_EQ(kt::at(one, 1), 1);
   }
-  // barrier: nobody leaves before the last rank arrives.
-  const auto start = std::chrono::steady_clock::now();
+  // barrier: nobody leaves before the last rank arrives. Rank 0 arrives 200 ms late; each rank
+  // compares when it left with when rank 0 arrived (one machine, one wall clock). Measuring each
+  // rank's own wait instead would count the ranks' skew before the barrier.
+  const auto ns_now = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
   if (rank == 0) std::this_thread::sleep_for(milliseconds(200));
+  Tensor arrived = full({1}, rank == 0 ? ns_now() : int64_t{0}, {.dtype = DType::i64});
   pg.barrier()->wait();
-  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(190));
+  const int64_t left = ns_now();
+  pg.broadcast(arrived, 0)->wait();
+  EXPECT_GE(left, arrived.data_ptr<int64_t>()[0]);
 }
 
 void every_collective(ProcessGroup& pg, int rank) {
